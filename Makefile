@@ -1,0 +1,52 @@
+# One obvious way to run each thing. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARTIFACTS_DIR ?= $(CURDIR)/artifacts
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export ARTIFACTS_DIR
+
+.PHONY: install demo serve build-sim build-goodbooks test lint fmt bench-build bench-serve clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fit the paper's simulation once (if no version is published yet), then serve it.
+demo: install
+	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR)
+	$(PY) -m app --host $(HOST) --port $(PORT)
+
+serve: install
+	$(PY) -m app --host $(HOST) --port $(PORT)
+
+build-sim: install
+	$(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR)
+
+build-goodbooks: install
+	$(PY) -m models.build --dataset goodbooks --input ../shared/data/goodbooks --out $(ARTIFACTS_DIR) --k 64 --lambda-denoising 500 --lambda-weight-decay 20
+
+test: install
+	$(PY) -m ruff check models app tests bench
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check models app tests bench
+
+fmt: install
+	$(PY) -m ruff check --fix models app tests bench
+
+bench-build: install
+	$(PY) bench/build_vs_als.py
+
+bench-serve: install
+	$(PY) bench/serve_vs_constant.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

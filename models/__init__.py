@@ -1,0 +1,1 @@
+"""Offline job and maths: closed-form embeddings, exact metric indexes, versioned artifacts."""

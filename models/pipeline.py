@@ -1,0 +1,199 @@
+"""The build: dataset -> SVD -> every model's factors -> every index -> one staged artifact folder.
+
+Writes into a staging folder only; publishing is the artifact store's job.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import scipy
+import scipy.sparse as sp
+import sklearn
+
+from models.dataset import Dataset
+from models.errors import InputError
+from models.factorization import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
+from models.indexes import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
+from models.progress import Progress
+from models.projection import normalize_rows, projected_vectors, row_norms
+from models.svd import TruncatedSVD, truncated_svd
+
+SIDES = ("items", "users")
+DENOISING_GROUP = "denoising"  # projected vectors are identical for every denoising D-variant
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    k: int = 50
+    lambda_denoising: float = 10_000.0
+    lambda_weight_decay: float = 100.0
+    seed: int = 0
+    svd_n_iter: int = 6
+    svd_oversamples: int = 20
+    hnsw: bool = False
+    hnsw_params: HnswParams = HnswParams()
+
+    def validate(self) -> None:
+        if not isinstance(self.k, int) or self.k < 1:
+            raise InputError(f"--k must be an integer >= 1, got {self.k}")
+        for name, lam in (("--lambda-denoising", self.lambda_denoising), ("--lambda-weight-decay", self.lambda_weight_decay)):
+            if not np.isfinite(lam) or lam < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {lam}")
+        if self.svd_n_iter < 0 or self.svd_oversamples < 0:
+            raise InputError("--svd-n-iter and --svd-oversamples must be >= 0")
+        hp = self.hnsw_params
+        if hp.M < 2 or hp.ef_construction < 1 or hp.ef_search < 1 or hp.recall_queries < 1:
+            raise InputError("--hnsw-m must be >= 2 and the other --hnsw-* values >= 1")
+
+
+def index_key(side: str, model: str, metric: str) -> str:
+    return f"{side}/{model}/{metric}"
+
+
+def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progress) -> dict[str, Any]:
+    """Fit every model and write every index into `folder`; return the manifest (without files)."""
+    params.validate()
+    t0 = time.perf_counter()
+    X = ds.X
+    if X.nnz == 0:
+        raise InputError("dataset has no non-zero interactions")
+    (folder / "indexes").mkdir()
+    with progress.step(f"svd k={min(params.k, *X.shape)} of {X.shape[0]}x{X.shape[1]}, nnz={X.nnz}"):
+        svd = truncated_svd(X, params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples)
+    progress.say(f"svd: {svd.method}, relative residual {svd.relative_residual:.2e}, energy captured {svd.energy_captured:.3f}")
+    np.savez(folder / "svd.npz", s=svd.s, V=svd.V)
+    indexes: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    recommend: dict[str, dict[str, Any]] = {}
+    projected: dict[str, dict[str, Any]] = {}
+    writer = _IndexWriter(folder, params, progress)
+    for model in MODELS:
+        with progress.step(f"model {model}"):
+            A, B, surviving = _factors(svd, model, params)
+            P = X @ A  # user embeddings: a user is the sum of the A-rows of what it consumed
+            models[model] = {
+                "objective": "weight-decay" if model == WEIGHT_DECAY else "denoising",
+                "d_variant": None if model == WEIGHT_DECAY else model.removeprefix("denoising-"),
+                "lambda": params.lambda_weight_decay if model == WEIGHT_DECAY else params.lambda_denoising,
+                "surviving_dims": surviving,
+                "zero_items": int(np.count_nonzero(row_norms(B) == 0)),
+                "zero_users": int(np.count_nonzero(row_norms(P) == 0)),
+            }
+            for side, M in (("items", B), ("users", P)):
+                indexes[index_key(side, model, "dot")] = writer.write(f"{side}-{model}-dot", M)
+                indexes[index_key(side, model, "cosine")] = writer.write(f"{side}-{model}-cosine", normalize_rows(M))
+            group = DENOISING_GROUP if model in DENOISING_VARIANTS else model
+            if group not in projected:
+                projected[group] = _write_projected(writer, folder, group, P, B)
+            for side in SIDES:
+                indexes[index_key(side, model, "projected")] = projected[group][side]
+            recommend[model] = {
+                metric: {"query_index": index_key("users", model, metric), "items": indexes[index_key("items", model, metric)]}
+                for metric in ("dot", "cosine")
+            } | {"projected": projected[group]["recommend"]}
+    _write_dataset_files(folder, ds)
+    return {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.perf_counter() - t0, 3),
+        "dataset": {**ds.source, "fingerprint": ds.fingerprint()},
+        "counts": {"users": ds.n_users, "items": ds.n_items, "interactions": int(X.nnz), "k": svd.k},
+        "params": {**asdict(params), "k_requested": params.k, "k_effective": svd.k},
+        "svd": {
+            "method": svd.method, "singular_values": svd.s.tolist(),
+            "relative_residual": svd.relative_residual, "energy_captured": svd.energy_captured,
+        },
+        "models": models,
+        "metrics": ["dot", "cosine", "projected"],
+        "indexes": indexes,
+        "recommend": recommend,
+        "projected_groups": {"denoising": list(DENOISING_VARIANTS), WEIGHT_DECAY: [WEIGHT_DECAY]},
+        "has_metadata": ds.item_titles is not None,
+        "libraries": {
+            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__, "faiss": faiss.__version__,
+        },
+        "step_seconds": dict(progress.timings),
+    }
+
+
+def _factors(svd: TruncatedSVD, model: str, params: BuildParams) -> tuple[np.ndarray, np.ndarray, int]:
+    if model == WEIGHT_DECAY:
+        return weight_decay_factors(svd.V, svd.s, params.lambda_weight_decay)
+    A, B = denoising_factors(svd.V, svd.s, params.lambda_denoising, model)
+    f_alive = int(np.count_nonzero(np.linalg.norm(A, axis=0) * np.linalg.norm(B, axis=0) > 0))
+    return A, B, f_alive
+
+
+def _write_projected(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray, B: np.ndarray) -> dict[str, Any]:
+    """Projected-cosine indexes for a group, and the pair /recommend uses for projected.
+
+    Recommend scores Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||): the model's own prediction normalised in
+    the original space, D-invariant. Queries P_u / ||Xhat_u|| against items B_i / ||Xhat_:,i||.
+    """
+    users_proj, items_proj = projected_vectors(P, B)
+    out: dict[str, Any] = {
+        side: writer.write(f"{side}-{group}-projected", normalize_rows(M))
+        for side, M in (("items", items_proj), ("users", users_proj))
+    }
+    user_norm = row_norms(users_proj)[:, None]
+    item_norm = row_norms(items_proj)[:, None]
+    query = np.divide(P, user_norm, out=np.zeros_like(P, dtype=np.float64), where=user_norm > 0)
+    query_file = f"indexes/recommend-{group}-projected-users.npy"
+    np.save(folder / query_file, query.astype(np.float32))
+    items = np.divide(B, item_norm, out=np.zeros_like(B, dtype=np.float64), where=item_norm > 0)
+    out["recommend"] = {"query_file": query_file, "items": writer.write(f"recommend-{group}-projected-items", items)}
+    return out
+
+
+class _IndexWriter:
+    """Writes one exact index (and optionally its HNSW twin with measured recall) per call."""
+
+    def __init__(self, folder: Path, params: BuildParams, progress: Progress) -> None:
+        self.folder, self.params, self.progress = folder, params, progress
+
+    def write(self, stem: str, vectors: np.ndarray) -> dict[str, Any]:
+        rel = f"indexes/{stem}.faiss"
+        exact = flat_index(vectors)
+        write_index(exact, self.folder / rel)
+        entry: dict[str, Any] = {
+            "file": rel, "type": "flat-ip", "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
+            "zero_rows": int(np.count_nonzero(~np.any(vectors != 0, axis=1))),
+        }
+        if self.params.hnsw:
+            hp = self.params.hnsw_params
+            approx = hnsw_index(vectors, hp)
+            hrel = f"indexes/{stem}.hnsw.faiss"
+            write_index(approx, self.folder / hrel)
+            recall = recall_at_10(exact, approx, vectors, hp.recall_queries, seed=self.params.seed)
+            entry["hnsw"] = {"file": hrel, "M": hp.M, "ef_construction": hp.ef_construction, "ef_search": hp.ef_search, "recall_at_10": round(recall, 4)}
+            self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}, hnsw recall@10 {recall:.3f}")
+        else:
+            self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}")
+        return entry
+
+
+def _write_dataset_files(folder: Path, ds: Dataset) -> None:
+    """Id maps, item metadata, popularity and the interactions (for exclude_seen)."""
+    with open(folder / "users.json", "w", encoding="utf-8") as f:
+        json.dump(ds.user_ids, f, ensure_ascii=False)
+    items = []
+    for row, item in enumerate(ds.item_ids):
+        entry: dict[str, Any] = {"id": item}
+        if ds.item_titles is not None:
+            entry["title"] = ds.item_titles[row]
+        if ds.item_categories is not None:
+            entry["categories"] = ds.item_categories[row]
+        items.append(entry)
+    with open(folder / "items.json", "w", encoding="utf-8") as f:
+        json.dump(items, f, ensure_ascii=False)
+    popularity = np.asarray((ds.X > 0).sum(axis=0)).ravel().astype(np.int64)
+    np.save(folder / "item_popularity.npy", popularity)
+    sp.save_npz(folder / "interactions.npz", ds.X.tocsr(), compressed=False)

@@ -1,0 +1,70 @@
+"""The one truncated SVD every model shares: X ~ U_k diag(s) V_k^T."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from sklearn.utils.extmath import randomized_svd
+
+DENSE_LIMIT = 60_000_000  # entries of X above which the exact path uses the Gram matrix
+
+
+@dataclass
+class TruncatedSVD:
+    """s (k,) descending, V (n_items, k) orthonormal columns; accuracy figures of the fit."""
+
+    s: np.ndarray
+    V: np.ndarray
+    method: str
+    relative_residual: float
+    energy_captured: float
+
+    @property
+    def k(self) -> int:
+        return int(self.s.size)
+
+
+def truncated_svd(
+    X: sp.spmatrix, k: int, seed: int = 0, n_iter: int = 6, n_oversamples: int = 20
+) -> TruncatedSVD:
+    """Top-k right singular pairs of X (n_users, n_items); k is capped at min(n_users, n_items).
+
+    k < min(n, p): scikit-learn's randomised SVD (Halko et al.), `n_iter` power iterations.
+    Otherwise the exact SVD: dense LAPACK on X when it fits, else eigh of X^T X.
+    Accuracy: relative residual ||X^T U - V S||_F / ||s||_2 of the returned subspace, and
+    energy captured sum(s^2) / ||X||_F^2.
+    """
+    n, p = X.shape
+    k = min(k, n, p)
+    Xc = sp.csr_matrix(X, dtype=np.float64)
+    if k < min(n, p):
+        U, s, Vt = randomized_svd(
+            Xc, n_components=k, n_oversamples=n_oversamples, n_iter=n_iter,
+            random_state=seed, flip_sign=True,
+        )
+        method = f"randomized(n_iter={n_iter}, oversamples={n_oversamples})"
+        V = Vt.T
+    elif n * p <= DENSE_LIMIT:
+        U, s, Vt = scipy.linalg.svd(Xc.toarray(), full_matrices=False)
+        U, s, V = U[:, :k], s[:k], Vt[:k].T
+        method = "exact(dense lapack)"
+    else:
+        w, V = scipy.linalg.eigh((Xc.T @ Xc).toarray())
+        order = np.argsort(w)[::-1][:k]
+        s = np.sqrt(np.clip(w[order], 0.0, None))
+        V = V[:, order]
+        U = (Xc @ V) / np.where(s > 0, s, 1.0)
+        method = "exact(gram eigh)"
+    residual = Xc.T @ U - V * s
+    scale = float(np.linalg.norm(s)) or 1.0
+    total = float(Xc.multiply(Xc).sum()) or 1.0
+    return TruncatedSVD(
+        s=np.asarray(s, dtype=np.float64),
+        V=np.ascontiguousarray(V, dtype=np.float64),
+        method=method,
+        relative_residual=float(np.linalg.norm(residual) / scale),
+        energy_captured=float(np.sum(s**2) / total),
+    )
