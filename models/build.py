@@ -30,7 +30,9 @@ DEFAULT_GOODBOOKS = Path(__file__).resolve().parent.parent.parent / "shared" / "
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m models.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dataset", choices=("simulation", "csv", "goodbooks"), default="simulation")
     ap.add_argument("--input", help="csv: the interaction file; goodbooks: the folder (default ../shared/data/goodbooks)")
     ap.add_argument("--out", required=True, help="artifacts root (versions/, CURRENT)")
@@ -41,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--user-col", default="user_id")
     ap.add_argument("--item-col", default="item_id")
     ap.add_argument("--value-col", default="value", help="optional value column (default 'value' if present)")
-    ap.add_argument("--movielens", action="store_true", help="shorthand for --user-col userId --item-col movieId --value-col rating")
+    ap.add_argument("--movielens", action="store_true",
+                    help="shorthand for --user-col userId --item-col movieId --value-col rating")
     ap.add_argument("--min-value", type=float, default=None, help="drop rows whose value is below this")
     ap.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
                     help="set kept values to 1 (default: on for goodbooks, off for csv)")
@@ -63,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
 
 def load_dataset(args: argparse.Namespace) -> Dataset:
     if args.dataset == "simulation":
-        ds, _ = simulate(SimulationSpec(n_users=args.sim_users, n_items=args.sim_items, n_clusters=args.sim_clusters, seed=args.seed))
+        spec = SimulationSpec(n_users=args.sim_users, n_items=args.sim_items, n_clusters=args.sim_clusters, seed=args.seed)
+        ds, _ = simulate(spec)
         return ds
     if args.dataset == "goodbooks":
         return read_goodbooks(args.input or DEFAULT_GOODBOOKS, min_value=args.min_value,
@@ -123,10 +127,12 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
     lines = [
         f"published {version} to {out} (CURRENT switched)",
         f"  dataset     {manifest['dataset']['kind']}: {c['users']} users x {c['items']} items, {c['interactions']} interactions",
-        f"  svd         k={c['k']} {svd['method']}; s_1={s[0]:.4g} s_k={s[-1]:.4g}; residual {svd['relative_residual']:.2e}; energy {svd['energy_captured']:.3f}",
+        f"  svd         k={c['k']} {svd['method']}; s_1={s[0]:.4g} s_k={s[-1]:.4g}; "
+        f"residual {svd['relative_residual']:.2e}; energy {svd['energy_captured']:.3f}",
     ]
     for name, m in manifest["models"].items():
-        lines.append(f"  {name:28s} lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d} zero users={m['zero_users']:<6d} zero items={m['zero_items']}")
+        lines.append(f"  {name:28s} lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d} "
+                     f"zero users={m['zero_users']:<6d} zero items={m['zero_items']}")
     files = {e["file"] for e in manifest["indexes"].values()}
     recalls = [e["hnsw"]["recall_at_10"] for e in manifest["indexes"].values() if "hnsw" in e]
     lines.append(f"  indexes     {len(manifest['indexes'])} (side x model x metric) in {len(files)} files"

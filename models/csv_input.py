@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -32,17 +34,19 @@ def read_interactions_csv(
     values: list[float] = []
     lines: list[int] = []
     try:
-        handle = open(path, newline="", encoding="utf-8")
+        handle = open(path, "rb")  # noqa: SIM115 -- opened here so that an unreadable path is its own error
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
     with handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(_decoded_lines(handle, path))
         try:
             header = next(reader)
         except StopIteration:
             raise InputError(f"{path}: empty file (a header row is required)") from None
-        except (csv.Error, UnicodeDecodeError) as e:
+        except csv.Error as e:
             raise InputError(f"{path}: line 1: unreadable header: {e}") from e
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
         header = [h.strip() for h in header]
         missing = [c for c in (user_col, item_col) if c not in header]
         if missing:
@@ -79,8 +83,6 @@ def read_interactions_csv(
                 lines.append(line)
         except csv.Error as e:
             raise InputError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from e
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: line {reader.line_num + 1}: not UTF-8 text: {e.reason}") from e
     if not users:
         raise InputError(f"{path}: no interactions (after the header{' and --min-value' if min_value is not None else ''})")
     X, user_ids, item_ids, n_dup = matrix_from_triplets(
@@ -97,6 +99,15 @@ def read_interactions_csv(
             "columns": {"user": user_col, "item": item_col, "value": value_col if vi is not None else None},
         },
     )
+
+
+def _decoded_lines(handle: BinaryIO, path: Path) -> Iterator[str]:
+    """Decode line by line so that a bad byte is reported with its line number."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: line {number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _parse_value(text: str, path: Path, line: int) -> float:

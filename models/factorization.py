@@ -61,7 +61,9 @@ def weight_decay_factors(V: np.ndarray, s: np.ndarray, lam: float) -> tuple[np.n
     return V * a, V * b, int(np.count_nonzero(keep > 0))
 
 
-def model_factors(V: np.ndarray, s: np.ndarray, model: str, lam_denoising: float, lam_weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
+def model_factors(
+    V: np.ndarray, s: np.ndarray, model: str, lam_denoising: float, lam_weight_decay: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) (n_items, k) of any model name in MODELS."""
     if model == WEIGHT_DECAY:
         A, B, _ = weight_decay_factors(V, s, lam_weight_decay)

@@ -34,8 +34,9 @@ def truncated_svd(
 
     k < min(n, p): scikit-learn's randomised SVD (Halko et al.), `n_iter` power iterations.
     Otherwise the exact SVD: dense LAPACK on X when it fits, else eigh of X^T X.
-    Accuracy: relative residual ||X^T U - V S||_F / ||s||_2 of the returned subspace, and
-    energy captured sum(s^2) / ||X||_F^2.
+    Accuracy: relative residual ||X V - U S||_F / ||s||_2 (zero only when V spans exact right
+    singular vectors; X^T U - V S is zero by construction of the randomised method, so it is not used),
+    and energy captured sum(s^2) / ||X||_F^2.
     """
     n, p = X.shape
     k = min(k, n, p)
@@ -58,7 +59,7 @@ def truncated_svd(
         V = V[:, order]
         U = (Xc @ V) / np.where(s > 0, s, 1.0)
         method = "exact(gram eigh)"
-    residual = Xc.T @ U - V * s
+    residual = Xc @ V - U * s
     scale = float(np.linalg.norm(s)) or 1.0
     total = float(Xc.multiply(Xc).sum()) or 1.0
     return TruncatedSVD(
