@@ -19,6 +19,7 @@ from typing import Any
 from models.artifacts import ArtifactStore
 from models.csv_input import read_interactions_csv
 from models.dataset import Dataset
+from models.diagnostics import format_summary
 from models.errors import InputError
 from models.goodbooks import read_goodbooks
 from models.indexes import HnswParams
@@ -59,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=200)
     ap.add_argument("--hnsw-ef-search", type=int, default=128)
+    ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
+                    help="skip summary.json (metric agreement over the catalogue) and the simulation's heatmaps")
+    ap.add_argument("--diagnostics-sample", type=int, default=2000,
+                    help="item queries for summary.json (all items when fewer; a seeded sample otherwise)")
+    ap.add_argument("--diagnostics-user-sample", type=int, default=500,
+                    help="user queries for summary.json (seeded sample; 0: items only)")
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
@@ -96,6 +103,8 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         k=args.k, lambda_denoising=args.lambda_denoising, lambda_weight_decay=args.lambda_weight_decay,
         seed=args.seed, svd_n_iter=args.svd_n_iter, svd_oversamples=args.svd_oversamples, hnsw=args.hnsw,
         hnsw_params=HnswParams(M=args.hnsw_m, ef_construction=args.hnsw_ef_construction, ef_search=args.hnsw_ef_search),
+        diagnostics=args.diagnostics, diagnostics_sample=args.diagnostics_sample,
+        diagnostics_user_sample=args.diagnostics_user_sample,
     )
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
     store = ArtifactStore(args.out)
@@ -138,6 +147,15 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
     lines.append(f"  indexes     {len(manifest['indexes'])} (side x model x metric) in {len(files)} files"
                  + (f"; hnsw recall@10 min {min(recalls):.3f}" if recalls else ""))
     lines.append(f"  build       {manifest['build_seconds']:.1f}s")
+    diag = manifest.get("diagnostics")
+    if diag:
+        vdir = Path(out) / "versions" / version
+        figures = diag["heatmaps"]
+        lines.append(f"  heatmaps    {vdir / figures['grid']} (+{len(figures['panels'])} panels)" if figures
+                     else f"  heatmaps    none: {diag['heatmaps_skipped']}")
+        lines.append(f"  diagnostics {vdir / diag['summary']}")
+        summary_json = json.loads((vdir / diag["summary"]).read_text(encoding="utf-8"))
+        lines.append(format_summary(summary_json))
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import sklearn
 
 from models.dataset import Dataset
+from models.diagnostics import DiagnosticsParams, run_diagnostics
 from models.errors import InputError
 from models.factorization import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
 from models.indexes import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
@@ -39,7 +40,11 @@ class BuildParams:
     svd_n_iter: int = 6
     svd_oversamples: int = 20
     hnsw: bool = False
-    hnsw_params: HnswParams = HnswParams()
+    hnsw_params: HnswParams = field(default_factory=HnswParams)
+    # summary.json (+ heatmaps for the simulation), models/diagnostics.py; on in the CLI, off for library callers
+    diagnostics: bool = False
+    diagnostics_sample: int = 2000
+    diagnostics_user_sample: int = 500
 
     def validate(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -52,6 +57,8 @@ class BuildParams:
         hp = self.hnsw_params
         if hp.M < 2 or hp.ef_construction < 1 or hp.ef_search < 1 or hp.recall_queries < 1:
             raise InputError("--hnsw-m must be >= 2 and the other --hnsw-* values >= 1")
+        if self.diagnostics_sample < 1 or self.diagnostics_user_sample < 0:
+            raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
 
 
 def index_key(side: str, model: str, metric: str) -> str:
@@ -75,10 +82,11 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
     recommend: dict[str, dict[str, Any]] = {}
     projected: dict[str, dict[str, Any]] = {}
     writer = _IndexWriter(folder, params, progress)
+    XV = X @ svd.V  # (n_users, k): one sparse product shared by every model (see _user_embeddings)
     for model in MODELS:
         with progress.step(f"model {model}"):
             A, B, surviving = _factors(svd, model, params)
-            P = X @ A  # user embeddings: a user is the sum of the A-rows of what it consumed
+            P = _user_embeddings(X, XV, svd.V, A)  # a user is the sum of the A-rows of what it consumed
             models[model] = {
                 "objective": "weight-decay" if model == WEIGHT_DECAY else "denoising",
                 "d_variant": None if model == WEIGHT_DECAY else model.removeprefix("denoising-"),
@@ -100,6 +108,11 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 for metric in ("dot", "cosine")
             } | {"projected": projected[group]["recommend"]}
     _write_dataset_files(folder, ds)
+    diagnostics = run_diagnostics(
+        folder, ds, indexes,
+        DiagnosticsParams(sample=params.diagnostics_sample, user_sample=params.diagnostics_user_sample, seed=params.seed),
+        params.lambda_denoising, params.lambda_weight_decay, progress,
+    ) if params.diagnostics else None
     return {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.perf_counter() - t0, 3),
@@ -120,8 +133,23 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
             "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__, "faiss": faiss.__version__,
         },
+        "diagnostics": diagnostics,
         "step_seconds": dict(progress.timings),
     }
+
+
+def _user_embeddings(X: sp.csr_matrix, XV: np.ndarray, V: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """P = X A (n_users, k) from XV = X V (n_users, k), V and A (n_items, k).
+
+    Every closed form has A = V diag(a), so X A = (X V) diag(a): a column scaling instead of a
+    sparse product per model. a is recovered column by column (a_j = <A_j, V_j> / <V_j, V_j>) and
+    checked; an A of any other form gets the sparse product.
+    """
+    vv = np.einsum("ij,ij->j", V, V)
+    a = np.einsum("ij,ij->j", A, V) / np.where(vv > 0, vv, 1.0)
+    if np.allclose(A, V * a, rtol=1e-12, atol=0.0):
+        return XV * a
+    return X @ A
 
 
 def _factors(svd: TruncatedSVD, model: str, params: BuildParams) -> tuple[np.ndarray, np.ndarray, int]:
@@ -173,7 +201,10 @@ class _IndexWriter:
             hrel = f"indexes/{stem}.hnsw.faiss"
             write_index(approx, self.folder / hrel)
             recall = recall_at_10(exact, approx, vectors, hp.recall_queries, seed=self.params.seed)
-            entry["hnsw"] = {"file": hrel, "M": hp.M, "ef_construction": hp.ef_construction, "ef_search": hp.ef_search, "recall_at_10": round(recall, 4)}
+            entry["hnsw"] = {
+                "file": hrel, "M": hp.M, "ef_construction": hp.ef_construction, "ef_search": hp.ef_search,
+                "recall_at_10": round(recall, 4),
+            }
             self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}, hnsw recall@10 {recall:.3f}")
         else:
             self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}")

@@ -12,7 +12,7 @@ Readings of what the paper leaves open (fixed here and stated in README):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,11 +45,20 @@ class SimulationTruth:
         return P / P.sum(axis=1, keepdims=True)
 
 
-def simulate(spec: SimulationSpec = SimulationSpec()) -> tuple[Dataset, SimulationTruth]:
-    """Binary X (n_users, n_items) drawn as the paper describes, with its ground truth."""
-    if spec.n_users < 1 or spec.n_items < 1 or spec.n_clusters < 1:
-        raise InputError("simulation: n_users, n_items and n_clusters must be >= 1")
-    rng = np.random.default_rng(spec.seed)
+def simulation_truth(spec: SimulationSpec) -> SimulationTruth:
+    """The ground truth simulate(spec) draws, without drawing X (same seed, same random stream)."""
+    return _draw_truth(np.random.default_rng(spec.seed), spec)[0]
+
+
+def spec_from_source(source: dict[str, object]) -> SimulationSpec:
+    """The SimulationSpec recorded in a simulated Dataset's `source` (and so in a manifest)."""
+    if source.get("kind") != "simulation":
+        raise ValueError(f"not a simulated dataset: kind {source.get('kind')!r}")
+    return SimulationSpec(**{f.name: source[f.name] for f in fields(SimulationSpec)})  # type: ignore[arg-type]
+
+
+def _draw_truth(rng: np.random.Generator, spec: SimulationSpec) -> tuple[SimulationTruth, np.ndarray]:
+    """(truth, beta (n_clusters,)): the first draws of the simulation's random stream."""
     n, p, c = spec.n_users, spec.n_items, spec.n_clusters
     cluster = rng.integers(0, c, size=p)
     beta = rng.uniform(0.25, 1.5, size=c)
@@ -59,9 +68,19 @@ def simulate(spec: SimulationSpec = SimulationSpec()) -> tuple[Dataset, Simulati
         rank = rng.permutation(members.size) + 1
         popularity[members] = rank ** (-beta[cl])
     preferences = rng.dirichlet(np.ones(c), size=n)
+    return SimulationTruth(cluster=cluster, popularity=popularity, preferences=preferences), beta
+
+
+def simulate(spec: SimulationSpec = SimulationSpec()) -> tuple[Dataset, SimulationTruth]:
+    """Binary X (n_users, n_items) drawn as the paper describes, with its ground truth."""
+    if spec.n_users < 1 or spec.n_items < 1 or spec.n_clusters < 1:
+        raise InputError("simulation: n_users, n_items and n_clusters must be >= 1")
+    rng = np.random.default_rng(spec.seed)
+    n, p = spec.n_users, spec.n_items
+    truth, beta = _draw_truth(rng, spec)
+    cluster, popularity, preferences = truth.cluster, truth.popularity, truth.preferences
     cap = min(spec.max_items_per_user, p)
     counts = np.clip(np.floor(rng.pareto(spec.activity_exponent, size=n) + 1), 1, cap).astype(np.int64)
-    truth = SimulationTruth(cluster=cluster, popularity=popularity, preferences=preferences)
     log_pop = np.log(popularity)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []

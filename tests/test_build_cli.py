@@ -16,7 +16,8 @@ from models.factorization import DENOISING_VARIANTS, MODELS, model_factors
 from models.indexes import METRICS, read_index
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL_SIM = ["--sim-users", "1500", "--sim-items", "120", "--k", "12", "--lambda-denoising", "200", "--lambda-weight-decay", "10"]
+SMALL_SIM = ["--sim-users", "1500", "--sim-items", "120", "--k", "12", "--lambda-denoising", "200", "--lambda-weight-decay", "10",
+             "--no-diagnostics"]  # diagnostics: tests/test_diagnostics.py
 
 
 def run_build(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -156,7 +157,7 @@ def test_goodbooks_build(tmp_path):
     data = ROOT.parent / "shared" / "data" / "goodbooks"
     if not (data / "ratings.csv").is_file():
         pytest.skip(f"goodbooks dataset absent at {data}")
-    proc = run_build(tmp_path, "--dataset", "goodbooks", "--input", str(data), "--k", "32", "--quiet")
+    proc = run_build(tmp_path, "--dataset", "goodbooks", "--input", str(data), "--k", "32", "--quiet", "--no-diagnostics")
     assert proc.returncode == 0, proc.stderr
     store = ArtifactStore(tmp_path)
     vdir = store.version_dir(store.current_version())

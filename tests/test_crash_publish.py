@@ -14,7 +14,7 @@ import pytest
 from models.artifacts import ArtifactStore, verify_version
 
 ROOT = Path(__file__).resolve().parent.parent
-SIM = ["--dataset", "simulation", "--sim-users", "20000", "--sim-items", "1000", "--k", "50"]
+SIM = ["--dataset", "simulation", "--sim-users", "20000", "--sim-items", "1000", "--k", "50", "--no-diagnostics"]
 
 
 def build(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

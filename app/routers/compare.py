@@ -1,0 +1,254 @@
+"""GET /compare-metrics, /compare-metrics/summary, /figures and /figures/{name}: how much the metrics disagree."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from app.compare_schemas import (
+    DEFAULT_MODELS_METRIC,
+    CompareQuery,
+    CompareResponse,
+    FiguresResponse,
+    SummaryQuery,
+    SummaryResponse,
+)
+from app.comparison import Target, compare
+from app.metrics import NONE, SCOPE_LABELS, VERSION_HEADER
+from app.problems import ProblemError
+from app.routers.neighbours import check_k, current_version
+from app.routing import QueryModelRoute, invalid, json_response
+from app.schemas import DEFAULT_MODEL, Problem, ValidationProblem
+from app.store import Version
+from models.diagnostics import format_summary
+from models.factorization import MODELS
+from models.indexes import METRICS
+
+router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
+figures_router = APIRouter(tags=["diagnostics"])
+
+NOT_READY = {503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}}
+
+
+@router.get(
+    "/compare-metrics",
+    response_model=CompareResponse,
+    responses={
+        404: {"model": Problem, "description": "Unknown item or user id in the served artifact version."},
+        422: {
+            "model": ValidationProblem,
+            "description": "Neither or both of item_id and user_id; model together with models; fewer than two "
+            "different models; metric without models; an unknown model or metric (the allowed values are listed); "
+            "k, rbo_p or tau_rows out of range.",
+        },
+        **NOT_READY,
+    },
+    summary="Neighbour lists of every metric side by side, and how much they agree",
+    description="For one item (`item_id`) or user (`user_id`): the neighbour lists of dot, cosine and projected cosine "
+    "of one `model`, exactly as /similar-items (/similar-users) serves them, with titles and categories; per list "
+    "the popularity of the neighbours relative to the catalogue median and (items with categories) the share "
+    "sharing a category with the query; for every pair of lists the Jaccard overlap@k, rank-biased overlap (p "
+    "stated) and the weighted Kendall tau of the full score vectors (bounded by `tau_rows`). With `models` "
+    "(repeated) instead of `model`: one `metric` across models, which shows the D-sensitivity of cosine.",
+)
+async def compare_metrics(q: Annotated[CompareQuery, Query()], request: Request) -> Response:
+    request.scope[SCOPE_LABELS] = (NONE, NONE)  # until the lists are known (QueryModelRoute put the raw, maybe null, values)
+    targets, labels = _targets(q)
+    request.scope[SCOPE_LABELS] = labels
+    if (q.item_id is None) == (q.user_id is None):
+        given = "both" if q.item_id is not None else "neither"
+        raise invalid("item_id", f"give exactly one of item_id and user_id ({given} given)", q.item_id or q.user_id)
+    version = current_version(request)
+    check_k(request, q.k)
+    side = "items" if q.item_id is not None else "users"
+    external_id = q.item_id if q.item_id is not None else q.user_id
+    row = version.row(side, external_id)  # type: ignore[arg-type]
+    for t in targets:
+        version.index(side, t.model, t.metric)  # Unavailable -> 404 before any work
+    # ~10-100 ms of numpy/scipy (the weighted tau): off the event loop, so other requests keep flowing
+    body = await asyncio.to_thread(compare, version, side, row, targets, q.k, q.rbo_p, q.tau_rows)
+    if side == "items":
+        meta = version.item_meta[row]
+        query = {"item_id": external_id, "title": meta.get("title"), "categories": meta.get("categories")}
+    else:
+        query = {"user_id": external_id}
+    many = q.models is not None
+    head = {
+        "side": side,
+        "compare": "models" if many else "metrics",
+        "query": query,
+        "model": None if many else (q.model or DEFAULT_MODEL),
+        "models": [t.model for t in targets] if many else None,
+        "metric": (q.metric or DEFAULT_MODELS_METRIC) if many else None,
+        "k": q.k,
+        "rbo_p": q.rbo_p,
+        "artifact_version": version.name,
+    }
+    return json_response({**head, **body}, version.name)
+
+
+def _targets(q: CompareQuery) -> tuple[list[Target], tuple[str, str]]:
+    """The lists to compare and the (model, metric) labels of the request metrics; 422 on a bad combination."""
+    if q.models is None:
+        if q.metric is not None:
+            raise invalid("metric", "metric applies only with models= (comparing one metric across models)", q.metric)
+        model = q.model or DEFAULT_MODEL
+        return [Target(metric, model, metric) for metric in METRICS], (model, "all")
+    if q.model is not None:
+        raise invalid("model", "give model (compare its metrics) or models (compare models), not both", q.model)
+    models = list(dict.fromkeys(q.models))  # repeated names once, in the order given
+    if len(models) < 2:
+        raise invalid("models", "give at least two different models", ",".join(q.models), {"models": list(MODELS)})
+    metric = q.metric or DEFAULT_MODELS_METRIC
+    return [Target(model, model, metric) for model in models], ("several", metric)
+
+
+# --------------------------------------------------------------------------- the build-time summary
+
+_summaries: weakref.WeakKeyDictionary[Version, dict[str, Any]] = weakref.WeakKeyDictionary()
+_summary_lock = threading.Lock()
+
+
+def _summary(version: Version) -> dict[str, Any]:
+    """summary.json of a version (read once per loaded version; its checksum was verified at load)."""
+    cached = _summaries.get(version)
+    if cached is not None:
+        return cached
+    entry = version.manifest.get("diagnostics") or {}
+    rel = entry.get("summary")
+    if not rel or rel not in version.manifest.get("files", {}):
+        raise ProblemError(
+            404,
+            "No summary in this version",
+            f"artifact version {version.name} has no metric summary (built with --no-diagnostics)",
+            "/problems/summary-unavailable",
+        )
+    try:
+        summary = orjson.loads((version.path / rel).read_bytes())
+    except OSError as e:  # the version folder was removed (garbage-collected) under us
+        raise ProblemError(503, "Summary unreadable", f"{rel} of {version.name}: {e}", "/problems/summary-unreadable") from e
+    with _summary_lock:
+        _summaries[version] = summary
+    return summary
+
+
+@router.get(
+    "/compare-metrics/summary",
+    response_model=SummaryResponse,
+    responses={
+        200: {
+            "content": {
+                "text/markdown": {"schema": {"type": "string"}, "example": "| model | cat.prec@10 dot | ... |"},
+                "text/plain": {"schema": {"type": "string"}, "example": "  model  cat.prec@10 dot ..."},
+            },
+            "description": "The summary of the served version: JSON (default) or its tables as markdown or plain text.",
+        },
+        404: {"model": Problem, "description": "The served version has no summary (built with --no-diagnostics)."},
+        422: {"model": ValidationProblem, "description": "Unknown format (the allowed values are listed)."},
+        **NOT_READY,
+    },
+    summary="Metric agreement over the whole catalogue (the build's summary.json)",
+    description="What the offline job measured over every item (or a seeded sample) and a sample of users, per model x "
+    "metric: category precision@k, popularity bias; per model the mean Jaccard@k, RBO and weighted tau of each "
+    "metric pair; per metric the D-sensitivity (mean Jaccard@k between the four denoising D-variants). "
+    "`format=markdown` or `text` returns the same as tables.",
+)
+async def compare_summary(q: Annotated[SummaryQuery, Query()], request: Request) -> Response:
+    version = current_version(request)
+    summary = _summary(version)
+    if q.format == "json":
+        return json_response(
+            {"artifact_version": version.name, "dataset": version.manifest.get("dataset", {}), "summary": summary},
+            version.name,
+        )
+    text = format_summary(summary, markdown=q.format == "markdown")
+    head = f"Metric agreement of artifact version {version.name}\n\n"
+    media = "text/markdown" if q.format == "markdown" else "text/plain"
+    return Response(head + text + "\n", media_type=f"{media}; charset=utf-8", headers={VERSION_HEADER: version.name})
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def figures_of(version: Version) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(listing, name -> path relative to the version) of the PNGs the manifest lists; nothing else is served."""
+    heatmaps = (version.manifest.get("diagnostics") or {}).get("heatmaps") or {}
+    files = version.manifest.get("files", {})
+    listing: list[dict[str, Any]] = []
+    paths: dict[str, str] = {}
+
+    def add(rel: str, kind: str, title: str, **extra: Any) -> None:
+        name = rel.rsplit("/", 1)[-1]
+        if rel in files and name not in paths:  # checksummed with the version, never a path from the request
+            paths[name] = rel
+            listing.append({"name": name, "url": f"/figures/{name}", "kind": kind, "title": title,
+                            "model": None, "metric": None, "k": None, "bytes": files[rel].get("bytes"), **extra})
+
+    if heatmaps.get("grid"):
+        add(heatmaps["grid"], "grid", "all panels: ground truth, cosine and projected cosine of every model, at two ranks")
+    for p in heatmaps.get("panels", []):
+        add(p["file"], "panel", p.get("title", ""), model=p.get("model"), metric=p.get("metric"), k=p.get("k"))
+    return listing, paths
+
+
+@figures_router.get(
+    "/figures",
+    response_model=FiguresResponse,
+    responses=NOT_READY,
+    summary="Heatmaps of the served version",
+    description="The item-item similarity heatmaps the build drew (the paper's figure; simulation datasets only): the "
+    "grid and every panel with its model, metric and rank. Empty, with the reason, when the version has none.",
+)
+async def list_figures(request: Request) -> Response:
+    version = current_version(request)
+    listing, _ = figures_of(version)
+    entry = version.manifest.get("diagnostics") or {}
+    heatmaps = entry.get("heatmaps")
+    if heatmaps:
+        skipped = None
+    elif entry:
+        skipped = entry.get("heatmaps_skipped") or "not drawn"
+    else:
+        skipped = "built with --no-diagnostics"
+    meta = {k: v for k, v in heatmaps.items() if k not in ("grid", "panels")} if heatmaps else None
+    body = {"artifact_version": version.name, "figures": listing, "skipped": skipped, "heatmaps": meta}
+    return json_response(body, version.name)
+
+
+@figures_router.get(
+    "/figures/{name}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "The PNG."},
+        404: {"model": Problem, "description": "No figure of that name in the served version (see GET /figures)."},
+        **NOT_READY,
+    },
+    summary="One heatmap PNG",
+    description="A PNG listed by GET /figures (looked up by name in the version's manifest). ETag = its sha256; "
+    "If-None-Match answers 304.",
+)
+async def get_figure(
+    name: Annotated[str, Path(description="A name from GET /figures.", examples=["heatmaps.png"])], request: Request
+) -> Response:
+    version = current_version(request)
+    rel = figures_of(version)[1].get(name)
+    if rel is None:
+        raise ProblemError(
+            404, "Unknown figure", f"artifact version {version.name} has no figure {name!r} (see /figures)",
+            "/problems/unknown-figure", figure=name,
+        )
+    etag = f'"{version.manifest["files"][rel]["sha256"]}"'
+    headers = {VERSION_HEADER: version.name, "ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    try:
+        data = await asyncio.to_thread((version.path / rel).read_bytes)
+    except OSError as e:
+        raise ProblemError(503, "Figure unreadable", f"{rel} of {version.name}: {e}", "/problems/figure-unreadable") from e
+    return Response(data, media_type="image/png", headers=headers)

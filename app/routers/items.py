@@ -1,0 +1,35 @@
+"""GET /items/search: find items by id or title (the page's search box)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from app.compare_schemas import ItemSearchQuery, ItemSearchResponse
+from app.item_search import find_items
+from app.routers.neighbours import current_version
+from app.routing import QueryModelRoute, json_response
+from app.schemas import Problem, ValidationProblem
+
+router = APIRouter(route_class=QueryModelRoute, tags=["items"])
+
+
+@router.get(
+    "/items/search",
+    response_model=ItemSearchResponse,
+    responses={
+        422: {"model": ValidationProblem, "description": "q missing, empty or longer than 200 characters; limit outside 1..50."},
+        503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."},
+    },
+    summary="Find items by id or title",
+    description="Items whose id or title contains `q` (case-insensitive), best matches first: exact id, title prefix, "
+    "id prefix, a title word starting with q, anywhere; ties by popularity. For the page's search box.",
+)
+async def search_items(q: Annotated[ItemSearchQuery, Query()], request: Request) -> Response:
+    version = current_version(request)
+    rows = find_items(version, q.q, q.limit)
+    pop = version.item_popularity
+    items = [{**version.item_meta[r], "popularity": int(pop[r])} for r in rows]
+    return json_response({"q": q.q, "limit": q.limit, "artifact_version": version.name, "items": items}, version.name)

@@ -1,0 +1,138 @@
+"""GET /similar-items, /similar-users, /recommend: nearest neighbours under any model and metric."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from app import search
+from app.routing import QueryModelRoute, invalid, json_response
+from app.schemas import (
+    Problem,
+    RecommendQuery,
+    RecommendResponse,
+    SimilarItemsQuery,
+    SimilarItemsResponse,
+    SimilarUsersQuery,
+    SimilarUsersResponse,
+    ValidationProblem,
+)
+from app.store import Version
+
+router = APIRouter(route_class=QueryModelRoute, tags=["neighbours"])
+
+
+def errors(kind: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI error responses of a neighbour endpoint (all application/problem+json)."""
+    return {
+        404: {"model": Problem, "description": f"Unknown {kind} id in the served artifact version."},
+        422: {
+            "model": ValidationProblem,
+            "description": "Missing or invalid parameter: unknown model or metric "
+            "(the allowed values are listed), k outside 1..1000.",
+        },
+        503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."},
+    }
+
+
+def current_version(request: Request) -> Version:
+    """The version this request uses from start to end (NotLoaded -> 503)."""
+    return request.app.state.holder.require()
+
+
+def check_k(request: Request, k: int) -> None:
+    """MAX_K may lower the contract's 1..1000 bound; same 422 shape as the model's own bound."""
+    max_k = request.app.state.settings.max_k
+    if k > max_k:
+        raise invalid("k", f"Input should be less than or equal to {max_k}", k)
+
+
+def item_neighbors(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """[{"item_id", "title"?, "categories"?, "score"}] for item rows and their scores."""
+    entry = version.item_entry
+    return [entry(r, s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
+
+
+def user_neighbors(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """[{"user_id", "score"}] for user rows and their scores."""
+    entry = version.user_entry
+    return [entry(r, s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
+
+
+@router.get(
+    "/similar-items",
+    response_model=SimilarItemsResponse,
+    responses=errors("item"),
+    summary="Items most similar to an item",
+    description="The k items whose embeddings score highest against the query item's under `model` and `metric`; "
+    "the query item is excluded. Entries carry title and categories when the dataset has them.",
+)
+async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Request) -> Response:
+    version = current_version(request)
+    check_k(request, q.k)
+    rows, scores = search.similar(version, "items", q.item_id, q.model, q.metric, q.k)
+    return json_response(
+        {
+            "item_id": q.item_id,
+            "model": q.model,
+            "metric": q.metric,
+            "k": q.k,
+            "artifact_version": version.name,
+            "neighbors": item_neighbors(version, rows, scores),
+        },
+        version.name,
+    )
+
+
+@router.get(
+    "/similar-users",
+    response_model=SimilarUsersResponse,
+    responses=errors("user"),
+    summary="Users most similar to a user",
+    description="The k users whose embeddings score highest against the query user's under `model` and `metric`; "
+    "the query user is excluded.",
+)
+async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Request) -> Response:
+    version = current_version(request)
+    check_k(request, q.k)
+    rows, scores = search.similar(version, "users", q.user_id, q.model, q.metric, q.k)
+    return json_response(
+        {
+            "user_id": q.user_id,
+            "model": q.model,
+            "metric": q.metric,
+            "k": q.k,
+            "artifact_version": version.name,
+            "neighbors": user_neighbors(version, rows, scores),
+        },
+        version.name,
+    )
+
+
+@router.get(
+    "/recommend",
+    response_model=RecommendResponse,
+    responses=errors("user"),
+    summary="Items to recommend to a user",
+    description="The k items with the highest user -> item score under `model` and `metric` (see the metric "
+    "parameter); with exclude_seen (default) the user's own items are left out.",
+)
+async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> Response:
+    version = current_version(request)
+    check_k(request, q.k)
+    rows, scores = search.recommend(version, q.user_id, q.model, q.metric, q.k, q.exclude_seen)
+    return json_response(
+        {
+            "user_id": q.user_id,
+            "model": q.model,
+            "metric": q.metric,
+            "k": q.k,
+            "exclude_seen": q.exclude_seen,
+            "artifact_version": version.name,
+            "neighbors": item_neighbors(version, rows, scores),
+        },
+        version.name,
+    )

@@ -1,0 +1,180 @@
+"""GET /models, /healthz, /readyz, /metrics and POST /admin/reload."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app import metrics
+from app.problems import ProblemError, refusal_dict
+from app.routing import json_response
+from app.schemas import (
+    DEFAULT_K,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL,
+    HealthResponse,
+    ModelsResponse,
+    Problem,
+    ReadyResponse,
+    ReloadResponse,
+)
+from app.store import NotLoaded, VectorIndex, Version
+
+router = APIRouter(tags=["operations"])
+admin_router = APIRouter(tags=["operations"])
+NOT_READY = {503: {"model": Problem, "description": "No artifact version loaded yet; detail says why."}}
+
+
+def _index_info(index: VectorIndex, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rows": index.rows,
+        "dim": index.dim,
+        "zero_rows": int(entry.get("zero_rows", 0)),
+        "served_by": index.kind,
+        "recall_at_10": index.recall_at_10,
+        "ef_search": index.ef_search,
+    }
+
+
+def models_body(version: Version) -> dict[str, Any]:
+    """The /models document of a version: models, metrics, parameters, counts and which index serves what."""
+    m = version.manifest
+    models = {}
+    for name in version.models:
+        info = dict(m["models"][name])
+        indexes = {}
+        for key, index in version.indexes.items():
+            side, model, metric = key.split("/")
+            if model == name:
+                indexes[f"{side}/{metric}"] = _index_info(index, m["indexes"][key])
+        for (model, metric), pair in version.recommend_pairs.items():
+            if model == name:
+                indexes[f"recommend/{metric}"] = _index_info(pair.items, m["recommend"][model][metric]["items"])
+        models[name] = {**info, "indexes": indexes}
+    svd = {k: v for k, v in m.get("svd", {}).items() if k != "singular_values"}
+    svd["singular_values"] = m.get("svd", {}).get("singular_values", [])
+    return {
+        "artifact_version": version.name,
+        "created_at": m.get("created_at", ""),
+        "loaded_at": version.loaded_at,
+        "defaults": {"model": DEFAULT_MODEL, "metric": DEFAULT_METRIC, "k": DEFAULT_K},
+        "metrics": list(version.metrics),
+        "models": models,
+        "counts": m["counts"],
+        "params": m.get("params", {}),
+        "svd": svd,
+        "dataset": m.get("dataset", {}),
+    }
+
+
+@router.get(
+    "/models",
+    response_model=ModelsResponse,
+    responses=NOT_READY,
+    summary="Models, metrics and parameters of the served version",
+    description="Every model with its objective, D-variant, lambda and surviving dimensions; the metrics; build "
+    "parameters, counts, SVD accuracy; and for every index how it is served (flat or HNSW with its recall).",
+)
+async def list_models(request: Request) -> Response:
+    version: Version = request.app.state.holder.require()
+    return json_response(models_body(version), version.name)
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    summary="Liveness: the process answers",
+    description="Always 200 while the process runs, loaded version or not (use /readyz for readiness).",
+)
+async def healthz(request: Request) -> Response:
+    live = request.app.state.holder.current
+    name = live.name if live else None
+    return json_response({"status": "ok", "artifact_version": name, "pid": os.getpid()}, name)
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    responses=NOT_READY,
+    summary="Readiness: a verified version is served",
+    description="200 when this worker serves a verified artifact version; 503 (problem+json) when none is loaded, "
+    "with the reason. `last_refusal` names the most recent version refused (bad checksum or "
+    "unloadable) while the served one stayed.",
+)
+async def readyz(request: Request) -> Response:
+    holder = request.app.state.holder
+    live = holder.current
+    if live is None:
+        raise NotLoaded(holder.not_loaded_reason)
+    return json_response(
+        {
+            "status": "ready",
+            "artifact_version": live.name,
+            "loaded_at": live.loaded_at,
+            "last_refusal": refusal_dict(holder.last_refusal),
+            "pid": os.getpid(),
+        },
+        live.name,
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of all workers",
+    description="Requests, errors and latency histograms by endpoint, model and metric; the served artifact "
+    "version per worker; reloads and refused versions (with the reason).",
+    responses={
+        200: {
+            "content": {"text/plain": {"example": 'simserve_requests_total{endpoint="/similar-items",...} 42.0\n'}},
+            "description": "Prometheus text exposition format.",
+        }
+    },
+)
+async def prometheus_metrics() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server.")
+
+
+@admin_router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    summary="Check CURRENT now and swap in a new version",
+    description="Token-protected (Authorization: Bearer ADMIN_TOKEN; the endpoint does not exist when ADMIN_TOKEN is "
+    "unset). Loads the version CURRENT names if it differs from the served one, retrying one refused "
+    "before. Reloads the worker that answers; the others pick CURRENT up at their next poll "
+    "(RELOAD_INTERVAL). 409 when the version is refused (the served one stays).",
+    responses={
+        401: {"model": Problem, "description": "Missing or wrong token."},
+        409: {"model": Problem, "description": "The version CURRENT names was refused; detail says why."},
+    },
+)
+async def admin_reload(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Response:
+    token = request.app.state.settings.admin_token or ""
+    given = credentials.credentials if credentials else ""
+    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ProblemError(
+            401,
+            "Unauthorized",
+            "a valid bearer token is required",
+            "/problems/unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+        )
+    result = await request.app.state.reloader.check_async("admin", force=True)
+    if result.refusal is not None and not result.changed:
+        raise ProblemError(
+            409, "Version refused", result.refusal.reason, "/problems/version-refused", refused_version=result.refusal.version
+        )
+    return json_response(
+        {"artifact_version": result.current, "previous_version": result.previous, "changed": result.changed, "pid": os.getpid()},
+        result.current,
+    )

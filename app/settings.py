@@ -1,0 +1,63 @@
+"""The service's settings: one pydantic-settings object, read from environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+K_LIMIT = 1000  # the API contract: k outside 1..1000 is a 422, whatever MAX_K says
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Environment variable names are the field names in upper case."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    artifacts_dir: Path = Field(
+        Path("artifacts"), description="Artifacts root written by `python -m models.build` (CURRENT, versions/)."
+    )
+    host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `python -m app` binds to.")
+    workers: int = Field(
+        default_factory=default_workers,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes (default: CPUs available to this process).",
+    )
+    reload_interval: float = Field(
+        5.0, ge=0, description="Seconds between checks of CURRENT for a new version; 0 disables polling."
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token of POST /admin/reload; the endpoint does not exist when unset."
+    )
+    max_k: int = Field(K_LIMIT, ge=1, le=K_LIMIT, description="Largest k a request may ask for (the contract allows up to 1000).")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level of the app and uvicorn."
+    )
+    access_log: bool = Field(
+        False, description="uvicorn access log (one line per request; off by default, /metrics counts requests)."
+    )
+    search_mode: Literal["auto", "exact"] = Field(
+        "auto",
+        description="auto: serve an index's HNSW twin when the build wrote one with recall@10 >= MIN_HNSW_RECALL; "
+        "exact: always the flat (exhaustive) index.",
+    )
+    min_hnsw_recall: float = Field(0.95, ge=0, le=1, description="Lowest measured recall@10 at which an HNSW index is served.")
+    hnsw_ef_search: int | None = Field(
+        None, ge=1, description="Override the efSearch the build measured recall with (default: keep it)."
+    )
+    faiss_threads: int = Field(
+        1, ge=1, description="OpenMP threads per worker for FAISS; 1 because workers already use every core."
+    )

@@ -1,0 +1,335 @@
+"""The whole offline job against implicit's ALS fitting one model, on the same synthetic matrix.
+
+    .venv/bin/python bench/build_vs_als.py            # 200,000 x 50,000, ~10M interactions, k = 128
+    .venv/bin/python bench/build_vs_als.py --quick    # 20,000 x 5,000, ~300k interactions: a smoke test
+
+Each side runs in its own subprocess (so peak RSS is measured per side, with os.wait4), generates
+the same seeded matrix (not timed), then times its work:
+- job: models.pipeline.build_into (SVD, all five models, dot / cosine / projected indexes for
+  items and users, id maps, interactions) plus ArtifactStore.publish (sha256 of every file,
+  fsync, rename, CURRENT switch): what models/build.py's run() does after reading the input;
+- als: implicit.cpu.als.AlternatingLeastSquares(factors=128, iterations=15).fit(X), X the
+  users x items CSR (float32).
+Both sides get the same number of cores (--threads, default 2): the job's BLAS and OpenMP pools are
+set to that many threads; ALS gets num_threads=--threads with OpenBLAS at 1 thread, as implicit
+recommends (its own threads do the work; a threaded BLAS inside them slows it down).
+Sides alternate order between repeats; the table shows medians. Results go to
+bench/results/build_vs_als.json (or --quick: build_vs_als.quick.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+GB = 1024**3
+FULL = {"users": 200_000, "items": 50_000, "nnz": 10_000_000}
+QUICK = {"users": 20_000, "items": 5_000, "nnz": 300_000}
+
+
+# --------------------------------------------------------------------------- the matrix
+
+def power_law_matrix(
+    n_users: int, n_items: int, nnz: int, seed: int = 0,
+    item_exponent: float = 0.9, activity_shape: float = 1.2, max_share: float = 0.1,
+) -> sp.csr_matrix:
+    """Binary X (n_users, n_items), float32 CSR with sorted indices, about `nnz` non-zeros.
+
+    Item popularity: Zipf, pop(i) = rank_i ** -item_exponent, ranks in a seeded random order.
+    User activity: Pareto(shape activity_shape) draws scaled so the total is nnz, clipped to
+    [1, max_share * n_items]. Each user's items are drawn from pop with replacement; repeats are
+    dropped and redrawn (a few rounds), so rows are close to sampling without replacement.
+    """
+    rng = np.random.default_rng(seed)
+    pop = (rng.permutation(n_items) + 1.0) ** -item_exponent
+    cdf = np.cumsum(pop / pop.sum())
+    cdf[-1] = 1.0
+    raw = rng.pareto(activity_shape, size=n_users) + 1.0
+    cap = max(1, int(max_share * n_items))
+    scale = nnz / raw.sum()
+    for _ in range(30):  # clipping removes mass: rescale until the clipped total hits the target
+        counts = np.clip(np.rint(raw * scale), 1, cap).astype(np.int64)
+        total = int(counts.sum())
+        if abs(total - nnz) <= 0.001 * nnz:
+            break
+        scale *= nnz / total
+    keys = np.empty(0, dtype=np.int64)
+    want = counts
+    for _ in range(6):
+        users = np.repeat(np.arange(n_users, dtype=np.int64), want)
+        items = np.searchsorted(cdf, rng.random(users.size), side="right")
+        keys = _sorted_unique(np.concatenate([keys, users * n_items + items]))
+        have = np.bincount(keys // n_items, minlength=n_users)
+        want = counts - have
+        if want.sum() <= 0.002 * nnz:
+            break
+        want = np.maximum(want, 0)
+    rows, cols = keys // n_items, keys % n_items
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    idx = np.int32 if max(n_items, keys.size) < 2**31 else np.int64
+    X = sp.csr_matrix(
+        (np.ones(keys.size, dtype=np.float32), cols.astype(idx), indptr.astype(idx)), shape=(n_users, n_items)
+    )
+    X.has_sorted_indices = True
+    return X
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """np.unique(a) by sorting: numpy 2.x's hash-based unique is ~10x slower on 10M int64."""
+    a = np.sort(a, kind="stable")  # timsort: the previous round's keys are one sorted run already
+    keep = np.empty(a.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def dataset(cfg: dict[str, Any]):
+    from models.dataset import Dataset
+
+    X = power_law_matrix(cfg["users"], cfg["items"], cfg["nnz"], seed=cfg["seed"])
+    return Dataset(
+        X=X, user_ids=[f"u{u}" for u in range(X.shape[0])], item_ids=[f"i{i}" for i in range(X.shape[1])],
+        source={"kind": "synthetic-power-law", "users": cfg["users"], "items": cfg["items"], "nnz_target": cfg["nnz"],
+                "seed": cfg["seed"], "generator": "bench/build_vs_als.py:power_law_matrix"},
+    )
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
+
+
+# --------------------------------------------------------------------------- the two sides (children)
+
+def side_job(cfg: dict[str, Any]) -> dict[str, Any]:
+    from models.artifacts import ArtifactStore, load_manifest
+    from models.build import new_version
+    from models.pipeline import BuildParams, build_into
+    from models.progress import Progress
+
+    ds = dataset(cfg)
+    after_data = rss_gb()
+    params = BuildParams(k=cfg["k"], lambda_denoising=cfg["lambda_denoising"],
+                         lambda_weight_decay=cfg["lambda_weight_decay"], seed=cfg["seed"])
+    if "diagnostics" in {f.name for f in dataclasses.fields(BuildParams)}:
+        params = dataclasses.replace(params, diagnostics=cfg["diagnostics"])
+    progress = Progress(quiet=not cfg["progress"])
+    store = ArtifactStore(cfg["out"])
+    t0 = time.perf_counter()
+    # What models/build.py's run() does once the input is read: version name, stage, build, publish.
+    version = new_version(store, ds.fingerprint(), {"bench": cfg})
+    with store.staging(version) as staging:
+        manifest = build_into(staging, ds, params, progress)
+        t_pub = time.perf_counter()
+        final = store.publish(staging, version, manifest, keep=1)
+    t1 = time.perf_counter()
+    assert store.current_version() == version
+    published = load_manifest(final)
+    size = sum(f["bytes"] for f in published["files"].values())
+    return {
+        "wall_seconds": t1 - t0, "publish_seconds": t1 - t_pub, "rss_after_data_gb": after_data,
+        "nnz": int(ds.X.nnz), "step_seconds": published["step_seconds"], "build_seconds": published["build_seconds"],
+        "svd": {k: published["svd"][k] for k in ("method", "relative_residual", "energy_captured")},
+        "surviving_dims": {m: v["surviving_dims"] for m, v in published["models"].items()},
+        "indexes": len(published["indexes"]), "files": len(published["files"]), "artifact_bytes": size,
+    }
+
+
+def side_als(cfg: dict[str, Any]) -> dict[str, Any]:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    X = dataset(cfg).X  # users x items CSR, as implicit >= 0.5 expects
+    after_data = rss_gb()
+    model = AlternatingLeastSquares(factors=cfg["k"], iterations=cfg["als_iterations"], num_threads=cfg["threads"],
+                                    random_state=cfg["seed"])
+    t0 = time.perf_counter()
+    model.fit(X, show_progress=cfg["progress"])
+    t1 = time.perf_counter()
+    assert model.user_factors.shape[0] == X.shape[0] and model.item_factors.shape[0] == X.shape[1]
+    return {"wall_seconds": t1 - t0, "rss_after_data_gb": after_data, "nnz": int(X.nnz),
+            "factors": int(model.item_factors.shape[1])}
+
+
+def thread_env(side: str, threads: int) -> dict[str, str]:
+    blas = "1" if side == "als" else str(threads)
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": blas, "MKL_NUM_THREADS": blas,
+                "NUMEXPR_NUM_THREADS": str(threads)})
+    return env
+
+
+def run_side(side: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One side in a fresh interpreter; its result plus its peak RSS (whole process) from wait4."""
+    cfg_file, out_file = work / f"{side}.cfg.json", work / f"{side}.result.json"
+    out_file.unlink(missing_ok=True)
+    cfg_file.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, __file__, "--child", side, str(cfg_file), str(out_file)],
+                            env=thread_env(side, cfg["threads"]), cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} side failed with exit code {proc.returncode}")
+    result = json.loads(out_file.read_text())
+    result["peak_rss_gb"] = usage.ru_maxrss * 1024 / GB  # Linux: KiB
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
+# --------------------------------------------------------------------------- the parent
+
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def report(cfg: dict[str, Any], job: list[dict[str, Any]], als: list[dict[str, Any]], loads: list[list[float]]) -> dict[str, Any]:
+    j_wall, a_wall = median(job, "wall_seconds"), median(als, "wall_seconds")
+    j_rss, a_rss = median(job, "peak_rss_gb"), median(als, "peak_rss_gb")
+    steps = {name: statistics.median(r["step_seconds"][name] for r in job) for name in job[0]["step_seconds"]}
+    steps["publishing (hash, manifest, fsync, rename, CURRENT)"] = median(job, "publish_seconds")
+    steps["outside any step (fingerprint, shared X V, dataset files)"] = statistics.median(
+        r["wall_seconds"] - r["publish_seconds"] - sum(r["step_seconds"].values()) for r in job)
+    out = {
+        "config": cfg, "machine": machine(), "load_average_before_runs": loads,
+        "runs": {"job": job, "als": als},
+        "median": {
+            "job_wall_seconds": j_wall, "als_wall_seconds": a_wall, "als_over_job": a_wall / j_wall,
+            "job_peak_rss_gb": j_rss, "als_peak_rss_gb": a_rss,
+            "job_max_peak_rss_gb": max(r["peak_rss_gb"] for r in job), "job_step_seconds": steps,
+            "svd_relative_residual": median(job, "svd_relative_residual"),
+        },
+        "targets": {"job_faster_than_als": j_wall < a_wall, "job_peak_rss_under_6gb": max(r["peak_rss_gb"] for r in job) < 6.0},
+    }
+    n = len(job)
+    print()
+    print(f"matrix {cfg['users']:,} users x {cfg['items']:,} items, {job[0]['nnz']:,} interactions (binary, power law, "
+          f"seed {cfg['seed']}); k = {cfg['k']}; {cfg['threads']} threads per side; medians of {n} run{'s' * (n > 1)}")
+    print(f"{'':44s}{'wall s':>10s}{'peak RSS GB':>13s}{'CPU s':>9s}")
+    print(f"{'whole offline job (5 models, 3 metrics, publish)':44s}{j_wall:10.1f}{j_rss:13.2f}{median(job, 'cpu_seconds'):9.1f}")
+    print(f"{'implicit ALS, one model (' + str(cfg['als_iterations']) + ' iterations)':44s}{a_wall:10.1f}{a_rss:13.2f}"
+          f"{median(als, 'cpu_seconds'):9.1f}")
+    per_job = ", ".join(f"{r['wall_seconds']:.1f}" for r in job)
+    per_als = ", ".join(f"{r['wall_seconds']:.1f}" for r in als)
+    print(f"ratio ALS / job: {a_wall / j_wall:.2f}x   (per run: job {per_job} s; ALS {per_als} s)")
+    print(f"RSS after generating the matrix (included in peaks): job {median(job, 'rss_after_data_gb'):.2f} GB, "
+          f"ALS {median(als, 'rss_after_data_gb'):.2f} GB")
+    print(f"svd: {job[0]['svd']['method']}, relative residual {out['median']['svd_relative_residual']:.2e}, "
+          f"energy captured {job[0]['svd']['energy_captured']:.3f}")
+    print(f"artifact: {job[0]['indexes']} indexes, {job[0]['files']} files, {job[0]['artifact_bytes'] / GB:.2f} GB")
+    print("job steps (manifest step_seconds, medians):")
+    for name, sec in steps.items():
+        print(f"  {sec:8.2f}s  {name}")
+    t = out["targets"]
+    print(f"targets: job faster than ALS: {'MET' if t['job_faster_than_als'] else 'MISSED'}; "
+          f"job peak RSS < 6 GB: {'MET' if t['job_peak_rss_under_6gb'] else 'MISSED'}")
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import faiss
+    import implicit
+    import scipy
+    import sklearn
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1),
+            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__, "faiss": faiss.__version__, "implicit": implicit.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20,000 x 5,000, ~300k interactions, one repeat")
+    ap.add_argument("--users", type=int)
+    ap.add_argument("--items", type=int)
+    ap.add_argument("--nnz", type=int, help="target number of interactions")
+    ap.add_argument("--k", type=int, default=128)
+    ap.add_argument("--als-iterations", type=int, default=15)
+    ap.add_argument("--lambda-denoising", type=float, default=10_000.0)
+    ap.add_argument("--lambda-weight-decay", type=float, default=100.0)
+    ap.add_argument("--repeats", type=int, help="runs per side (default 3, --quick 1); medians are reported")
+    ap.add_argument("--threads", type=int, default=2, help="cores given to each side")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("job", "als"), help="run one side only (profiling)")
+    ap.add_argument("--workdir", help="where artifacts are staged and published (default: a fresh temp folder, removed)")
+    ap.add_argument("--json", help="results file (default bench/results/build_vs_als[.quick].json)")
+    ap.add_argument("--progress", action="store_true", help="show the job's progress lines and ALS's progress bar")
+    ap.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=False,
+                    help="include the build-time metric-agreement summary (summary.json); off by default: it is not "
+                         "part of issue 2's job, and its cost is reported by its own step time when on")
+    args = ap.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    cfg = {
+        "users": args.users or size["users"], "items": args.items or size["items"], "nnz": args.nnz or size["nnz"],
+        "k": args.k, "als_iterations": args.als_iterations, "lambda_denoising": args.lambda_denoising,
+        "lambda_weight_decay": args.lambda_weight_decay, "seed": args.seed, "threads": args.threads,
+        "progress": args.progress, "diagnostics": args.diagnostics,
+        "thread_env": {s: {k: thread_env(s, args.threads)[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+                       for s in ("job", "als")},
+        "als_num_threads": args.threads,
+    }
+    repeats = args.repeats or (1 if args.quick else 3)
+    work = Path(tempfile.mkdtemp(prefix="build_vs_als-", dir=args.workdir))
+    cfg["out"] = str(work / "artifacts")
+    job: list[dict[str, Any]] = []
+    als: list[dict[str, Any]] = []
+    loads: list[list[float]] = []
+    try:
+        for r in range(repeats):
+            order = ("job", "als") if r % 2 == 0 else ("als", "job")  # alternate: neither side always goes first
+            for side in order:
+                if args.only and side != args.only:
+                    continue
+                loads.append([round(x, 2) for x in os.getloadavg()])
+                res = run_side(side, cfg, work)
+                res.update({"repeat": r})
+                if side == "job":
+                    res["svd_relative_residual"] = res["svd"]["relative_residual"]
+                (job if side == "job" else als).append(res)
+                print(f"[bench] repeat {r + 1}/{repeats} {side}: {res['wall_seconds']:.1f}s, "
+                      f"peak RSS {res['peak_rss_gb']:.2f} GB", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not job or not als:
+        print(json.dumps({"job": job, "als": als}, indent=1, default=str))
+        return 0
+    out = report(cfg, job, als, loads)
+    path = Path(args.json) if args.json else RESULTS / ("build_vs_als.quick.json" if args.quick else "build_vs_als.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(f"results: {path}")
+    return 0
+
+
+def child(side: str, cfg_file: str, out_file: str) -> int:
+    cfg = json.loads(Path(cfg_file).read_text())
+    result = side_job(cfg) if side == "job" else side_als(cfg)
+    Path(out_file).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        sys.exit(child(*sys.argv[2:]))
+    sys.exit(main())

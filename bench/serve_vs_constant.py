@@ -1,0 +1,468 @@
+"""Serving throughput: /similar-items of `python -m app` next to a constant-JSON FastAPI app, under wrk.
+
+    .venv/bin/python bench/serve_vs_constant.py           # 50,000 items x 100,000 users, k = 128
+    .venv/bin/python bench/serve_vs_constant.py --quick   # 5,000 items x 10,000 users, k = 32: a smoke test
+
+1. Catalogue: a clustered power-law matrix (generator below, seeded) fitted by the offline job's
+   pipeline API (models.pipeline.build_into + ArtifactStore.publish) with HNSW indexes, cached in
+   bench/results/serve-artifacts[-quick].tmp (rebuilt when the parameters change, or --rebuild).
+2. Servers, side by side, same uvicorn options and worker count:
+   - app: `python -m app --host 127.0.0.1 --port P` with ARTIFACTS_DIR set, exactly as `make demo`
+     starts it (every other setting at its production default);
+   - reference: bench/constant_app.py, a minimal FastAPI app whose async endpoint returns a constant
+     JSON body (the bytes of a real /similar-items response);
+   - with --exact also the app with SEARCH_MODE=exact (flat exhaustive search), for comparison.
+3. Load: wrk, 32 connections, GET /similar-items?item_id=<random catalogue id> (10,000 ids drawn
+   uniformly, defaults for model, metric and k). After a warm-up, rounds alternate the servers'
+   order; the table shows the median round of each. Errors = socket errors + non-2xx responses.
+Results: bench/results/serve_vs_constant[.quick].json. wrk: `apt-get install -y wrk` (Debian).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+FULL = {
+    "users": 100_000,
+    "items": 50_000,
+    "k": 128,
+    "clusters": 50,
+    "mean_items": 30,
+    "seed": 0,
+    "lambda_denoising": 10_000.0,
+    "lambda_weight_decay": 20.0,
+    "hnsw_m": 16,
+    "hnsw_ef_construction": 100,
+    "hnsw_ef_search": 32,
+}
+QUICK = {**FULL, "users": 10_000, "items": 5_000, "k": 32, "clusters": 20}
+TARGET_RATIO, TARGET_P99_MS = 0.70, 20.0
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+def clustered_power_law(
+    n_users: int, n_items: int, n_clusters: int, mean_items: float, seed: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Binary X (n_users, n_items) and each item's cluster (n_items,): the paper's simulation, vectorised.
+
+    Items: a random cluster each; popularity Zipf, pop(i) = rank_i ** -0.9 over a random order.
+    Users: a home cluster each; activity Pareto(1.5) scaled to mean about `mean_items`, clipped to
+    [1, 2000]. Each interaction comes from the home cluster with probability 0.7 (by popularity within
+    it), otherwise from the whole catalogue by popularity. Repeats collapse to one (X is binary).
+    """
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(0, n_clusters, n_items)
+    pop = (rng.permutation(n_items) + 1.0) ** -0.9
+    counts = np.clip(np.floor((rng.pareto(1.5, n_users) + 1.0) * mean_items / 3.0), 1, 2000).astype(np.int64)
+    rows = np.repeat(np.arange(n_users), counts)
+    home = rng.integers(0, n_clusters, n_users)[rows]
+    cols = np.empty(rows.size, dtype=np.int64)
+    at_home = rng.random(rows.size) < 0.7
+    cdf = np.cumsum(pop) / pop.sum()
+    away = ~at_home
+    cols[away] = np.minimum(np.searchsorted(cdf, rng.random(int(away.sum()))), n_items - 1)
+    for c in range(n_clusters):
+        members = np.flatnonzero(cluster == c)
+        pick = at_home & (home == c)
+        c_cdf = np.cumsum(pop[members]) / pop[members].sum()
+        cols[pick] = members[np.minimum(np.searchsorted(c_cdf, rng.random(int(pick.sum()))), members.size - 1)]
+    X = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
+    X.sum_duplicates()
+    X.data[:] = 1.0
+    return X, cluster
+
+
+def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[str, dict[str, Any]]:
+    """(version, manifest) of the benchmark catalogue under root, built unless a matching one exists."""
+    from models.artifacts import ArtifactStore, load_manifest
+    from models.build import new_version
+    from models.dataset import Dataset
+    from models.indexes import HnswParams
+    from models.pipeline import BuildParams, build_into
+    from models.progress import Progress
+
+    store = ArtifactStore(root)
+    current = store.current_version()
+    if current and not rebuild:
+        manifest = load_manifest(store.version_dir(current))
+        if manifest["dataset"].get("bench") == cfg:
+            print(f"catalogue: reusing {root / 'versions' / current}", flush=True)
+            return current, manifest
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"catalogue: building {cfg['items']} items x {cfg['users']} users, k={cfg['k']}, HNSW (a few minutes) ...", flush=True)
+    t0 = time.perf_counter()
+    X, cluster = clustered_power_law(cfg["users"], cfg["items"], cfg["clusters"], cfg["mean_items"], cfg["seed"])
+    ds = Dataset(
+        X=X,
+        user_ids=[f"u{u}" for u in range(X.shape[0])],
+        item_ids=[f"i{i}" for i in range(X.shape[1])],
+        item_titles=[f"item {i} (cluster {c})" for i, c in enumerate(cluster.tolist())],
+        item_categories=[[f"cluster-{c}"] for c in cluster.tolist()],
+        source={
+            "kind": "synthetic-clustered-power-law",
+            "generator": "bench/serve_vs_constant.py:clustered_power_law",
+            "bench": cfg,
+        },
+    )
+    params = BuildParams(
+        k=cfg["k"],
+        lambda_denoising=cfg["lambda_denoising"],
+        lambda_weight_decay=cfg["lambda_weight_decay"],
+        seed=cfg["seed"],
+        hnsw=True,
+        hnsw_params=HnswParams(M=cfg["hnsw_m"], ef_construction=cfg["hnsw_ef_construction"], ef_search=cfg["hnsw_ef_search"]),
+        diagnostics=False,
+    )
+    version = new_version(store, ds.fingerprint(), {"bench": cfg})
+    with store.staging(version) as staging:
+        manifest = build_into(staging, ds, params, Progress())
+        store.publish(staging, version, manifest, keep=1)
+    print(f"catalogue: built {version} in {time.perf_counter() - t0:.0f}s ({X.nnz} interactions)", flush=True)
+    return version, load_manifest(store.version_dir(version))
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.log = name, log
+        self.port = int(cmd[cmd.index("--port") + 1])
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait(self, url_path: str, timeout: float, ready: Any = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+            status, body = get(self.base + url_path, timeout=2)
+            if status == 200 and (ready is None or ready(body)):
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of every process in the server's process group (supervisor and workers)."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid:  # pgrp: start_new_session made the server a group leader
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)  # uvicorn's supervisor and its workers: our own process group
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+
+def workers_serving(n: int, version: str) -> Any:
+    """A /metrics check: n live workers report the version (each loads it before it accepts connections)."""
+
+    def check(body: bytes) -> bool:
+        lines = [
+            ln for ln in body.decode().splitlines() if ln.startswith("simserve_artifact_version_info{") and ln.endswith(" 1.0")
+        ]
+        return sum(f'version="{version}"' in ln for ln in lines) >= n
+
+    return check
+
+
+# --------------------------------------------------------------------------- wrk
+
+LUA = """
+local paths = {%(paths)s}
+local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+init = function(args)
+  math.randomseed(%(seed)d + seed * 7919)
+end
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH_JSON {"requests": %%d, "duration_us": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
+    '"status": %%d, "timeout": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def write_lua(path: Path, item_ids: list[str], seed: int) -> None:
+    """Every catalogue id in a Lua table; each request picks one uniformly at random."""
+    paths = ",".join('"/similar-items?item_id=' + urllib.parse.quote(i, safe="") + '"' for i in item_ids)
+    path.write_text(LUA % {"paths": paths, "seed": seed})
+
+
+def run_wrk(server: Server, lua: Path, seconds: float, connections: int, threads: int) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(lua),
+        server.base,
+    ]
+    cpu0 = server.cpu_seconds()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = server.cpu_seconds() - cpu0
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    r = json.loads(line.removeprefix("BENCH_JSON "))
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    r["server_cpu_us_per_request"] = cpu * 1e6 / max(1, r["requests"])
+    return r
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small catalogue and short rounds: a smoke test")
+    ap.add_argument("--workers", type=int, default=None, help="uvicorn workers for both servers (default: the app's default)")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per round (default 15, quick 4)")
+    ap.add_argument("--rounds", type=int, default=None, help="measured rounds per server (default 3, quick 1)")
+    ap.add_argument("--exact", action="store_true", help="also measure the app with SEARCH_MODE=exact (flat search)")
+    ap.add_argument("--artifacts", type=Path, default=None, help="catalogue cache folder")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the catalogue even if a matching one is cached")
+    ap.add_argument(
+        "--ef-search", type=int, default=None, help="HNSW_EF_SEARCH for the app (default: the build's, as in production)"
+    )
+    args = ap.parse_args()
+
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (Debian/Ubuntu: apt-get install -y wrk); nothing was measured", file=sys.stderr)
+        return 2
+    cfg = QUICK if args.quick else FULL
+    seconds = args.duration or (4.0 if args.quick else 15.0)
+    rounds = args.rounds or (1 if args.quick else 3)
+    root = args.artifacts or RESULTS / ("serve-artifacts-quick.tmp" if args.quick else "serve-artifacts.tmp")
+    version, manifest = ensure_catalogue(root, cfg, args.rebuild)
+
+    from app.settings import Settings
+
+    workers = args.workers or Settings().workers
+    item_ids = [str(it["id"]) for it in json.loads((root / "versions" / version / "items.json").read_text())]
+    hnsw = manifest["indexes"]["items/denoising-symmetric/projected"].get("hnsw")
+    if hnsw and args.ef_search:
+        hnsw = {**hnsw, "ef_search": args.ef_search, "recall_at_10": None}
+    alone = search_alone(root / "versions" / version, manifest, args.ef_search)
+    print(f"search alone (one thread, hot loop, k = 11): {alone:.0f} us/query", flush=True)
+    load_before = os.getloadavg()  # the machine may be shared: say how busy it was
+    tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    servers: list[Server] = []
+    try:
+        base_env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "SEARCH_MODE", "WORKERS")}
+        app_env = {**base_env, "ARTIFACTS_DIR": str(root)}
+        if args.ef_search:
+            app_env["HNSW_EF_SEARCH"] = str(args.ef_search)
+        sides: dict[str, Server] = {}
+        for name, extra in (("app", {}), ("app-exact", {"SEARCH_MODE": "exact"})):
+            if name == "app-exact" and not args.exact:
+                continue
+            cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(free_port())]
+            if args.workers:
+                cmd += ["--workers", str(args.workers)]
+            sides[name] = Server(name, cmd, {**app_env, **extra}, tmp / f"{name}.log")
+            servers.append(sides[name])
+        for s in sides.values():
+            s.wait("/metrics", 600, workers_serving(workers, version))
+        status, body = get(sides["app"].base + "/similar-items?item_id=" + urllib.parse.quote(item_ids[0], safe=""))
+        assert status == 200 and len(json.loads(body)["neighbors"]) == 10, body[:300]
+        (tmp / "body.json").write_bytes(body)
+        ref_cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "constant_app.py"),
+            "--port",
+            str(free_port()),
+            "--workers",
+            str(workers),
+            "--body-file",
+            str(tmp / "body.json"),
+        ]
+        sides = {"reference": Server("reference", ref_cmd, base_env, tmp / "reference.log"), **sides}
+        servers.append(sides["reference"])
+        sides["reference"].wait("/similar-items", 120)
+
+        lua = tmp / "ids.lua"
+        write_lua(lua, item_ids, cfg["seed"])
+        for s in sides.values():  # warm-up: page cache, allocator, first-use paths
+            run_wrk(s, lua, min(3.0, seconds), args.connections, args.threads)
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+        names = list(sides)
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                res = run_wrk(sides[name], lua, seconds, args.connections, args.threads)
+                results[name].append(res)
+                print(
+                    f"  round {r + 1} {name:10s} {res['rps']:8.0f} req/s  p50 {res['p50_us'] / 1e3:6.2f} ms  "
+                    f"p99 {res['p99_us'] / 1e3:6.2f} ms  errors {res['errors']}  "
+                    f"server CPU {res['server_cpu_us_per_request']:.0f} us/request",
+                    flush=True,
+                )
+    finally:
+        for s in servers:
+            s.stop()
+
+    summary = {name: _median_round(rs) for name, rs in results.items()}
+    ref = summary["reference"]["rps"]
+    for name, s in summary.items():
+        s["ratio"] = s["rps"] / ref
+        s["errors_total"] = sum(r["errors"] for r in results[name])
+    app_s = summary["app"]
+    met = app_s["ratio"] >= TARGET_RATIO and app_s["p99_us"] / 1e3 < TARGET_P99_MS and app_s["errors_total"] == 0
+    out = {
+        "config": cfg,
+        "version": version,
+        "workers": workers,
+        "connections": args.connections,
+        "wrk_threads": args.threads,
+        "seconds_per_round": seconds,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "python": platform.python_version(),
+        "served_index": {"kind": "hnsw" if hnsw else "flat", **(hnsw or {})},
+        "search_alone_us": alone,
+        "rounds_raw": results,
+        "summary": summary,
+        "target_met": met,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ("serve_vs_constant.quick.json" if args.quick else "serve_vs_constant.json")
+    path.write_text(json.dumps(out, indent=1))
+    print()
+    print(table(out))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def search_alone(version_dir: Path, manifest: dict[str, Any], ef_search: int | None, n: int = 3000) -> float:
+    """us per query of the index /similar-items searches by default, in a tight single-thread loop (a lower bound)."""
+    import faiss
+
+    from models.indexes import read_index
+
+    faiss.omp_set_num_threads(1)
+    entry = manifest["indexes"]["items/denoising-symmetric/projected"]
+    index = read_index(version_dir / (entry["hnsw"]["file"] if "hnsw" in entry else entry["file"]))
+    if "hnsw" in entry:
+        index.hnsw.efSearch = ef_search or entry["hnsw"]["ef_search"]
+    store = faiss.downcast_index(index.storage) if "hnsw" in entry else index
+    vectors = faiss.rev_swig_ptr(store.get_xb(), store.ntotal * store.d).reshape(store.ntotal, store.d)
+    rows = np.random.default_rng(1).integers(0, store.ntotal, n)
+    t0 = time.process_time()
+    for r in rows.tolist():
+        index.search(vectors[r : r + 1], 11)
+    return (time.process_time() - t0) / n * 1e6
+
+
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput (upper median), with its own latencies: one real measurement per row."""
+    return dict(sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2])
+
+
+def table(out: dict[str, Any]) -> str:
+    cfg, idx = out["config"], out["served_index"]
+    label = {
+        "reference": "reference: constant JSON, minimal FastAPI",
+        "app": f"app /similar-items ({idx['kind']}"
+        + (
+            f", recall@10 {idx['recall_at_10'] if idx['recall_at_10'] is None else format(idx['recall_at_10'], '.3f')}, "
+            f"efSearch {idx['ef_search']})"
+            if idx["kind"] == "hnsw"
+            else ")"
+        ),
+        "app-exact": "app /similar-items (SEARCH_MODE=exact: flat)",
+    }
+    lines = [
+        f"{cfg['items']:,} items x {cfg['users']:,} users, k = {cfg['k']}; model denoising-symmetric, metric projected, k = 10; "
+        f"{out['workers']} workers each; wrk {out['wrk_threads']} threads, {out['connections']} connections, "
+        f"{out['rounds']} x {out['seconds_per_round']:.0f} s rounds (median); {out['cpus']} CPUs shared with wrk; "
+        f"load average {out['load_average_before'][0]:.1f} before, {out['load_average_after'][0]:.1f} after",
+        "",
+        "| server | requests/s | p50 ms | p99 ms | errors | server CPU us/request | vs reference |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in out["summary"].items():
+        lines.append(
+            f"| {label[name]} | {s['rps']:,.0f} | {s['p50_us'] / 1e3:.2f} | {s['p99_us'] / 1e3:.2f} | "
+            f"{s['errors_total']} | {s['server_cpu_us_per_request']:.0f} | {s['ratio']:.0%} |"
+        )
+    a = out["summary"]["app"]
+    lines.append("")
+    lines.append(f"the search alone (same index, one thread, tight loop): {out['search_alone_us']:.0f} us/query")
+    lines.append(
+        f"target (>= {TARGET_RATIO:.0%} of the reference, p99 < {TARGET_P99_MS:.0f} ms, 0 errors): "
+        + ("met" if out["target_met"] else "NOT met")
+        + f" (ratio {a['ratio']:.0%}, p99 {a['p99_us'] / 1e3:.2f} ms, errors {a['errors_total']})"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Hot reload against a running server: new versions, corrupted versions, the admin endpoint, no version."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import API_BUILD, ROOT, ApiServer, api_build, copy_artifacts, dense_oracle, start_api_server
+
+from models.artifacts import ArtifactStore
+
+TIMEOUT = 30.0
+
+
+def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric(server: ApiServer, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in server.client.get("/metrics").text.splitlines():
+        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+@pytest.fixture(scope="module")
+def spares(tmp_path_factory) -> dict[str, Path]:
+    """Two extra versions, built once (in parallel) with models.build into scratch roots: name -> version folder."""
+    builds = {"lam250": {"lambda_denoising": 250.0}, "lam400": {"lambda_denoising": 400.0}}
+    procs = {}
+    for name, overrides in builds.items():
+        out = tmp_path_factory.mktemp(f"spare-{name}")
+        args = [a for k, v in {**API_BUILD, **overrides}.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        cmd = [sys.executable, "-m", "models.build", "--out", str(out), "--quiet", "--no-diagnostics", *args]
+        procs[name] = (out, subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    found = {}
+    for name, (out, proc) in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        found[name] = out / "versions" / (out / "CURRENT").read_text().strip()
+    return found
+
+
+def publish_copy(root: Path, version_dir: Path, corrupt: bool = False) -> str:
+    """Copy a built version into root/versions and switch CURRENT to it (what publish does last).
+
+    corrupt: flip one byte of an index file first (same size, so only the checksum can tell).
+    """
+    target = root / "versions" / version_dir.name
+    shutil.copytree(version_dir, target)
+    if corrupt:
+        index = target / "indexes" / "items-denoising-projected.faiss"
+        data = bytearray(index.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        index.write_bytes(data)
+    ArtifactStore(root).switch_current(version_dir.name)
+    return version_dir.name
+
+
+def test_new_version_is_picked_up_without_restart_and_requests_never_fail(api_artifact, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    oracles = {art.version: dense_oracle(art.version_dir, API_BUILD["lambda_denoising"], API_BUILD["lambda_weight_decay"])}
+    item_ids = [it["id"] for it in json.loads((art.version_dir / "items.json").read_text())]
+    with start_api_server(art.root, tmp_path, workers=2, RELOAD_INTERVAL="0.3") as server:
+        seen: list[tuple[int, str | None, int, list[dict]]] = []
+        stop = threading.Event()
+
+        def hammer() -> None:  # requests in flight while the version swaps
+            with httpx.Client(base_url=server.base_url, timeout=10) as c:
+                i = 0
+                while not stop.is_set():
+                    q = (i * 37) % len(item_ids)
+                    r = c.get("/similar-items", params={"item_id": item_ids[q], "k": 5})
+                    body = r.json()
+                    seen.append((r.status_code, body.get("artifact_version"), q, body.get("neighbors", [])))
+                    i += 1
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        try:
+            time.sleep(0.5)
+            new = api_build(art.root, lambda_denoising=300.0)
+            wait_for(
+                lambda: metric(server, "simserve_artifact_version_info", version=new) == 2, what="both workers on the new version"
+            )
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            worker.join()
+        assert server.client.get("/readyz").json()["artifact_version"] == new
+        assert metric(server, "simserve_reloads_total", trigger="poll") == 2
+        assert server.proc.poll() is None  # same process: no restart
+    oracles[new] = dense_oracle(art.root / "versions" / new, 300.0, API_BUILD["lambda_weight_decay"])
+    assert {status for status, *_ in seen} == {200}
+    versions = [v for _, v, _, _ in seen]
+    assert art.version in versions and new in versions and versions[-1] == new
+    index = {x: i for i, x in enumerate(item_ids)}
+    for _, version, q, neighbors in seen[:: max(1, len(seen) // 200)] + seen[-5:]:
+        # each response is wholly from the version it names: its scores are that version's, not a mix
+        truth = oracles[version].items("denoising-symmetric", "projected")[q]
+        np.testing.assert_allclose(
+            [n["score"] for n in neighbors], truth[[index[n["item_id"]] for n in neighbors]], rtol=2e-4, atol=2e-5
+        )
+    before = oracles[art.version].items("denoising-symmetric", "projected")
+    after = oracles[new].items("denoising-symmetric", "projected")
+    assert not np.allclose(before, after, atol=1e-3)  # the check above can tell the versions apart
+
+
+def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(api_artifact, spares, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    with start_api_server(art.root, tmp_path, RELOAD_INTERVAL="0.3") as server:
+        bad = publish_copy(art.root, spares["lam250"], corrupt=True)
+        refusal = wait_for(lambda: server.client.get("/readyz").json()["last_refusal"], what="the refusal")
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["artifact_version"] == art.version
+        assert refusal["version"] == bad and refusal["trigger"] == "poll"
+        assert "indexes/items-denoising-projected.faiss" in refusal["reason"] and "sha256" in refusal["reason"]
+        r = server.client.get("/similar-items", params={"item_id": "i1"})
+        assert r.status_code == 200 and r.json()["artifact_version"] == art.version
+        time.sleep(1.0)  # several polls: a refused version is not re-verified again and again
+        assert metric(server, "simserve_reload_refused_total", trigger="poll") == 1
+        assert metric(server, "simserve_last_refusal_info", version=bad) == 1
+        assert metric(server, "simserve_artifact_version_info", version=art.version) == 1
+        assert "refused artifact version" in server.logs() and bad in server.logs()
+        good = publish_copy(art.root, spares["lam400"])  # a good version after a bad one is served
+        wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == good, what="the next good version")
+
+
+def test_admin_reload_forces_a_check_and_needs_the_token(api_artifact, spares, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    with start_api_server(art.root, tmp_path, RELOAD_INTERVAL="0", ADMIN_TOKEN="s3cret-token") as server:
+        c = server.client
+        new = publish_copy(art.root, spares["lam400"])
+        time.sleep(0.5)
+        assert c.get("/readyz").json()["artifact_version"] == art.version  # polling is off
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"}):
+            r = c.post("/admin/reload", headers=headers)
+            assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/admin/reload").status_code == 405
+        auth = {"Authorization": "Bearer s3cret-token"}
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json() | {"pid": 0} == {"artifact_version": new, "previous_version": art.version, "changed": True, "pid": 0}
+        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
+        assert c.post("/admin/reload", headers=auth).json()["changed"] is False
+        bad = publish_copy(art.root, spares["lam250"], corrupt=True)
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 409 and r.json()["refused_version"] == bad and "sha256" in r.json()["detail"]
+        assert r.json()["artifact_version"] == new
+        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
+        assert metric(server, "simserve_reload_refused_total", trigger="admin") == 1
+
+
+def test_no_version_then_a_bad_name_then_a_good_version(spares, tmp_path):
+    root = tmp_path / "art"
+    (root / "versions").mkdir(parents=True)
+    with start_api_server(root, tmp_path, ready="/healthz", RELOAD_INTERVAL="0.2") as server:
+        c = server.client
+        health = c.get("/healthz")
+        assert health.status_code == 200 and health.json()["artifact_version"] is None
+        assert "artifact-version" not in health.headers
+        for path in ("/readyz", "/models", "/similar-items?item_id=i1", "/similar-users?user_id=u1", "/recommend?user_id=u1"):
+            r = c.get(path)
+            assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json"), path
+            assert r.json()["artifact_version"] is None and "CURRENT" in r.json()["detail"]
+        (root / "CURRENT").write_text("../../etc\n")  # CURRENT must name a version, never a path
+        wait_for(lambda: (c.get("/readyz").json().get("last_refusal") or {}).get("version") == "../../etc", what="the refusal")
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "not a version name" in r.json()["detail"]
+        version = publish_copy(root, spares["lam400"])
+        wait_for(lambda: c.get("/readyz").status_code == 200, what="readiness after the first good version")
+        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == version
