@@ -10,6 +10,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 K_LIMIT = 1000  # the API contract: k outside 1..1000 is a 422, whatever MAX_K says
+MAX_URL_BYTES = 16 * 1024  # request target; longer is a 414 (app.limits)
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers; more is a 431 (app.limits)
 
 
 def default_workers() -> int:
@@ -43,6 +45,12 @@ class Settings(BaseSettings):
         None, description="Bearer token of POST /admin/reload; the endpoint does not exist when unset."
     )
     max_k: int = Field(K_LIMIT, ge=1, le=K_LIMIT, description="Largest k a request may ask for (the contract allows up to 1000).")
+    max_url_bytes: int = Field(
+        MAX_URL_BYTES, ge=1024, le=65_536, description="Longest request target (path + query) in bytes; longer is a 414."
+    )
+    max_head_bytes: int = Field(
+        MAX_HEAD_BYTES, ge=4096, le=1 << 20, description="Largest request line + headers in bytes; more is a 431."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the app and uvicorn."
     )

@@ -62,12 +62,13 @@ def truncated_svd(
         del Xp, U
         V = np.empty((p, k), dtype=np.float64)
         V[order] = Vt.T
-        return _result(s, V, method, residual, total)
+        return _result(s, V, method, residual, total, rank_tol=max(n, p) * np.finfo(dtype).eps)
     Xc = sp.csr_matrix(Xc, dtype=np.float64)
     if n * p <= DENSE_LIMIT:
         U, s, Vt = scipy.linalg.svd(Xc.toarray(), full_matrices=False)
         U, s, V = U[:, :k], s[:k], Vt[:k].T
         method = "exact(dense lapack)"
+        rank_tol = max(n, p) * np.finfo(np.float64).eps
     else:
         w, V = scipy.linalg.eigh((Xc.T @ Xc).toarray())
         order = np.argsort(w)[::-1][:k]
@@ -75,14 +76,23 @@ def truncated_svd(
         V = V[:, order]
         U = (Xc @ V) / np.where(s > 0, s, 1.0)
         method = "exact(gram eigh)"
-    return _result(s, V, method, Xc @ V - U * s, total)
+        rank_tol = np.sqrt(max(n, p) * np.finfo(np.float64).eps)  # eigenvalues of X^T X carry s_1^2 * eps noise
+    return _result(s, V, method, Xc @ V - U * s, total, rank_tol)
 
 
-def _result(s: np.ndarray, V: np.ndarray, method: str, residual: np.ndarray, total: float) -> TruncatedSVD:
-    """Accuracy figures from the residual X V - U S (n_users, k) and total = ||X||_F^2."""
+def _result(s: np.ndarray, V: np.ndarray, method: str, residual: np.ndarray, total: float, rank_tol: float) -> TruncatedSVD:
+    """Accuracy figures from the residual X V - U S (n_users, k) and total = ||X||_F^2.
+
+    Singular values below rank_tol * s_1 are rounding noise of a rank-deficient X: they are set to 0,
+    so that no model divides by them (sigma-matched's s^-1/2, weight decay's 1/s) or keeps their
+    arbitrary directions (denoising with lambda = 0).
+    """
+    s = np.asarray(s, dtype=np.float64).copy()
+    if s.size:
+        s[s <= rank_tol * s[0]] = 0.0
     scale = float(np.linalg.norm(s)) or 1.0
     return TruncatedSVD(
-        s=np.asarray(s, dtype=np.float64),
+        s=s,
         V=np.ascontiguousarray(V, dtype=np.float64),
         method=method,
         relative_residual=float(np.linalg.norm(residual) / scale),

@@ -33,10 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 API_BUILD = {"sim_users": 2000, "sim_items": 300, "k": 16, "lambda_denoising": 100.0, "lambda_weight_decay": 5.0}
 
 
-def api_build(out: Path, **overrides: float | int | str) -> str:
-    """Publish one simulation version into `out` with models.build (a subprocess); returns its name."""
+def api_build(out: Path, diagnostics: bool = False, **overrides: float | int | str) -> str:
+    """Publish one simulation version into `out` with models.build (a subprocess); returns its name.
+
+    diagnostics=False passes --no-diagnostics (no summary.json, no heatmaps: a quicker build).
+    """
     params = {**API_BUILD, **overrides}
     args = [arg for key, value in params.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+    if not diagnostics:
+        args.append("--no-diagnostics")
     proc = subprocess.run(
         [
             sys.executable,
@@ -47,7 +52,6 @@ def api_build(out: Path, **overrides: float | int | str) -> str:
             "--out",
             str(out),
             "--quiet",
-            "--no-diagnostics",
             *args,
         ],
         cwd=ROOT,
@@ -162,6 +166,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def api_server(api_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """The API as `make demo` runs it (2 workers), on the session's fixture artifact."""
     with start_api_server(api_artifact.root, tmp_path_factory.mktemp("api-server"), workers=2) as server:
+        yield server
+
+
+# A second, smaller version built WITH diagnostics (summary.json, heatmaps): /compare-metrics/summary, /figures, the page.
+DIAG_BUILD = {"sim_users": 600, "sim_items": 120, "k": 8, "lambda_denoising": 30.0, "lambda_weight_decay": 2.0,
+              "diagnostics_user_sample": 100}
+
+
+@pytest.fixture(scope="session")
+def diag_artifact(tmp_path_factory: pytest.TempPathFactory) -> ApiArtifact:
+    root = tmp_path_factory.mktemp("diag-artifacts")
+    return ApiArtifact(root, api_build(root, diagnostics=True, **DIAG_BUILD))
+
+
+@pytest.fixture(scope="session")
+def diag_server(diag_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """`python -m app` (1 worker) on diag_artifact."""
+    with start_api_server(diag_artifact.root, tmp_path_factory.mktemp("diag-server"), workers=1) as server:
         yield server
 
 

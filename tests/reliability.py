@@ -274,3 +274,9 @@ def each_worker(server: ApiServer, path: str, workers: int, attempts: int = 200)
         if len(answers) >= workers:
             return answers
     raise AssertionError(f"only workers {sorted(answers)} of {workers} answered {path}")
+
+
+def wait_serving(server: ApiServer, version: str, workers: int, timeout: float = 60.0) -> None:
+    """Wait until `workers` workers serve `version` (start_api_server returns once one worker is ready)."""
+    wait_for(lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=version) == workers,
+             timeout, f"{workers} workers serving {version}")

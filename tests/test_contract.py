@@ -50,7 +50,7 @@ def test_served_schema_is_the_checked_in_one(api_server):
 def test_every_operation_is_exercised():
     # A schema without operations would make the property tests below vacuous.
     ops = {(op.method.upper(), op.path) for op in (result.ok() for result in schema.get_all_operations())}
-    assert {("GET", "/similar-items"), ("GET", "/readyz"), ("GET", "/models")} <= ops
+    assert {("GET", "/similar-items"), ("GET", "/compare-metrics"), ("GET", "/readyz"), ("GET", "/models")} <= ops
 
 
 @schema.parametrize()

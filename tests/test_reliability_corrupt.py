@@ -24,6 +24,7 @@ from reliability import (
     metrics_text,
     publish_by_hand,
     wait_for,
+    wait_serving,
 )
 
 from models.artifacts import MANIFEST, sha256_file
@@ -134,6 +135,7 @@ def served(api_artifact, tmp_path_factory) -> tuple[ApiServer, Path, str]:
     tmp = tmp_path_factory.mktemp("corrupt")
     art = copy_artifacts(api_artifact, tmp / "art")
     with start_api_server(art.root, tmp, workers=WORKERS, RELOAD_INTERVAL="0.2") as server:
+        wait_serving(server, art.version, WORKERS)
         yield server, art.root, art.version
 
 
@@ -173,13 +175,11 @@ def test_an_intact_copy_is_served(served):
     name, _ = copy_version(root, good)
     publish_by_hand(root, name)
     try:
-        wait_for(lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=name) == WORKERS,
-                 what="every worker on the intact copy")
+        wait_serving(server, name, WORKERS)
         assert server.client.get("/similar-items", params={"item_id": "i3"}).json()["artifact_version"] == name
     finally:
         publish_by_hand(root, good)
-        wait_for(lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=good) == WORKERS,
-                 what="every worker back on the good version")
+        wait_serving(server, good, WORKERS)
 
 
 @pytest.mark.parametrize("case", ["truncated-index", "manifest-not-json", "garbage-index-with-matching-checksum"])
@@ -188,6 +188,8 @@ def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_
     art = copy_artifacts(api_artifact, tmp_path / "art")
     bad = publish_corrupt(art.root, art.version, damage)
     with start_api_server(art.root, tmp_path, workers=WORKERS, ready="/healthz", RELOAD_INTERVAL="0.2") as server:
+        wait_for(lambda: metric(metrics_text(server), "simserve_reload_refused_total", trigger="startup") == WORKERS,
+                 what="every worker's startup")
         time.sleep(0.6)  # several polls
         for _ in range(6):  # fresh connections: both workers answer
             r = httpx.get(server.base_url + "/readyz")
@@ -204,7 +206,6 @@ def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_
         assert server.logs().count(f"refused artifact version {bad}") == WORKERS
         # recovery without a restart: CURRENT names a good version again
         publish_by_hand(art.root, art.version)
-        wait_for(lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=art.version) == WORKERS,
-                 what="readiness after CURRENT names a good version")
+        wait_serving(server, art.version, WORKERS)  # ready again
         for body in each_worker(server, "/readyz", WORKERS).values():
             assert body["artifact_version"] == art.version and body["last_refusal"]["version"] == bad

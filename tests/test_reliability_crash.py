@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 
 from conftest import api_build, copy_artifacts, start_api_server
-from reliability import LoadGenerator, each_worker, kill_build_when, metric, metrics_text, neighbour_queries, wait_for
+from reliability import LoadGenerator, each_worker, kill_build_when, metric, metrics_text, neighbour_queries, wait_serving
 
 from models.artifacts import ArtifactStore, verify_version
 
@@ -28,6 +28,7 @@ def test_api_serves_the_previous_version_through_killed_builds(api_artifact, tmp
     queries = neighbour_queries(art.version_dir, ["denoising-symmetric", "weight-decay"], ["projected", "cosine"], ids=3)
     complete = {art.version}
     with start_api_server(art.root, tmp_path, workers=WORKERS, RELOAD_INTERVAL="0.2") as server:
+        wait_serving(server, art.version, WORKERS)
         with LoadGenerator(server.base_url, queries, threads=2, max_seconds=120, pause=0.01) as load:
             live = art.version
             for i, marker in enumerate(MARKERS):
@@ -43,8 +44,7 @@ def test_api_serves_the_previous_version_through_killed_builds(api_artifact, tmp
                 complete.add(current)
                 live = current
                 # every worker serves the live complete version, and never stopped being ready
-                wait_for(lambda live=live: metric(metrics_text(server), "simserve_artifact_version_info", version=live)
-                         == WORKERS, what=f"every worker on {live}")
+                wait_serving(server, live, WORKERS)
                 for body in each_worker(server, "/readyz", WORKERS).values():
                     assert body["artifact_version"] == live and body["last_refusal"] is None
             assert list(art.root.glob(".staging-*")), "the build killed while writing indexes left its staging folder"
@@ -53,8 +53,7 @@ def test_api_serves_the_previous_version_through_killed_builds(api_artifact, tmp
             assert not list(art.root.glob(".staging-*")) and not list(art.root.glob(".CURRENT.*"))
             verify_version(store.version_dir(new))
             complete.add(new)
-            wait_for(lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=new) == WORKERS,
-                     what="every worker on the next build")
+            wait_serving(server, new, WORKERS)
             r = server.client.get("/similar-items", params={"item_id": "i1"})
             assert r.status_code == 200 and r.json()["artifact_version"] == new
         assert metric(metrics_text(server), "simserve_reload_refused_total") == 0

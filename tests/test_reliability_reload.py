@@ -16,6 +16,7 @@ from reliability import (
     metrics_text,
     neighbour_queries,
     wait_for,
+    wait_serving,
     worker_processes,
 )
 
@@ -43,7 +44,9 @@ def test_five_reloads_under_load_lose_nothing_and_leak_nothing(artifact, tmp_pat
     root, first = artifact.root, artifact.version
     queries = neighbour_queries(artifact.version_dir, MODELS, METRICS)  # every index file of a version is searched
     with start_api_server(root, tmp_path, workers=WORKERS, RELOAD_INTERVAL="0.2") as server:
-        workers = wait_for(lambda: len(worker_processes(server)) == WORKERS and worker_processes(server), what="workers")
+        wait_serving(server, first, WORKERS)
+        workers = worker_processes(server)
+        assert len(workers) == WORKERS
         pids = {p.pid for p in workers}
 
         # Warm up: every query on every worker, so the baseline has the live version's pages resident.
@@ -63,8 +66,7 @@ def test_five_reloads_under_load_lose_nothing_and_leak_nothing(artifact, tmp_pat
                 new = api_build(root, **BUILD, lambda_denoising=150.0 + 50 * i)  # different scores per version
                 verify_version(root / "versions" / new)  # complete and checksummed (retention keeps it for 3 builds)
                 published.append(new)
-                wait_for(lambda new=new: metric(metrics_text(server), "simserve_artifact_version_info", version=new) == WORKERS,
-                         60, f"every worker on {new}")
+                wait_serving(server, new, WORKERS)
             time.sleep(1.0)  # the last version serves under load too
         result = load.result
 

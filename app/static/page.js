@@ -221,6 +221,7 @@
     const queryCats = new Set(body.query.categories || []);
     const cols = $("columns");
     cols.replaceChildren();
+    cols.className = `columns n${body.lists.length}`;
     for (const l of body.lists) {
       const info = body.compare === "metrics" ? METRIC_INFO[l.metric] : `${l.metric} · ${MODEL_INFO[l.model] || ""}`;
       const stats = el("div", { class: "stats" },
@@ -239,7 +240,10 @@
           el("span", { class: "title", text: n.title || id, title: n.title || id }),
           el("span", { class: "score", text: fmt(n.score, 3) }), below);
         if (counts.get(id) === body.lists.length) li.classList.add("shared-all");
-        if ((n.categories || []).some((c) => queryCats.has(c))) li.classList.add("same-cat");
+        if ((n.categories || []).some((c) => queryCats.has(c))) {
+          li.classList.add("same-cat");
+          below.prepend(el("span", { class: "tick", text: "✓", title: "shares a category with the query" }));
+        }
         li.addEventListener("mouseenter", () => highlight(id, true));
         li.addEventListener("mouseleave", () => highlight(id, false));
         ol.append(li);
@@ -275,7 +279,7 @@
 
   function bar(v) {
     const b = el("span", { class: "bar" });
-    b.style.width = `${Math.max(0, Math.min(1, v || 0)) * 70}px`;
+    b.style.width = `${Math.max(0, Math.min(1, v || 0)) * 50}px`;
     return b;
   }
 
@@ -284,9 +288,10 @@
     t.replaceChildren();
     const tau = body.weighted_tau;
     t.append(el("tr", {}, el("th", { text: "pair" }), el("th", { text: `Jaccard@${body.k}` }),
-      el("th", { text: `RBO (p = ${body.rbo_p})` }), el("th", { text: "weighted τ (full scores)" })));
+      el("th", { text: `RBO (p = ${body.rbo_p})` }), el("th", { text: "weighted τ" })));
+    const short = (name) => name.replace(/^denoising-/, "");  // model names: the D-variant is enough here
     for (const p of body.pairs) {
-      t.append(el("tr", { "data-pair": `${p.a}~${p.b}` }, el("td", { text: `${p.a} ~ ${p.b}` }),
+      t.append(el("tr", { "data-pair": `${p.a}~${p.b}` }, el("td", { text: `${short(p.a)} ~ ${short(p.b)}` }),
         el("td", {}, fmt(p.jaccard), bar(p.jaccard)), el("td", {}, fmt(p.rbo), bar(p.rbo)),
         el("td", {}, fmt(p.weighted_tau), bar(p.weighted_tau))));
     }
@@ -340,7 +345,7 @@
       const t3 = el("table", { class: "grid summary-d" });
       t3.append(el("tr", {}, el("th", { text: "D-sensitivity" }), ...metrics.map((m) => el("th", { text: m }))));
       t3.append(el("tr", {}, el("td", { text: `mean Jaccard@${s.k}, 4 D-variants` }),
-        ...metrics.map((m) => el("td", {}, fmt(d.d_sensitivity[m].jaccard), bar(d.d_sensitivity[m].jaccard)))));
+        ...metrics.map((m) => el("td", { text: fmt(d.d_sensitivity[m].jaccard) }))));
       t3.append(el("tr", {}, el("td", { text: "least similar pair" }),
         ...metrics.map((m) => el("td", { text: fmt(d.d_sensitivity[m].min_pair) }))));
       two.append(el("div", {}, t1, el("p", { class: "legend",

@@ -237,6 +237,12 @@ def test_similar_items(stack):
     assert missing.status_code == 404
 
 
+def test_comparison_page_is_served(stack):
+    # non-Python files of the package (app/static) must be in the installed image, not only in the source tree
+    r = stack.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), r.text[:300]
+
+
 def id_lists(doc: object) -> list[list[str]]:
     """Every list of neighbours ({"item_id": ...} objects) anywhere in a JSON document, as lists of ids."""
     found: list[list[str]] = []

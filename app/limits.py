@@ -1,0 +1,111 @@
+"""Bounds on the request head, enforced while it is read: uvicorn's httptools protocol with limits.
+
+uvicorn's h11 protocol bounds a request head (h11_max_incomplete_event_size), its httptools protocol
+does not: a client could make a worker buffer a header of any size. `BoundedHttpToolsProtocol` (the
+`http` option of `python -m app`) answers, as problem+json, and closes the connection:
+
+    414 URI Too Long                        the request target is longer than MAX_URL_BYTES
+    431 Request Header Fields Too Large     request line + headers exceed MAX_HEAD_BYTES
+
+A request httptools cannot parse gets uvicorn's 400, also as problem+json. A worker holds at most
+MAX_HEAD_BYTES plus one socket read (<= 256 KiB) of a head it is receiving.
+Bodies need no bound here: no endpoint reads one, and uvicorn stops reading a body above 64 KiB
+until the app asks for it.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.settings import MAX_HEAD_BYTES, MAX_URL_BYTES
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = getattr(getattr(self.app, "state", None), "settings", None)
+        self.max_url = getattr(settings, "max_url_bytes", MAX_URL_BYTES)
+        self.max_head = getattr(settings, "max_head_bytes", MAX_HEAD_BYTES)
+        self.url = b""
+        self._in_head = True  # from the first byte of a request (or of the connection) to the end of its headers
+        self._head_bytes = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        if self._in_head and not self._refused and not self.transport.is_closing():
+            # Still inside a head after this read: it all counts (a read that also ended the previous
+            # request counts in full: the bound is approximate by at most one read, never lower).
+            self._head_bytes += len(data)
+            if len(self.url) > self.max_url:
+                self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, f"the request target is longer than {self.max_url} bytes")
+            elif self._head_bytes > self.max_head:
+                self._refuse(
+                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"request line and headers exceed {self.max_head} bytes"
+                )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        # A head that arrived within one read: measured exactly here, before the app sees it.
+        self._in_head = False
+        if self._refused:
+            return
+        if len(self.url) > self.max_url:
+            self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, f"the request target is longer than {self.max_url} bytes")
+            return
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_head:
+            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"request line and headers exceed {self.max_head} bytes")
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse (bad method, bytes, framing): problem+json like every other error."""
+        self._refuse(HTTPStatus.BAD_REQUEST, f"malformed HTTP request: {msg}", "/problems/malformed-request", log=False)
+
+    def _refuse(
+        self, status: HTTPStatus, detail: str, type_: str = "/problems/request-too-large", log: bool = True
+    ) -> None:
+        """Answer with a problem document and close: the rest of the connection is not parsed."""
+        self._refused = True
+        path = self.url.split(b"?", 1)[0][:200].decode("latin-1")
+        holder = getattr(getattr(self.app, "state", None), "holder", None)
+        live = getattr(holder, "current", None)
+        body = orjson.dumps(
+            {
+                "type": type_,
+                "title": status.phrase,
+                "status": int(status),
+                "detail": detail,
+                "instance": path,
+                "artifact_version": getattr(live, "name", None),
+            }
+        )
+        head = [STATUS_LINE[status]]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+        if log:  # uvicorn already logs its own 400s
+            self.logger.warning("refused a request head: %s %s", int(status), detail)

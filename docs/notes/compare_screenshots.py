@@ -1,0 +1,55 @@
+"""Screenshots of the comparison page for the README (docs/img/compare-*.png), with Debian's headless chromium.
+
+    python docs/notes/compare_screenshots.py --base http://127.0.0.1:8000 --item 208 --out docs/img/compare-goodbooks.png
+    python docs/notes/compare_screenshots.py --base http://127.0.0.1:8001 --summary --out docs/img/compare-summary.png
+
+--item: open the comparison of that item (typed into the search box and picked from the suggestions, as a person would);
+--summary: the summary tab (tables and heatmaps). Needs `python -m app` running on the version to show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--item")
+    ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--width", type=int, default=1400)
+    a = ap.parse_args()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": a.width, "height": 900})
+        page.set_default_timeout(30_000)
+        page.goto(a.base + "/")
+        page.wait_for_function("() => !document.getElementById('version').textContent.startsWith('loading')")
+        if a.item:
+            with urllib.request.urlopen(f"{a.base}/items/search?q={a.item}&limit=1") as r:
+                title = json.load(r)["items"][0]["title"]
+            page.fill("#search", title[:12])
+            page.wait_for_selector(f"#suggestions li[data-id='{a.item}']")
+            page.click(f"#suggestions li[data-id='{a.item}']")
+            page.wait_for_selector("#columns .col li[data-id]")
+            page.hover("#columns .col[data-list='projected'] li[data-id]")  # shows the cross-column highlight
+        if a.summary:
+            page.click("#tab-summary")
+            page.wait_for_selector("#summary table.summary-quality")
+            page.wait_for_function("() => { const i = document.getElementById('heatmap-grid'); "
+                                   "return !i || (i.complete && i.naturalWidth > 0); }")
+        page.screenshot(path=a.out, full_page=True)
+        browser.close()
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()

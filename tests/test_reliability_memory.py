@@ -1,0 +1,48 @@
+"""Fault 5, the light variant: with 2 workers every index file is memory-mapped in every worker, and the
+workers share one copy of it: each worker has the whole file resident (RSS), yet the PSS of the file
+summed over the workers is one copy, not two. The measurement with 1, 2 and 4 workers on a ~425 MB
+catalogue, next to a copy-per-worker reference, is bench/worker_memory.py (docs/notes/reliability.md)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import copy_artifacts, start_api_server
+from reliability import LoadGenerator, neighbour_queries, wait_for, wait_serving, worker_processes
+
+from models.factorization import MODELS
+from models.indexes import METRICS
+
+WORKERS = 2
+PAGE = 4096
+
+
+def test_workers_share_one_copy_of_every_index(api_artifact, tmp_path):
+    # A private copy: PSS divides a page among every process mapping it, including other tests' servers.
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    manifest = json.loads((art.version_dir / "manifest.json").read_text())
+    files = {str((art.version_dir / rel).resolve()): meta["bytes"] for rel, meta in manifest["files"].items()
+             if rel.startswith("indexes/")}
+    assert any(p.endswith(".faiss") for p in files) and any(p.endswith(".npy") for p in files)
+    queries = neighbour_queries(art.version_dir, MODELS, METRICS, ids=2)
+    with start_api_server(art.root, tmp_path, workers=WORKERS, RELOAD_INTERVAL="0") as server:
+        wait_serving(server, art.version, WORKERS)
+        with LoadGenerator(server.base_url, queries, threads=2, max_requests=4 * len(queries)) as warm:
+            wait_for(lambda: warm.result.requests >= 4 * len(queries), 60, "every index searched on both workers")
+        assert warm.stop().failures == []
+        maps = {p.pid: {m.path: m for m in p.memory_maps(grouped=True) if m.path in files} for p in worker_processes(server)}
+    assert len(maps) == WORKERS
+    total_pss = total_rss = 0
+    for path, size in files.items():
+        mapped = [by_path[path] for by_path in maps.values() if path in by_path]
+        assert len(mapped) == WORKERS, f"{path} is not memory-mapped in every worker"  # read into private memory
+        rss, pss = [m.rss for m in mapped], [m.pss for m in mapped]
+        if path.endswith(".faiss"):  # searched by both workers: wholly resident in each
+            assert min(rss) >= size - PAGE, (path, rss, size)
+        # one copy between the workers: each resident page counted once over them (two copies: sum(pss) = sum(rss))
+        assert sum(pss) <= max(rss) + WORKERS * PAGE, (path, rss, pss)
+        total_pss, total_rss = total_pss + sum(pss), total_rss + sum(rss)
+    index_bytes = sum(files.values())
+    print(f"indexes {index_bytes >> 10} KiB; summed over {WORKERS} workers: RSS {total_rss >> 10} KiB, PSS {total_pss >> 10} KiB")
+    assert total_rss >= 1.9 * sum(s for p, s in files.items() if p.endswith(".faiss"))  # both workers hold them ...
+    assert total_pss <= 1.05 * index_bytes  # ... as one copy
