@@ -21,8 +21,13 @@ def neighbours_of_row(index: VectorIndex, row: int, k: int) -> tuple[np.ndarray,
     """The k rows of `index` with the largest inner product with its own row `row`, that row excluded.
 
     Searches k + 1 and drops the query row; when the row is not among them (ties, a zero vector,
-    an approximate index) the last result is dropped instead.
+    an approximate index) the last result is dropped instead. When the build stored the index's
+    exact lists (store.NeighbourLists) and they are long enough, the answer is their first k entries:
+    the same exact search done offline, so the same rows and scores with no search at all.
     """
+    lists = index.neighbours
+    if lists is not None and (k <= lists.n or lists.complete):
+        return lists.ids[row, :k].astype(np.int64), np.array(lists.scores[row, :k])
     n = min(k + 1, index.rows)
     rows, scores = _search(index, index.vectors[row : row + 1], n)
     keep = rows != row

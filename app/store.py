@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -53,6 +53,23 @@ class Unavailable(LookupError):
 
 
 @dataclass(frozen=True, eq=False)
+class NeighbourLists:
+    """The build's exact top-n lists of an index (models.indexes.exact_neighbours), memory-mapped.
+
+    ids (rows, n) int32 and scores (rows, n) float32: row i's n best other rows by inner product,
+    best first. complete: n = rows - 1, so every k is answered.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    complete: bool
+
+    @property
+    def n(self) -> int:
+        return int(self.ids.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
 class VectorIndex:
     """One index file: the searcher that serves requests and the exact flat search over the same vectors.
 
@@ -67,6 +84,7 @@ class VectorIndex:
     searcher: faiss.Index
     exact: faiss.Index
     vectors: np.ndarray
+    neighbours: NeighbourLists | None = None  # when the build stored them (items indexes)
 
     @property
     def rows(self) -> int:
@@ -204,6 +222,8 @@ def _load(version_dir: Path, manifest: dict[str, Any], options: LoadOptions) -> 
         idx = _open_index(version_dir, entry, options, files)
         if idx.rows != rows or idx.dim != entry.get("dim", idx.dim):
             raise ArtifactError(f"{name}: {entry['file']} holds {idx.rows} x {idx.dim}, expected {rows} x {entry.get('dim')}")
+        if entry.get("neighbours") and idx.neighbours is None:
+            idx = files[idx.file] = replace(idx, neighbours=_open_neighbours(version_dir, entry["neighbours"], idx.rows))
         return idx
 
     side_rows = {"items": len(item_ids), "users": len(user_ids)}
@@ -259,6 +279,8 @@ def _referenced_files(manifest: Mapping[str, Any]) -> set[str]:
         files.add(entry["file"])
         if entry.get("hnsw"):
             files.add(entry["hnsw"]["file"])
+        if entry.get("neighbours"):
+            files.update((entry["neighbours"]["ids"], entry["neighbours"]["scores"]))
     return files
 
 
@@ -307,6 +329,26 @@ def _open_index(version_dir: Path, entry: Mapping[str, Any], options: LoadOption
     )
     cache[rel] = loaded
     return loaded
+
+
+def _open_neighbours(version_dir: Path, entry: Mapping[str, Any], rows: int) -> NeighbourLists:
+    """Memory-map a pair of neighbour-list files, checked once here so a lookup can never go out of range."""
+    ids = np.load(version_dir / entry["ids"], mmap_mode="r")
+    scores = np.load(version_dir / entry["scores"], mmap_mode="r")
+    n = int(entry["n"])
+    if ids.shape != (rows, n) or scores.shape != (rows, n) or ids.dtype != np.int32 or scores.dtype != np.float32:
+        raise ArtifactError(
+            f"{version_dir.name}: {entry['ids']} / {entry['scores']} are {ids.shape} {ids.dtype} / {scores.shape} "
+            f"{scores.dtype}, expected ({rows}, {n}) int32 / float32"
+        )
+    chunk = 1 << 14
+    for i in range(0, rows, chunk):
+        block = ids[i : i + chunk]
+        if block.size and (block.min() < 0 or block.max() >= rows):
+            raise ArtifactError(f"{version_dir.name}: {entry['ids']} holds row numbers outside 0..{rows - 1}")
+    if not _all_finite(scores):
+        raise ArtifactError(f"{version_dir.name}: {entry['scores']} holds non-finite values")
+    return NeighbourLists(ids=ids, scores=scores, complete=bool(entry.get("complete", False)) and n == rows - 1)
 
 
 def _all_finite(a: np.ndarray, chunk: int = 1 << 16) -> bool:

@@ -55,6 +55,7 @@ FULL = {
     "hnsw_m": 16,
     "hnsw_ef_construction": 100,
     "hnsw_ef_search": 32,
+    "precompute_neighbours": 100,
 }
 QUICK = {**FULL, "users": 10_000, "items": 5_000, "k": 32, "clusters": 20}
 TARGET_RATIO, TARGET_P99_MS = 0.70, 20.0
@@ -135,6 +136,7 @@ def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[st
         hnsw=True,
         hnsw_params=HnswParams(M=cfg["hnsw_m"], ef_construction=cfg["hnsw_ef_construction"], ef_search=cfg["hnsw_ef_search"]),
         diagnostics=False,
+        precompute_neighbours=cfg["precompute_neighbours"],
     )
     version = new_version(store, ds.fingerprint(), {"bench": cfg})
     with store.staging(version) as staging:

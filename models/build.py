@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=200)
     ap.add_argument("--hnsw-ef-search", type=int, default=128)
+    ap.add_argument("--precompute-neighbours", type=int, default=100, metavar="N",
+                    help="store every item index's exact top-N neighbour lists (served for /similar-items "
+                         "with k <= N; 0: none)")
     ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
                     help="skip summary.json (metric agreement over the catalogue) and the simulation's heatmaps")
     ap.add_argument("--diagnostics-sample", type=int, default=2000,
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         seed=args.seed, svd_n_iter=args.svd_n_iter, svd_oversamples=args.svd_oversamples, hnsw=args.hnsw,
         hnsw_params=HnswParams(M=args.hnsw_m, ef_construction=args.hnsw_ef_construction, ef_search=args.hnsw_ef_search),
         diagnostics=args.diagnostics, diagnostics_sample=args.diagnostics_sample,
-        diagnostics_user_sample=args.diagnostics_user_sample,
+        diagnostics_user_sample=args.diagnostics_user_sample, precompute_neighbours=args.precompute_neighbours,
     )
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
     store = ArtifactStore(args.out)

@@ -49,6 +49,31 @@ def recall_at_10(exact: faiss.Index, approx: faiss.Index, vectors: np.ndarray, n
     return hits / (kk * len(rows))
 
 
+def exact_neighbours(index: faiss.IndexFlatIP, vectors: np.ndarray, n: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's exact top n by inner product, itself excluded: (ids (m, w) int32, scores (m, w) float32), w = min(n, m - 1).
+
+    Row i lists the j != i with the largest <x_i, x_j>, best first, for the m stored rows x of `index`
+    (`vectors` (m, d) are those rows). Searches w + 1 per row, all rows at once in blocks (FAISS's
+    batched path is a BLAS product), and drops row i itself; when i is not among the w + 1 (ties, a
+    zero row) the last one is dropped instead, exactly as the API's per-query search does.
+    """
+    m = int(index.ntotal)
+    width = max(0, min(n, m - 1))
+    ids = np.empty((m, width), dtype=np.int32)
+    scores = np.empty((m, width), dtype=np.float32)
+    if width == 0:
+        return ids, scores
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    for start in range(0, m, block):
+        stop = min(start + block, m)
+        found_scores, found = index.search(x[start:stop], width + 1)
+        drop = found == np.arange(start, stop)[:, None]
+        drop[~drop.any(axis=1), -1] = True  # exactly one dropped per row: FAISS never repeats a row
+        ids[start:stop] = found[~drop].reshape(stop - start, width)
+        scores[start:stop] = found_scores[~drop].reshape(stop - start, width)
+    return ids, scores
+
+
 def write_index(index: faiss.Index, path: Path) -> None:
     faiss.write_index(index, str(path))
 

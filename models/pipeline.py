@@ -22,7 +22,7 @@ from models.dataset import Dataset
 from models.diagnostics import DiagnosticsParams, run_diagnostics
 from models.errors import InputError
 from models.factorization import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
-from models.indexes import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
+from models.indexes import HnswParams, exact_neighbours, flat_index, hnsw_index, recall_at_10, write_index
 from models.progress import Progress
 from models.projection import normalize_rows, projected_vectors, row_norms
 from models.svd import TruncatedSVD, truncated_svd
@@ -45,6 +45,8 @@ class BuildParams:
     diagnostics: bool = False
     diagnostics_sample: int = 2000
     diagnostics_user_sample: int = 500
+    # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
+    precompute_neighbours: int = 100
 
     def validate(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -59,6 +61,8 @@ class BuildParams:
             raise InputError("--hnsw-m must be >= 2 and the other --hnsw-* values >= 1")
         if self.diagnostics_sample < 1 or self.diagnostics_user_sample < 0:
             raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
+        if not isinstance(self.precompute_neighbours, int) or self.precompute_neighbours < 0:
+            raise InputError(f"--precompute-neighbours must be an integer >= 0, got {self.precompute_neighbours}")
 
 
 def index_key(side: str, model: str, metric: str) -> str:
@@ -96,8 +100,9 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 "zero_users": int(np.count_nonzero(row_norms(P) == 0)),
             }
             for side, M in (("items", B), ("users", P)):
-                indexes[index_key(side, model, "dot")] = writer.write(f"{side}-{model}-dot", M)
-                indexes[index_key(side, model, "cosine")] = writer.write(f"{side}-{model}-cosine", normalize_rows(M))
+                lists = side == "items"  # /similar-items lookups; users and recommend keep searching
+                indexes[index_key(side, model, "dot")] = writer.write(f"{side}-{model}-dot", M, lists)
+                indexes[index_key(side, model, "cosine")] = writer.write(f"{side}-{model}-cosine", normalize_rows(M), lists)
             group = DENOISING_GROUP if model in DENOISING_VARIANTS else model
             if group not in projected:
                 projected[group] = _write_projected(writer, folder, group, P, B)
@@ -107,6 +112,8 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 metric: {"query_index": index_key("users", model, metric), "items": indexes[index_key("items", model, metric)]}
                 for metric in ("dot", "cosine")
             } | {"projected": projected[group]["recommend"]}
+    if writer.neighbour_seconds:
+        progress.timings["neighbour lists"] = round(writer.neighbour_seconds, 3)
     _write_dataset_files(folder, ds)
     diagnostics = run_diagnostics(
         folder, ds, indexes,
@@ -168,7 +175,7 @@ def _write_projected(writer: _IndexWriter, folder: Path, group: str, P: np.ndarr
     """
     users_proj, items_proj = projected_vectors(P, B)
     out: dict[str, Any] = {
-        side: writer.write(f"{side}-{group}-projected", normalize_rows(M))
+        side: writer.write(f"{side}-{group}-projected", normalize_rows(M), side == "items")
         for side, M in (("items", items_proj), ("users", users_proj))
     }
     user_norm = row_norms(users_proj)[:, None]
@@ -182,12 +189,19 @@ def _write_projected(writer: _IndexWriter, folder: Path, group: str, P: np.ndarr
 
 
 class _IndexWriter:
-    """Writes one exact index (and optionally its HNSW twin with measured recall) per call."""
+    """Writes one exact index (optionally its HNSW twin with measured recall, and its neighbour lists) per call."""
 
     def __init__(self, folder: Path, params: BuildParams, progress: Progress) -> None:
         self.folder, self.params, self.progress = folder, params, progress
+        self.neighbour_seconds = 0.0
 
-    def write(self, stem: str, vectors: np.ndarray) -> dict[str, Any]:
+    def write(self, stem: str, vectors: np.ndarray, neighbours: bool = False) -> dict[str, Any]:
+        """The manifest entry of `stem`; with `neighbours` (and precompute_neighbours > 0) also its exact lists.
+
+        Lists: indexes/<stem>.neighbours-ids.npy (rows, w) int32 and .neighbours-scores.npy (rows, w)
+        float32, w = min(N, rows - 1) (models.indexes.exact_neighbours), so the API can answer a
+        row's top k <= w with a memory-mapped lookup instead of a search.
+        """
         rel = f"indexes/{stem}.faiss"
         exact = flat_index(vectors)
         write_index(exact, self.folder / rel)
@@ -195,6 +209,16 @@ class _IndexWriter:
             "file": rel, "type": "flat-ip", "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
             "zero_rows": int(np.count_nonzero(~np.any(vectors != 0, axis=1))),
         }
+        if neighbours and self.params.precompute_neighbours > 0:
+            t0 = time.perf_counter()
+            ids, scores = exact_neighbours(exact, vectors, self.params.precompute_neighbours)
+            files = {"ids": f"indexes/{stem}.neighbours-ids.npy", "scores": f"indexes/{stem}.neighbours-scores.npy"}
+            np.save(self.folder / files["ids"], ids)
+            np.save(self.folder / files["scores"], scores)
+            took = time.perf_counter() - t0
+            self.neighbour_seconds += took
+            self.progress.say(f"  neighbours {stem}: exact top {ids.shape[1]} of {ids.shape[0]} rows in {took:.1f}s")
+            entry["neighbours"] = {**files, "n": int(ids.shape[1]), "complete": int(ids.shape[1]) == vectors.shape[0] - 1}
         if self.params.hnsw:
             hp = self.params.hnsw_params
             approx = hnsw_index(vectors, hp)

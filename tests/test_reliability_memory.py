@@ -32,17 +32,20 @@ def test_workers_share_one_copy_of_every_index(api_artifact, tmp_path):
         assert warm.stop().failures == []
         maps = {p.pid: {m.path: m for m in p.memory_maps(grouped=True) if m.path in files} for p in worker_processes(server)}
     assert len(maps) == WORKERS
+    opened = {path for by_path in maps.values() for path in by_path}
+    flat = {str((art.version_dir / e["file"]).resolve()) for e in manifest["indexes"].values()}
+    assert flat <= opened, flat - opened  # every index the manifest serves from is memory-mapped ...
     total_pss = total_rss = 0
-    for path, size in files.items():
+    for path in opened:
         mapped = [by_path[path] for by_path in maps.values() if path in by_path]
-        assert len(mapped) == WORKERS, f"{path} is not memory-mapped in every worker"  # read into private memory
+        assert len(mapped) == WORKERS, f"{path} is memory-mapped in one worker only"  # ... in every worker
         rss, pss = [m.rss for m in mapped], [m.pss for m in mapped]
         if path.endswith(".faiss"):  # searched by both workers: wholly resident in each
-            assert min(rss) >= size - PAGE, (path, rss, size)
+            assert min(rss) >= files[path] - PAGE, (path, rss, files[path])
         # one copy between the workers: each resident page counted once over them (two copies: sum(pss) = sum(rss))
         assert sum(pss) <= max(rss) + WORKERS * PAGE, (path, rss, pss)
         total_pss, total_rss = total_pss + sum(pss), total_rss + sum(rss)
-    index_bytes = sum(files.values())
+    index_bytes = sum(files[path] for path in opened)
     print(f"indexes {index_bytes >> 10} KiB; summed over {WORKERS} workers: RSS {total_rss >> 10} KiB, PSS {total_pss >> 10} KiB")
-    assert total_rss >= 1.9 * sum(s for p, s in files.items() if p.endswith(".faiss"))  # both workers hold them ...
+    assert total_rss >= 1.9 * sum(files[p] for p in opened if p.endswith(".faiss"))  # both workers hold them ...
     assert total_pss <= 1.05 * index_bytes  # ... as one copy

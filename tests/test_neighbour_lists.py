@@ -1,0 +1,164 @@
+"""The build's exact neighbour lists (`models.build --precompute-neighbours N`) and /similar-items served from them.
+
+- Lists: each item index's stored (ids, scores) equal an independent brute force: numpy over the
+  stored vectors, and the dense oracle (conftest.dense_oracle: PAPER.md's closed forms, no index,
+  no models/ code), the row itself excluded.
+- API: two builds of the same data, with lists (N = 20) and without (N = 0: every answer is a
+  search); /similar-items answers are equal for k <= N (a lookup) and k > N (the fallback search).
+Ties (the weight-decay model collapses some items onto one direction) may be ordered differently:
+as in test_api_scores, the score lists must agree, and the ids wherever the score is not tied.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import faiss
+import numpy as np
+import pytest
+from conftest import API_BUILD, ROOT, ApiArtifact, api_build, dense_oracle, start_api_server
+
+from app.search import neighbours_of_row
+from app.store import load_version
+from models.factorization import MODELS
+from models.indexes import METRICS, exact_neighbours, flat_index
+
+N = 20
+RTOL, ATOL = 2e-4, 2e-5  # float32 lists against the float64 oracle
+TIE = 1e-6  # float32 rounding of scores of order 1
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[ApiArtifact, ApiArtifact]:
+    """(with lists, without lists): the same simulation, seed and parameters."""
+    with_lists, without = tmp_path_factory.mktemp("with-lists"), tmp_path_factory.mktemp("without-lists")
+    return (ApiArtifact(with_lists, api_build(with_lists, precompute_neighbours=N)),
+            ApiArtifact(without, api_build(without, precompute_neighbours=0)))
+
+
+def manifest_of(art: ApiArtifact) -> dict:
+    return json.loads((art.version_dir / "manifest.json").read_text())
+
+
+def test_lists_equal_brute_force(builds):
+    art = builds[0]
+    manifest = manifest_of(art)
+    oracle = dense_oracle(art.version_dir, API_BUILD["lambda_denoising"], API_BUILD["lambda_weight_decay"])
+    n_items = manifest["counts"]["items"]
+    assert not any("neighbours" in e for key, e in manifest["indexes"].items() if key.startswith("users/"))
+    files = set()
+    for model in MODELS:
+        for metric in METRICS:
+            entry = manifest["indexes"][f"items/{model}/{metric}"]
+            lists = entry["neighbours"]
+            assert lists["n"] == N and not lists["complete"]
+            assert {lists["ids"], lists["scores"]} <= set(manifest["files"])  # checksummed with the rest
+            files.add(lists["ids"])
+            ids = np.load(art.version_dir / lists["ids"])
+            scores = np.load(art.version_dir / lists["scores"])
+            assert ids.shape == scores.shape == (n_items, N) and ids.dtype == np.int32 and scores.dtype == np.float32
+            rows = np.arange(n_items)[:, None]
+            assert (ids != rows).all() and (ids >= 0).all() and (ids < n_items).all()
+            assert all(len(set(r)) == N for r in ids.tolist())
+            assert (np.diff(scores, axis=1) <= TIE).all()  # best first
+
+            # numpy over the stored float32 vectors: exact scores, and the true top N of each row
+            index = faiss.read_index(str(art.version_dir / entry["file"]))
+            V = index.reconstruct_n(0, index.ntotal).astype(np.float64)
+            G = V @ V.T
+            np.testing.assert_allclose(scores, np.take_along_axis(G, ids, axis=1), rtol=1e-5, atol=1e-6)
+            np.fill_diagonal(G, -np.inf)
+            np.testing.assert_allclose(scores, -np.sort(-G, axis=1)[:, :N], rtol=1e-5, atol=1e-6)
+
+            # the paper's quantities, from svd.npz and the interactions alone
+            S = oracle.items(model, metric).copy()
+            np.testing.assert_allclose(scores, np.take_along_axis(S, ids, axis=1), rtol=RTOL, atol=ATOL)
+            np.fill_diagonal(S, -np.inf)
+            np.testing.assert_allclose(scores, -np.sort(-S, axis=1)[:, :N], rtol=RTOL, atol=ATOL)
+    assert len(files) == 2 * len(MODELS) + 2  # dot, cosine per model; projected once per group (denoising, weight decay)
+
+
+def test_exact_neighbours_edge_cases():
+    """Fewer rows than N (complete lists), a zero row and duplicated rows, against numpy."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 4)).astype(np.float32)
+    x[2] = 0.0
+    x[5] = x[6] = x[7]  # ties: the row itself may fall outside its top n + 1
+    for n in (3, 8, 50):
+        ids, scores = exact_neighbours(flat_index(x), x, n, block=4)
+        w = min(n, 8)
+        assert ids.shape == scores.shape == (9, w)
+        G = x.astype(np.float64) @ x.T.astype(np.float64)
+        np.testing.assert_allclose(scores, np.take_along_axis(G, ids, axis=1), rtol=1e-5, atol=1e-6)
+        np.fill_diagonal(G, -np.inf)
+        np.testing.assert_allclose(scores, -np.sort(-G, axis=1)[:, :w], rtol=1e-5, atol=1e-6)
+        assert all(len(set(r)) == w for r in ids.tolist())
+        assert all(i not in r for i, r in enumerate(ids.tolist()))  # in its top n + 1 it is dropped, else absent
+    assert exact_neighbours(flat_index(x[:1]), x[:1], 5)[0].shape == (1, 0)
+
+
+def test_store_serves_the_lists_and_they_equal_the_search(builds):
+    version = load_version(builds[0].version_dir)
+    for key, index in version.indexes.items():
+        if key.startswith("users/"):
+            assert index.neighbours is None
+            continue
+        assert index.neighbours is not None and index.neighbours.n == N
+        searched = replace(index, neighbours=None)
+        for row in (0, 17, 123, 299):
+            for k in (1, N, N + 1, 70):
+                rows, scores = neighbours_of_row(index, row, k)
+                ref_rows, ref_scores = neighbours_of_row(searched, row, k)
+                assert rows.dtype == np.int64 and scores.dtype == np.float32
+                if k <= N:
+                    assert rows.tolist() == index.neighbours.ids[row, :k].tolist()  # a lookup, not a search
+                same_answer(rows, scores, ref_rows, ref_scores)
+
+
+def same_answer(rows, scores, ref_rows, ref_scores) -> None:
+    """Equal score lists, and equal ids among those scoring above the k-th (ties at the cut may differ)."""
+    assert len(rows) == len(ref_rows) > 0
+    np.testing.assert_allclose(scores, ref_scores, rtol=TIE, atol=TIE)
+    cut = min(scores[-1], ref_scores[-1]) + TIE * max(1.0, abs(float(scores[-1])))
+
+    def above(r, s):
+        return {x for x, y in zip(r.tolist(), s.tolist(), strict=True) if y > cut}
+
+    assert above(rows, scores) == above(ref_rows, ref_scores)
+
+
+def test_api_answers_equal_the_search_path(builds, tmp_path):
+    with_lists, without = builds
+    m_with, m_without = manifest_of(with_lists), manifest_of(without)
+    faiss_files = {f: meta["sha256"] for f, meta in m_with["files"].items() if f.endswith(".faiss")}
+    assert faiss_files == {f: meta["sha256"] for f, meta in m_without["files"].items() if f.endswith(".faiss")}
+    assert not any("neighbours" in f for f in m_without["files"])
+    item_ids = [it["id"] for it in json.loads((with_lists.version_dir / "items.json").read_text())]
+    with (start_api_server(with_lists.root, tmp_path) as lists_server,
+          start_api_server(without.root, tmp_path) as search_server):
+        for model in MODELS:
+            for metric in METRICS:
+                for q in (0, 123):
+                    for k in (1, 10, N, N + 1, 100):
+                        params = {"item_id": item_ids[q], "model": model, "metric": metric, "k": k}
+                        a = lists_server.client.get("/similar-items", params=params)
+                        b = search_server.client.get("/similar-items", params=params)
+                        assert a.status_code == b.status_code == 200, (a.text, b.text)
+                        na, nb = a.json()["neighbors"], b.json()["neighbors"]
+                        assert len(na) == k
+                        same_answer(np.array([item_ids.index(n["item_id"]) for n in na]), np.array([n["score"] for n in na]),
+                                    np.array([item_ids.index(n["item_id"]) for n in nb]), np.array([n["score"] for n in nb]))
+                        by_id = {n["item_id"]: {**n, "score": None} for n in nb}
+                        assert all({**n, "score": None} == by_id[n["item_id"]] for n in na if n["item_id"] in by_id)
+
+
+def test_negative_count_is_refused(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.build", "--out", str(tmp_path), "--precompute-neighbours", "-1", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "--precompute-neighbours" in proc.stderr
+    assert not (tmp_path / "CURRENT").exists()
