@@ -20,17 +20,17 @@ install: $(VENV)/.installed
 
 # Fit the paper's simulation once (if no version is published yet), then serve it.
 demo: install
-	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR)
+	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours 100
 	$(PY) -m app --host $(HOST) --port $(PORT)
 
 serve: install
 	$(PY) -m app --host $(HOST) --port $(PORT)
 
 build-sim: install
-	$(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR)
+	$(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours 100
 
 build-goodbooks: install
-	$(PY) -m models.build --dataset goodbooks --input ../shared/data/goodbooks --out $(ARTIFACTS_DIR) --k 64 --lambda-denoising 5000 --lambda-weight-decay 30
+	$(PY) -m models.build --dataset goodbooks --input ../shared/data/goodbooks --out $(ARTIFACTS_DIR) --k 64 --lambda-denoising 5000 --lambda-weight-decay 30 --precompute-neighbours 100
 
 test: install
 	$(PY) -m ruff check models app tests bench

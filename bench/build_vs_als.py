@@ -7,7 +7,10 @@ Each side runs in its own subprocess (so peak RSS is measured per side, with os.
 the same seeded matrix (not timed), then times its work:
 - job: models.pipeline.build_into (SVD, all five models, dot / cosine / projected indexes for
   items and users, id maps, interactions) plus ArtifactStore.publish (sha256 of every file,
-  fsync, rename, CURRENT switch): what models/build.py's run() does after reading the input;
+  fsync, rename, CURRENT switch): what models/build.py's run() does after reading the input, with
+  BuildParams' defaults (exact top-N neighbour lists of every item index; no diagnostics, which
+  --diagnostics adds);
+- job-no-lists: the same with precompute_neighbours=0 (the job as issue 2 specified it);
 - als: implicit.cpu.als.AlternatingLeastSquares(factors=128, iterations=15).fit(X), X the
   users x items CSR (float32).
 Both sides get the same number of cores (--threads, default 2): the job's BLAS and OpenMP pools are
@@ -119,25 +122,45 @@ def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
 
 
-# --------------------------------------------------------------------------- the two sides (children)
+# --------------------------------------------------------------------------- the sides (children)
 
-def side_job(cfg: dict[str, Any]) -> dict[str, Any]:
+SIDES = {
+    "job": "offline job, library defaults",
+    "job-no-lists": "offline job, no neighbour lists",
+    "als": "implicit ALS, one model",
+}
+
+
+def build_params(cfg: dict[str, Any], side: str):
+    """BuildParams as a library caller gets them; job-no-lists turns the neighbour lists off."""
+    from models.pipeline import BuildParams
+
+    params = BuildParams(k=cfg["k"], lambda_denoising=cfg["lambda_denoising"],
+                         lambda_weight_decay=cfg["lambda_weight_decay"], seed=cfg["seed"])
+    fields = {f.name for f in dataclasses.fields(BuildParams)}
+    if "diagnostics" in fields:
+        params = dataclasses.replace(params, diagnostics=cfg["diagnostics"])
+    if "precompute_neighbours" in fields:
+        lists = 0 if side == "job-no-lists" else cfg["neighbours"]
+        if lists is not None:
+            params = dataclasses.replace(params, precompute_neighbours=lists)
+    return params
+
+
+def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
     from models.artifacts import ArtifactStore, load_manifest
     from models.build import new_version
-    from models.pipeline import BuildParams, build_into
+    from models.pipeline import build_into
     from models.progress import Progress
 
     ds = dataset(cfg)
     after_data = rss_gb()
-    params = BuildParams(k=cfg["k"], lambda_denoising=cfg["lambda_denoising"],
-                         lambda_weight_decay=cfg["lambda_weight_decay"], seed=cfg["seed"])
-    if "diagnostics" in {f.name for f in dataclasses.fields(BuildParams)}:
-        params = dataclasses.replace(params, diagnostics=cfg["diagnostics"])
+    params = build_params(cfg, side)
     progress = Progress(quiet=not cfg["progress"])
     store = ArtifactStore(cfg["out"])
     t0 = time.perf_counter()
     # What models/build.py's run() does once the input is read: version name, stage, build, publish.
-    version = new_version(store, ds.fingerprint(), {"bench": cfg})
+    version = new_version(store, ds.fingerprint(), {"bench": cfg, "side": side})
     with store.staging(version) as staging:
         manifest = build_into(staging, ds, params, progress)
         t_pub = time.perf_counter()
@@ -145,13 +168,14 @@ def side_job(cfg: dict[str, Any]) -> dict[str, Any]:
     t1 = time.perf_counter()
     assert store.current_version() == version
     published = load_manifest(final)
-    size = sum(f["bytes"] for f in published["files"].values())
     return {
         "wall_seconds": t1 - t0, "publish_seconds": t1 - t_pub, "rss_after_data_gb": after_data,
         "nnz": int(ds.X.nnz), "step_seconds": published["step_seconds"], "build_seconds": published["build_seconds"],
         "svd": {k: published["svd"][k] for k in ("method", "relative_residual", "energy_captured")},
         "surviving_dims": {m: v["surviving_dims"] for m, v in published["models"].items()},
-        "indexes": len(published["indexes"]), "files": len(published["files"]), "artifact_bytes": size,
+        "neighbour_lists": getattr(params, "precompute_neighbours", 0), "diagnostics": getattr(params, "diagnostics", False),
+        "indexes": len(published["indexes"]), "files": len(published["files"]),
+        "artifact_bytes": sum(f["bytes"] for f in published["files"].values()),
     }
 
 
@@ -201,46 +225,67 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
 
-def report(cfg: dict[str, Any], job: list[dict[str, Any]], als: list[dict[str, Any]], loads: list[list[float]]) -> dict[str, Any]:
-    j_wall, a_wall = median(job, "wall_seconds"), median(als, "wall_seconds")
-    j_rss, a_rss = median(job, "peak_rss_gb"), median(als, "peak_rss_gb")
-    steps = {name: statistics.median(r["step_seconds"][name] for r in job) for name in job[0]["step_seconds"]}
-    steps["publishing (hash, manifest, fsync, rename, CURRENT)"] = median(job, "publish_seconds")
+def job_steps(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median seconds of each manifest step, publishing, and the time outside any step."""
+    steps = {name: statistics.median(r["step_seconds"][name] for r in runs) for name in runs[0]["step_seconds"]}
+    steps["publishing (hash, manifest, fsync, rename, CURRENT)"] = median(runs, "publish_seconds")
+    # "neighbour lists" is a sum over the model steps (it runs inside them), not a step of its own
+    inside = sum(v for k, v in runs[0]["step_seconds"].items() if k != "neighbour lists")
     steps["outside any step (fingerprint, shared X V, dataset files)"] = statistics.median(
-        r["wall_seconds"] - r["publish_seconds"] - sum(r["step_seconds"].values()) for r in job)
-    out = {
-        "config": cfg, "machine": machine(), "load_average_before_runs": loads,
-        "runs": {"job": job, "als": als},
-        "median": {
-            "job_wall_seconds": j_wall, "als_wall_seconds": a_wall, "als_over_job": a_wall / j_wall,
-            "job_peak_rss_gb": j_rss, "als_peak_rss_gb": a_rss,
-            "job_max_peak_rss_gb": max(r["peak_rss_gb"] for r in job), "job_step_seconds": steps,
-            "svd_relative_residual": median(job, "svd_relative_residual"),
-        },
-        "targets": {"job_faster_than_als": j_wall < a_wall, "job_peak_rss_under_6gb": max(r["peak_rss_gb"] for r in job) < 6.0},
+        r["wall_seconds"] - r["publish_seconds"] - sum(v for k, v in r["step_seconds"].items() if k != "neighbour lists")
+        for r in runs) if inside else 0.0
+    return steps
+
+
+def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], loads: list[list[float]]) -> dict[str, Any]:
+    als = runs["als"]
+    a_wall = median(als, "wall_seconds")
+    jobs = [s for s in SIDES if s != "als" and runs.get(s)]
+    med: dict[str, Any] = {
+        side: {"wall_seconds": median(r, "wall_seconds"), "peak_rss_gb": median(r, "peak_rss_gb"),
+               "max_peak_rss_gb": max(x["peak_rss_gb"] for x in r), "cpu_seconds": median(r, "cpu_seconds")}
+        for side, r in runs.items() if r
     }
-    n = len(job)
+    targets = {}
+    for side in jobs:
+        r = runs[side]
+        med[side].update({"als_over_job": a_wall / med[side]["wall_seconds"], "step_seconds": job_steps(r),
+                          "svd_relative_residual": median([x["svd"] for x in r], "relative_residual")})
+        targets[side] = {"faster_than_als": med[side]["wall_seconds"] < a_wall,
+                         "peak_rss_under_6gb": med[side]["max_peak_rss_gb"] < 6.0}
+    out = {"config": cfg, "machine": machine(), "load_average_before_each_side": loads, "runs": runs,
+           "median": med, "targets": targets}
+
+    first = runs[jobs[0]][0]
+    n = len(als)
     print()
-    print(f"matrix {cfg['users']:,} users x {cfg['items']:,} items, {job[0]['nnz']:,} interactions (binary, power law, "
+    print(f"matrix {cfg['users']:,} users x {cfg['items']:,} items, {first['nnz']:,} interactions (binary, power law, "
           f"seed {cfg['seed']}); k = {cfg['k']}; {cfg['threads']} threads per side; medians of {n} run{'s' * (n > 1)}")
-    print(f"{'':44s}{'wall s':>10s}{'peak RSS GB':>13s}{'CPU s':>9s}")
-    print(f"{'whole offline job (5 models, 3 metrics, publish)':44s}{j_wall:10.1f}{j_rss:13.2f}{median(job, 'cpu_seconds'):9.1f}")
-    print(f"{'implicit ALS, one model (' + str(cfg['als_iterations']) + ' iterations)':44s}{a_wall:10.1f}{a_rss:13.2f}"
-          f"{median(als, 'cpu_seconds'):9.1f}")
-    per_job = ", ".join(f"{r['wall_seconds']:.1f}" for r in job)
-    per_als = ", ".join(f"{r['wall_seconds']:.1f}" for r in als)
-    print(f"ratio ALS / job: {a_wall / j_wall:.2f}x   (per run: job {per_job} s; ALS {per_als} s)")
-    print(f"RSS after generating the matrix (included in peaks): job {median(job, 'rss_after_data_gb'):.2f} GB, "
-          f"ALS {median(als, 'rss_after_data_gb'):.2f} GB")
-    print(f"svd: {job[0]['svd']['method']}, relative residual {out['median']['svd_relative_residual']:.2e}, "
-          f"energy captured {job[0]['svd']['energy_captured']:.3f}")
-    print(f"artifact: {job[0]['indexes']} indexes, {job[0]['files']} files, {job[0]['artifact_bytes'] / GB:.2f} GB")
-    print("job steps (manifest step_seconds, medians):")
-    for name, sec in steps.items():
-        print(f"  {sec:8.2f}s  {name}")
-    t = out["targets"]
-    print(f"targets: job faster than ALS: {'MET' if t['job_faster_than_als'] else 'MISSED'}; "
-          f"job peak RSS < 6 GB: {'MET' if t['job_peak_rss_under_6gb'] else 'MISSED'}")
+    print(f"{'':52s}{'wall s':>9s}{'ALS/job':>9s}{'peak RSS GB':>13s}{'CPU s':>8s}   per run wall s")
+    for side in [*jobs, "als"]:
+        m = med[side]
+        label = SIDES[side]
+        if side == "job":
+            label += f" (lists N={first['neighbour_lists']})"
+        if side == "als":
+            label += f" ({cfg['als_iterations']} iterations)"
+        ratio = f"{m['als_over_job']:.2f}x" if "als_over_job" in m else ""
+        per = ", ".join(f"{x['wall_seconds']:.1f}" for x in runs[side])
+        print(f"{label:52s}{m['wall_seconds']:9.1f}{ratio:>9s}{m['peak_rss_gb']:13.2f}{m['cpu_seconds']:8.1f}   {per}")
+    print(f"RSS after generating the matrix (included in the peaks): {median(als, 'rss_after_data_gb'):.2f} GB (ALS), "
+          f"{median(runs[jobs[0]], 'rss_after_data_gb'):.2f} GB (job)")
+    print(f"svd: {first['svd']['method']}, relative residual {med[jobs[0]]['svd_relative_residual']:.2e}, "
+          f"energy captured {first['svd']['energy_captured']:.3f}; diagnostics {'on' if first['diagnostics'] else 'off'}")
+    for side in jobs:
+        r = runs[side][0]
+        print(f"{SIDES[side]}: {r['indexes']} indexes, {r['files']} files, {r['artifact_bytes'] / GB:.2f} GB; "
+              "steps (manifest step_seconds, medians):")
+        for name, sec in med[side]["step_seconds"].items():
+            print(f"  {sec:8.2f}s  {'(of which, inside the model steps) ' if name == 'neighbour lists' else ''}{name}")
+    for side in jobs:
+        t = targets[side]
+        print(f"targets, {SIDES[side]}: faster than ALS {'MET' if t['faster_than_als'] else 'MISSED'}; "
+              f"peak RSS < 6 GB {'MET' if t['peak_rss_under_6gb'] else 'MISSED'}")
     return out
 
 
@@ -271,20 +316,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="runs per side (default 3, --quick 1); medians are reported")
     ap.add_argument("--threads", type=int, default=2, help="cores given to each side")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", choices=("job", "als"), help="run one side only (profiling)")
+    ap.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {', '.join(SIDES)}")
+    ap.add_argument("--neighbours", type=int, help="the job side's neighbour-list length (default: BuildParams' default)")
+    ap.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=False,
+                    help="include the build-time metric-agreement summary (summary.json) in the job sides; off by "
+                         "default, as for library callers (the CLI turns it on)")
     ap.add_argument("--workdir", help="where artifacts are staged and published (default: a fresh temp folder, removed)")
     ap.add_argument("--json", help="results file (default bench/results/build_vs_als[.quick].json)")
     ap.add_argument("--progress", action="store_true", help="show the job's progress lines and ALS's progress bar")
-    ap.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=False,
-                    help="include the build-time metric-agreement summary (summary.json); off by default: it is not "
-                         "part of issue 2's job, and its cost is reported by its own step time when on")
     args = ap.parse_args(argv)
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    if not sides or set(sides) - set(SIDES):
+        ap.error(f"--sides: choose from {', '.join(SIDES)}")
     size = QUICK if args.quick else FULL
     cfg = {
         "users": args.users or size["users"], "items": args.items or size["items"], "nnz": args.nnz or size["nnz"],
         "k": args.k, "als_iterations": args.als_iterations, "lambda_denoising": args.lambda_denoising,
         "lambda_weight_decay": args.lambda_weight_decay, "seed": args.seed, "threads": args.threads,
-        "progress": args.progress, "diagnostics": args.diagnostics,
+        "neighbours": args.neighbours, "diagnostics": args.diagnostics, "progress": args.progress,
         "thread_env": {s: {k: thread_env(s, args.threads)[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
                        for s in ("job", "als")},
         "als_num_threads": args.threads,
@@ -292,29 +341,23 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     work = Path(tempfile.mkdtemp(prefix="build_vs_als-", dir=args.workdir))
     cfg["out"] = str(work / "artifacts")
-    job: list[dict[str, Any]] = []
-    als: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
     loads: list[list[float]] = []
     try:
         for r in range(repeats):
-            order = ("job", "als") if r % 2 == 0 else ("als", "job")  # alternate: neither side always goes first
+            order = sides if r % 2 == 0 else sides[::-1]  # alternate: no side always runs first
             for side in order:
-                if args.only and side != args.only:
-                    continue
                 loads.append([round(x, 2) for x in os.getloadavg()])
                 res = run_side(side, cfg, work)
-                res.update({"repeat": r})
-                if side == "job":
-                    res["svd_relative_residual"] = res["svd"]["relative_residual"]
-                (job if side == "job" else als).append(res)
+                runs[side].append({**res, "repeat": r, "load_average_before": loads[-1]})
                 print(f"[bench] repeat {r + 1}/{repeats} {side}: {res['wall_seconds']:.1f}s, "
                       f"peak RSS {res['peak_rss_gb']:.2f} GB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not job or not als:
-        print(json.dumps({"job": job, "als": als}, indent=1, default=str))
+    if "als" not in sides or len(sides) < 2:
+        print(json.dumps(runs, indent=1, default=str))
         return 0
-    out = report(cfg, job, als, loads)
+    out = report(cfg, runs, loads)
     path = Path(args.json) if args.json else RESULTS / ("build_vs_als.quick.json" if args.quick else "build_vs_als.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str) + "\n")
@@ -324,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def child(side: str, cfg_file: str, out_file: str) -> int:
     cfg = json.loads(Path(cfg_file).read_text())
-    result = side_job(cfg) if side == "job" else side_als(cfg)
+    result = side_als(cfg) if side == "als" else side_job(cfg, side)
     Path(out_file).write_text(json.dumps(result))
     return 0
 

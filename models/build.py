@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=200)
     ap.add_argument("--hnsw-ef-search", type=int, default=128)
-    ap.add_argument("--precompute-neighbours", type=int, default=100, metavar="N",
+    ap.add_argument("--precompute-neighbours", type=int, default=0, metavar="N",
                     help="store every item index's exact top-N neighbour lists (served for /similar-items "
                          "with k <= N; 0: none)")
     ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
