@@ -8,9 +8,9 @@ the same seeded matrix (not timed), then times its work:
 - job: models.pipeline.build_into (SVD, all five models, dot / cosine / projected indexes for
   items and users, id maps, interactions) plus ArtifactStore.publish (sha256 of every file,
   fsync, rename, CURRENT switch): what models/build.py's run() does after reading the input, with
-  BuildParams' defaults (exact top-N neighbour lists of every item index; no diagnostics, which
-  --diagnostics adds);
-- job-no-lists: the same with precompute_neighbours=0 (the job as issue 2 specified it);
+  BuildParams' defaults (no neighbour lists, no diagnostics: --diagnostics adds those);
+- job-lists (only with --sides job,job-lists,als): the same plus exact top-N neighbour lists of
+  every item index (--neighbours, default 100, as the make targets build);
 - als: implicit.cpu.als.AlternatingLeastSquares(factors=128, iterations=15).fit(X), X the
   users x items CSR (float32).
 Both sides get the same number of cores (--threads, default 2): the job's BLAS and OpenMP pools are
@@ -125,14 +125,15 @@ def rss_gb() -> float:
 # --------------------------------------------------------------------------- the sides (children)
 
 SIDES = {
-    "job": "offline job, library defaults",
-    "job-no-lists": "offline job, no neighbour lists",
+    "job": "offline job (BuildParams defaults)",
+    "job-lists": "offline job + neighbour lists",
     "als": "implicit ALS, one model",
 }
+DEFAULT_SIDES = ("job", "als")
 
 
 def build_params(cfg: dict[str, Any], side: str):
-    """BuildParams as a library caller gets them; job-no-lists turns the neighbour lists off."""
+    """BuildParams as a library caller gets them; job-lists adds --neighbours-long lists of every item index."""
     from models.pipeline import BuildParams
 
     params = BuildParams(k=cfg["k"], lambda_denoising=cfg["lambda_denoising"],
@@ -140,10 +141,8 @@ def build_params(cfg: dict[str, Any], side: str):
     fields = {f.name for f in dataclasses.fields(BuildParams)}
     if "diagnostics" in fields:
         params = dataclasses.replace(params, diagnostics=cfg["diagnostics"])
-    if "precompute_neighbours" in fields:
-        lists = 0 if side == "job-no-lists" else cfg["neighbours"]
-        if lists is not None:
-            params = dataclasses.replace(params, precompute_neighbours=lists)
+    if "precompute_neighbours" in fields and side == "job-lists":
+        params = dataclasses.replace(params, precompute_neighbours=cfg["neighbours"])
     return params
 
 
@@ -226,14 +225,14 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def job_steps(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Median seconds of each manifest step, publishing, and the time outside any step."""
-    steps = {name: statistics.median(r["step_seconds"][name] for r in runs) for name in runs[0]["step_seconds"]}
+    """Median seconds of each manifest step (over the runs that have it), publishing, and the time outside any step."""
+    names = list(dict.fromkeys(name for r in runs for name in r["step_seconds"]))
+    steps = {name: statistics.median(r["step_seconds"][name] for r in runs if name in r["step_seconds"]) for name in names}
     steps["publishing (hash, manifest, fsync, rename, CURRENT)"] = median(runs, "publish_seconds")
     # "neighbour lists" is a sum over the model steps (it runs inside them), not a step of its own
-    inside = sum(v for k, v in runs[0]["step_seconds"].items() if k != "neighbour lists")
     steps["outside any step (fingerprint, shared X V, dataset files)"] = statistics.median(
         r["wall_seconds"] - r["publish_seconds"] - sum(v for k, v in r["step_seconds"].items() if k != "neighbour lists")
-        for r in runs) if inside else 0.0
+        for r in runs)
     return steps
 
 
@@ -265,8 +264,8 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], loads: li
     for side in [*jobs, "als"]:
         m = med[side]
         label = SIDES[side]
-        if side == "job":
-            label += f" (lists N={first['neighbour_lists']})"
+        if side == "job-lists":
+            label += f" N={runs[side][0]['neighbour_lists']}"
         if side == "als":
             label += f" ({cfg['als_iterations']} iterations)"
         ratio = f"{m['als_over_job']:.2f}x" if "als_over_job" in m else ""
@@ -316,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="runs per side (default 3, --quick 1); medians are reported")
     ap.add_argument("--threads", type=int, default=2, help="cores given to each side")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {', '.join(SIDES)}")
-    ap.add_argument("--neighbours", type=int, help="the job side's neighbour-list length (default: BuildParams' default)")
+    ap.add_argument("--sides", default=",".join(DEFAULT_SIDES),
+                    help=f"comma-separated, from {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
+    ap.add_argument("--neighbours", type=int, default=100, help="job-lists: top-N neighbour lists per item index")
     ap.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=False,
                     help="include the build-time metric-agreement summary (summary.json) in the job sides; off by "
                          "default, as for library callers (the CLI turns it on)")
@@ -354,12 +354,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"peak RSS {res['peak_rss_gb']:.2f} GB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    path = Path(args.json) if args.json else RESULTS / ("build_vs_als.quick.json" if args.quick else "build_vs_als.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": cfg, "runs": runs}, indent=1, default=str) + "\n")  # kept if the report fails
     if "als" not in sides or len(sides) < 2:
         print(json.dumps(runs, indent=1, default=str))
         return 0
     out = report(cfg, runs, loads)
-    path = Path(args.json) if args.json else RESULTS / ("build_vs_als.quick.json" if args.quick else "build_vs_als.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(f"results: {path}")
     return 0
