@@ -230,8 +230,16 @@ class FiguresResponse(BaseModel):
                 {
                     "artifact_version": VERSION_EXAMPLE,
                     "figures": [
-                        {"name": "heatmaps.png", "url": "/figures/heatmaps.png", "kind": "grid", "title": "all panels",
-                         "model": None, "metric": None, "k": None, "bytes": 2400000}
+                        {
+                            "name": "heatmaps.png",
+                            "url": "/figures/heatmaps.png",
+                            "kind": "grid",
+                            "title": "all panels",
+                            "model": None,
+                            "metric": None,
+                            "k": None,
+                            "bytes": 2400000,
+                        }
                     ],
                     "skipped": None,
                     "heatmaps": {"order": "items sorted by true cluster, then true baseline popularity (descending)"},

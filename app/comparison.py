@@ -122,26 +122,30 @@ def compare(
     for t, index in zip(targets, indexes, strict=True):
         rows, scores = neighbours_of_row(index, row, k)
         ids[t.name] = rows
-        lists.append({
-            "name": t.name,
-            "model": t.model,
-            "metric": t.metric,
-            "served_by": index.kind,
-            "neighbors": [entry(r, s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)],
-            "popularity_ratio": _num(popularity_ratio(rows, pop, median)),
-            "category_share": _num(category_share(row, rows, cats)) if cats is not None else None,
-        })
+        lists.append(
+            {
+                "name": t.name,
+                "model": t.model,
+                "metric": t.metric,
+                "served_by": index.kind,
+                "neighbors": [entry(r, s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)],
+                "popularity_ratio": _num(popularity_ratio(rows, pop, median)),
+                "category_share": _num(category_share(row, rows, cats)) if cats is not None else None,
+            }
+        )
         if tau_at.size:
             tau_scores[t.name] = _scores(index, row, tau_at)
     pairs = []
     for a, b in combinations([t.name for t in targets], 2):
-        pairs.append({
-            "a": a,
-            "b": b,
-            "jaccard": jaccard(ids[a], ids[b]),
-            "rbo": rbo(ids[a], ids[b], rbo_p),
-            "weighted_tau": _num(weighted_tau(tau_scores[a], tau_scores[b])) if tau_at.size else None,
-        })
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "jaccard": jaccard(ids[a], ids[b]),
+                "rbo": rbo(ids[a], ids[b], rbo_p),
+                "weighted_tau": _num(weighted_tau(tau_scores[a], tau_scores[b])) if tau_at.size else None,
+            }
+        )
     return {
         "lists": lists,
         "pairs": pairs,

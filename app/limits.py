@@ -46,9 +46,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if len(self.url) > self.max_url:
                 self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, f"the request target is longer than {self.max_url} bytes")
             elif self._head_bytes > self.max_head:
-                self._refuse(
-                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"request line and headers exceed {self.max_head} bytes"
-                )
+                self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"request line and headers exceed {self.max_head} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -80,9 +78,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """A request httptools cannot parse (bad method, bytes, framing): problem+json like every other error."""
         self._refuse(HTTPStatus.BAD_REQUEST, f"malformed HTTP request: {msg}", "/problems/malformed-request", log=False)
 
-    def _refuse(
-        self, status: HTTPStatus, detail: str, type_: str = "/problems/request-too-large", log: bool = True
-    ) -> None:
+    def _refuse(self, status: HTTPStatus, detail: str, type_: str = "/problems/request-too-large", log: bool = True) -> None:
         """Answer with a problem document and close: the rest of the connection is not parsed."""
         self._refused = True
         path = self.url.split(b"?", 1)[0][:200].decode("latin-1")

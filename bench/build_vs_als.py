@@ -52,9 +52,15 @@ QUICK = {"users": 20_000, "items": 5_000, "nnz": 300_000}
 
 # --------------------------------------------------------------------------- the matrix
 
+
 def power_law_matrix(
-    n_users: int, n_items: int, nnz: int, seed: int = 0,
-    item_exponent: float = 0.9, activity_shape: float = 1.2, max_share: float = 0.1,
+    n_users: int,
+    n_items: int,
+    nnz: int,
+    seed: int = 0,
+    item_exponent: float = 0.9,
+    activity_shape: float = 1.2,
+    max_share: float = 0.1,
 ) -> sp.csr_matrix:
     """Binary X (n_users, n_items), float32 CSR with sorted indices, about `nnz` non-zeros.
 
@@ -91,9 +97,7 @@ def power_law_matrix(
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
     idx = np.int32 if max(n_items, keys.size) < 2**31 else np.int64
-    X = sp.csr_matrix(
-        (np.ones(keys.size, dtype=np.float32), cols.astype(idx), indptr.astype(idx)), shape=(n_users, n_items)
-    )
+    X = sp.csr_matrix((np.ones(keys.size, dtype=np.float32), cols.astype(idx), indptr.astype(idx)), shape=(n_users, n_items))
     X.has_sorted_indices = True
     return X
 
@@ -112,9 +116,17 @@ def dataset(cfg: dict[str, Any]):
 
     X = power_law_matrix(cfg["users"], cfg["items"], cfg["nnz"], seed=cfg["seed"])
     return Dataset(
-        X=X, user_ids=[f"u{u}" for u in range(X.shape[0])], item_ids=[f"i{i}" for i in range(X.shape[1])],
-        source={"kind": "synthetic-power-law", "users": cfg["users"], "items": cfg["items"], "nnz_target": cfg["nnz"],
-                "seed": cfg["seed"], "generator": "bench/build_vs_als.py:power_law_matrix"},
+        X=X,
+        user_ids=[f"u{u}" for u in range(X.shape[0])],
+        item_ids=[f"i{i}" for i in range(X.shape[1])],
+        source={
+            "kind": "synthetic-power-law",
+            "users": cfg["users"],
+            "items": cfg["items"],
+            "nnz_target": cfg["nnz"],
+            "seed": cfg["seed"],
+            "generator": "bench/build_vs_als.py:power_law_matrix",
+        },
     )
 
 
@@ -136,8 +148,9 @@ def build_params(cfg: dict[str, Any], side: str):
     """BuildParams as a library caller gets them; job-lists adds --neighbours-long lists of every item index."""
     from models.pipeline import BuildParams
 
-    params = BuildParams(k=cfg["k"], lambda_denoising=cfg["lambda_denoising"],
-                         lambda_weight_decay=cfg["lambda_weight_decay"], seed=cfg["seed"])
+    params = BuildParams(
+        k=cfg["k"], lambda_denoising=cfg["lambda_denoising"], lambda_weight_decay=cfg["lambda_weight_decay"], seed=cfg["seed"]
+    )
     fields = {f.name for f in dataclasses.fields(BuildParams)}
     if "diagnostics" in fields:
         params = dataclasses.replace(params, diagnostics=cfg["diagnostics"])
@@ -168,12 +181,18 @@ def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
     assert store.current_version() == version
     published = load_manifest(final)
     return {
-        "wall_seconds": t1 - t0, "publish_seconds": t1 - t_pub, "rss_after_data_gb": after_data,
-        "nnz": int(ds.X.nnz), "step_seconds": published["step_seconds"], "build_seconds": published["build_seconds"],
+        "wall_seconds": t1 - t0,
+        "publish_seconds": t1 - t_pub,
+        "rss_after_data_gb": after_data,
+        "nnz": int(ds.X.nnz),
+        "step_seconds": published["step_seconds"],
+        "build_seconds": published["build_seconds"],
         "svd": {k: published["svd"][k] for k in ("method", "relative_residual", "energy_captured")},
         "surviving_dims": {m: v["surviving_dims"] for m, v in published["models"].items()},
-        "neighbour_lists": getattr(params, "precompute_neighbours", 0), "diagnostics": getattr(params, "diagnostics", False),
-        "indexes": len(published["indexes"]), "files": len(published["files"]),
+        "neighbour_lists": getattr(params, "precompute_neighbours", 0),
+        "diagnostics": getattr(params, "diagnostics", False),
+        "indexes": len(published["indexes"]),
+        "files": len(published["files"]),
         "artifact_bytes": sum(f["bytes"] for f in published["files"].values()),
     }
 
@@ -183,21 +202,32 @@ def side_als(cfg: dict[str, Any]) -> dict[str, Any]:
 
     X = dataset(cfg).X  # users x items CSR, as implicit >= 0.5 expects
     after_data = rss_gb()
-    model = AlternatingLeastSquares(factors=cfg["k"], iterations=cfg["als_iterations"], num_threads=cfg["threads"],
-                                    random_state=cfg["seed"])
+    model = AlternatingLeastSquares(
+        factors=cfg["k"], iterations=cfg["als_iterations"], num_threads=cfg["threads"], random_state=cfg["seed"]
+    )
     t0 = time.perf_counter()
     model.fit(X, show_progress=cfg["progress"])
     t1 = time.perf_counter()
     assert model.user_factors.shape[0] == X.shape[0] and model.item_factors.shape[0] == X.shape[1]
-    return {"wall_seconds": t1 - t0, "rss_after_data_gb": after_data, "nnz": int(X.nnz),
-            "factors": int(model.item_factors.shape[1])}
+    return {
+        "wall_seconds": t1 - t0,
+        "rss_after_data_gb": after_data,
+        "nnz": int(X.nnz),
+        "factors": int(model.item_factors.shape[1]),
+    }
 
 
 def thread_env(side: str, threads: int) -> dict[str, str]:
     blas = "1" if side == "als" else str(threads)
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": blas, "MKL_NUM_THREADS": blas,
-                "NUMEXPR_NUM_THREADS": str(threads)})
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": blas,
+            "MKL_NUM_THREADS": blas,
+            "NUMEXPR_NUM_THREADS": str(threads),
+        }
+    )
     return env
 
 
@@ -206,8 +236,9 @@ def run_side(side: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     cfg_file, out_file = work / f"{side}.cfg.json", work / f"{side}.result.json"
     out_file.unlink(missing_ok=True)
     cfg_file.write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, __file__, "--child", side, str(cfg_file), str(out_file)],
-                            env=thread_env(side, cfg["threads"]), cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", side, str(cfg_file), str(out_file)], env=thread_env(side, cfg["threads"]), cwd=ROOT
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -219,6 +250,7 @@ def run_side(side: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the parent
+
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
@@ -232,7 +264,8 @@ def job_steps(runs: list[dict[str, Any]]) -> dict[str, float]:
     # "neighbour lists" is a sum over the model steps (it runs inside them), not a step of its own
     steps["outside any step (fingerprint, shared X V, dataset files)"] = statistics.median(
         r["wall_seconds"] - r["publish_seconds"] - sum(v for k, v in r["step_seconds"].items() if k != "neighbour lists")
-        for r in runs)
+        for r in runs
+    )
     return steps
 
 
@@ -241,25 +274,45 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], loads: li
     a_wall = median(als, "wall_seconds")
     jobs = [s for s in SIDES if s != "als" and runs.get(s)]
     med: dict[str, Any] = {
-        side: {"wall_seconds": median(r, "wall_seconds"), "peak_rss_gb": median(r, "peak_rss_gb"),
-               "max_peak_rss_gb": max(x["peak_rss_gb"] for x in r), "cpu_seconds": median(r, "cpu_seconds")}
-        for side, r in runs.items() if r
+        side: {
+            "wall_seconds": median(r, "wall_seconds"),
+            "peak_rss_gb": median(r, "peak_rss_gb"),
+            "max_peak_rss_gb": max(x["peak_rss_gb"] for x in r),
+            "cpu_seconds": median(r, "cpu_seconds"),
+        }
+        for side, r in runs.items()
+        if r
     }
     targets = {}
     for side in jobs:
         r = runs[side]
-        med[side].update({"als_over_job": a_wall / med[side]["wall_seconds"], "step_seconds": job_steps(r),
-                          "svd_relative_residual": median([x["svd"] for x in r], "relative_residual")})
-        targets[side] = {"faster_than_als": med[side]["wall_seconds"] < a_wall,
-                         "peak_rss_under_6gb": med[side]["max_peak_rss_gb"] < 6.0}
-    out = {"config": cfg, "machine": machine(), "load_average_before_each_side": loads, "runs": runs,
-           "median": med, "targets": targets}
+        med[side].update(
+            {
+                "als_over_job": a_wall / med[side]["wall_seconds"],
+                "step_seconds": job_steps(r),
+                "svd_relative_residual": median([x["svd"] for x in r], "relative_residual"),
+            }
+        )
+        targets[side] = {
+            "faster_than_als": med[side]["wall_seconds"] < a_wall,
+            "peak_rss_under_6gb": med[side]["max_peak_rss_gb"] < 6.0,
+        }
+    out = {
+        "config": cfg,
+        "machine": machine(),
+        "load_average_before_each_side": loads,
+        "runs": runs,
+        "median": med,
+        "targets": targets,
+    }
 
     first = runs[jobs[0]][0]
     n = len(als)
     print()
-    print(f"matrix {cfg['users']:,} users x {cfg['items']:,} items, {first['nnz']:,} interactions (binary, power law, "
-          f"seed {cfg['seed']}); k = {cfg['k']}; {cfg['threads']} threads per side; medians of {n} run{'s' * (n > 1)}")
+    print(
+        f"matrix {cfg['users']:,} users x {cfg['items']:,} items, {first['nnz']:,} interactions (binary, power law, "
+        f"seed {cfg['seed']}); k = {cfg['k']}; {cfg['threads']} threads per side; medians of {n} run{'s' * (n > 1)}"
+    )
     print(f"{'':52s}{'wall s':>9s}{'ALS/job':>9s}{'peak RSS GB':>13s}{'CPU s':>8s}   per run wall s")
     for side in [*jobs, "als"]:
         m = med[side]
@@ -271,20 +324,28 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], loads: li
         ratio = f"{m['als_over_job']:.2f}x" if "als_over_job" in m else ""
         per = ", ".join(f"{x['wall_seconds']:.1f}" for x in runs[side])
         print(f"{label:52s}{m['wall_seconds']:9.1f}{ratio:>9s}{m['peak_rss_gb']:13.2f}{m['cpu_seconds']:8.1f}   {per}")
-    print(f"RSS after generating the matrix (included in the peaks): {median(als, 'rss_after_data_gb'):.2f} GB (ALS), "
-          f"{median(runs[jobs[0]], 'rss_after_data_gb'):.2f} GB (job)")
-    print(f"svd: {first['svd']['method']}, relative residual {med[jobs[0]]['svd_relative_residual']:.2e}, "
-          f"energy captured {first['svd']['energy_captured']:.3f}; diagnostics {'on' if first['diagnostics'] else 'off'}")
+    print(
+        f"RSS after generating the matrix (included in the peaks): {median(als, 'rss_after_data_gb'):.2f} GB (ALS), "
+        f"{median(runs[jobs[0]], 'rss_after_data_gb'):.2f} GB (job)"
+    )
+    print(
+        f"svd: {first['svd']['method']}, relative residual {med[jobs[0]]['svd_relative_residual']:.2e}, "
+        f"energy captured {first['svd']['energy_captured']:.3f}; diagnostics {'on' if first['diagnostics'] else 'off'}"
+    )
     for side in jobs:
         r = runs[side][0]
-        print(f"{SIDES[side]}: {r['indexes']} indexes, {r['files']} files, {r['artifact_bytes'] / GB:.2f} GB; "
-              "steps (manifest step_seconds, medians):")
+        print(
+            f"{SIDES[side]}: {r['indexes']} indexes, {r['files']} files, {r['artifact_bytes'] / GB:.2f} GB; "
+            "steps (manifest step_seconds, medians):"
+        )
         for name, sec in med[side]["step_seconds"].items():
             print(f"  {sec:8.2f}s  {'(of which, inside the model steps) ' if name == 'neighbour lists' else ''}{name}")
     for side in jobs:
         t = targets[side]
-        print(f"targets, {SIDES[side]}: faster than ALS {'MET' if t['faster_than_als'] else 'MISSED'}; "
-              f"peak RSS < 6 GB {'MET' if t['peak_rss_under_6gb'] else 'MISSED'}")
+        print(
+            f"targets, {SIDES[side]}: faster than ALS {'MET' if t['faster_than_als'] else 'MISSED'}; "
+            f"peak RSS < 6 GB {'MET' if t['peak_rss_under_6gb'] else 'MISSED'}"
+        )
     return out
 
 
@@ -294,12 +355,22 @@ def machine() -> dict[str, Any]:
     import scipy
     import sklearn
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1),
-            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "faiss": faiss.__version__, "implicit": implicit.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "faiss": faiss.__version__,
+        "implicit": implicit.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,12 +386,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="runs per side (default 3, --quick 1); medians are reported")
     ap.add_argument("--threads", type=int, default=2, help="cores given to each side")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sides", default=",".join(DEFAULT_SIDES),
-                    help=f"comma-separated, from {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
+    ap.add_argument(
+        "--sides",
+        default=",".join(DEFAULT_SIDES),
+        help=f"comma-separated, from {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})",
+    )
     ap.add_argument("--neighbours", type=int, default=100, help="job-lists: top-N neighbour lists per item index")
-    ap.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=False,
-                    help="include the build-time metric-agreement summary (summary.json) in the job sides; off by "
-                         "default, as for library callers (the CLI turns it on)")
+    ap.add_argument(
+        "--diagnostics",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="include the build-time metric-agreement summary (summary.json) in the job sides; off by "
+        "default, as for library callers (the CLI turns it on)",
+    )
     ap.add_argument("--workdir", help="where artifacts are staged and published (default: a fresh temp folder, removed)")
     ap.add_argument("--json", help="results file (default bench/results/build_vs_als[.quick].json)")
     ap.add_argument("--progress", action="store_true", help="show the job's progress lines and ALS's progress bar")
@@ -330,12 +408,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--sides: choose from {', '.join(SIDES)}")
     size = QUICK if args.quick else FULL
     cfg = {
-        "users": args.users or size["users"], "items": args.items or size["items"], "nnz": args.nnz or size["nnz"],
-        "k": args.k, "als_iterations": args.als_iterations, "lambda_denoising": args.lambda_denoising,
-        "lambda_weight_decay": args.lambda_weight_decay, "seed": args.seed, "threads": args.threads,
-        "neighbours": args.neighbours, "diagnostics": args.diagnostics, "progress": args.progress,
-        "thread_env": {s: {k: thread_env(s, args.threads)[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-                       for s in ("job", "als")},
+        "users": args.users or size["users"],
+        "items": args.items or size["items"],
+        "nnz": args.nnz or size["nnz"],
+        "k": args.k,
+        "als_iterations": args.als_iterations,
+        "lambda_denoising": args.lambda_denoising,
+        "lambda_weight_decay": args.lambda_weight_decay,
+        "seed": args.seed,
+        "threads": args.threads,
+        "neighbours": args.neighbours,
+        "diagnostics": args.diagnostics,
+        "progress": args.progress,
+        "thread_env": {
+            s: {k: thread_env(s, args.threads)[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")} for s in ("job", "als")
+        },
         "als_num_threads": args.threads,
     }
     repeats = args.repeats or (1 if args.quick else 3)
@@ -350,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
                 loads.append([round(x, 2) for x in os.getloadavg()])
                 res = run_side(side, cfg, work)
                 runs[side].append({**res, "repeat": r, "load_average_before": loads[-1]})
-                print(f"[bench] repeat {r + 1}/{repeats} {side}: {res['wall_seconds']:.1f}s, "
-                      f"peak RSS {res['peak_rss_gb']:.2f} GB", flush=True)
+                print(
+                    f"[bench] repeat {r + 1}/{repeats} {side}: {res['wall_seconds']:.1f}s, peak RSS {res['peak_rss_gb']:.2f} GB",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = Path(args.json) if args.json else RESULTS / ("build_vs_als.quick.json" if args.quick else "build_vs_als.json")

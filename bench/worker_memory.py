@@ -136,10 +136,18 @@ class Server:
         if mode == "mmap":
             cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
         else:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "serve-copy", "--port", str(self.port),
-                   "--workers", str(workers)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "serve-copy",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.log = log
 
     def wait_serving(self, version: str, timeout: float = 300.0) -> None:
@@ -150,9 +158,11 @@ class Server:
                 raise RuntimeError(f"{self.mode} server exited with {self.proc.returncode}; see {self.log}")
             status, body = get(self.base + "/metrics", timeout=5)
             if status == 200:
-                serving = [ln for ln in body.decode().splitlines()
-                           if ln.startswith("simserve_artifact_version_info{") and f'version="{version}"' in ln
-                           and ln.endswith(" 1.0")]
+                serving = [
+                    ln
+                    for ln in body.decode().splitlines()
+                    if ln.startswith("simserve_artifact_version_info{") and f'version="{version}"' in ln and ln.endswith(" 1.0")
+                ]
                 if len(serving) >= self.workers:
                     return
             time.sleep(0.25)
@@ -193,8 +203,12 @@ def resident_fraction(proc: psutil.Process, files: dict[str, int]) -> float:
 def warm_up(server: Server, models: list[str], metrics: list[str], files: dict[str, int], max_rounds: int = 60) -> dict:
     """Query every index over fresh connections for 4 x N rounds, and (mmap mode) until every worker has every
     .faiss file resident."""
-    queries = [f"{path}?{urllib.parse.urlencode({param: value, 'model': model, 'metric': metric, 'k': 10})}"
-               for path, param, value in ENDPOINTS for model in models for metric in metrics]
+    queries = [
+        f"{path}?{urllib.parse.urlencode({param: value, 'model': model, 'metric': metric, 'k': 10})}"
+        for path, param, value in ENDPOINTS
+        for model in models
+        for metric in metrics
+    ]
     rounds, fraction = 0, 0.0
     for rounds in range(1, max_rounds + 1):
         for q in queries:
@@ -205,8 +219,11 @@ def warm_up(server: Server, models: list[str], metrics: list[str], files: dict[s
             fraction = min(resident_fraction(p, files) for p in server.worker_processes())
         if rounds >= 4 * server.workers and (server.mode != "mmap" or fraction >= 0.99):
             break
-    return {"rounds": rounds, "requests": rounds * len(queries),
-            "min_resident_fraction": round(fraction, 4) if server.mode == "mmap" else None}
+    return {
+        "rounds": rounds,
+        "requests": rounds * len(queries),
+        "min_resident_fraction": round(fraction, 4) if server.mode == "mmap" else None,
+    }
 
 
 def measure(server: Server) -> dict[str, Any]:
@@ -249,12 +266,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.stop()
                 row = {"workers": n, "mode": mode, "startup_seconds": round(started, 2), **warm, **mem}
                 rows.append(row)
-                print(f"  {mode:4s} N={n}: total PSS {mem['pss'] / MiB:8.1f} MiB, RSS {mem['rss'] / MiB:8.1f} MiB "
-                      f"(warm-up {warm['requests']} requests)", flush=True)
+                print(
+                    f"  {mode:4s} N={n}: total PSS {mem['pss'] / MiB:8.1f} MiB, RSS {mem['rss'] / MiB:8.1f} MiB "
+                    f"(warm-up {warm['requests']} requests)",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(logs, ignore_errors=True)
-    base = {mode: next(r["pss"] for r in rows if r["mode"] == mode and r["workers"] == min(args.workers))
-            for mode in ("mmap", "copy")}
+    base = {
+        mode: next(r["pss"] for r in rows if r["mode"] == mode and r["workers"] == min(args.workers)) for mode in ("mmap", "copy")
+    }
     for r in rows:
         extra = r["workers"] - min(args.workers)
         r["pss_growth"] = r["pss"] - base[r["mode"]]

@@ -44,13 +44,22 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--user-col", default="user_id")
     ap.add_argument("--item-col", default="item_id")
     ap.add_argument("--value-col", default="value", help="optional value column (default 'value' if present)")
-    ap.add_argument("--movielens", action="store_true",
-                    help="shorthand for --user-col userId --item-col movieId --value-col rating")
+    ap.add_argument(
+        "--movielens", action="store_true", help="shorthand for --user-col userId --item-col movieId --value-col rating"
+    )
     ap.add_argument("--min-value", type=float, default=None, help="drop rows whose value is below this")
-    ap.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
-                    help="set kept values to 1 (default: on for goodbooks, off for csv)")
-    ap.add_argument("--duplicates", choices=("sum", "max", "error"), default="sum",
-                    help="repeated (user, item) rows: sum their values (default), keep the max, or reject")
+    ap.add_argument(
+        "--binarize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="set kept values to 1 (default: on for goodbooks, off for csv)",
+    )
+    ap.add_argument(
+        "--duplicates",
+        choices=("sum", "max", "error"),
+        default="sum",
+        help="repeated (user, item) rows: sum their values (default), keep the max, or reject",
+    )
     ap.add_argument("--sim-users", type=int, default=20_000)
     ap.add_argument("--sim-items", type=int, default=1_000)
     ap.add_argument("--sim-clusters", type=int, default=5)
@@ -60,15 +69,28 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=200)
     ap.add_argument("--hnsw-ef-search", type=int, default=128)
-    ap.add_argument("--precompute-neighbours", type=int, default=0, metavar="N",
-                    help="store every item index's exact top-N neighbour lists (served for /similar-items "
-                         "with k <= N; 0: none)")
-    ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
-                    help="skip summary.json (metric agreement over the catalogue) and the simulation's heatmaps")
-    ap.add_argument("--diagnostics-sample", type=int, default=2000,
-                    help="item queries for summary.json (all items when fewer; a seeded sample otherwise)")
-    ap.add_argument("--diagnostics-user-sample", type=int, default=500,
-                    help="user queries for summary.json (seeded sample; 0: items only)")
+    ap.add_argument(
+        "--precompute-neighbours",
+        type=int,
+        default=0,
+        metavar="N",
+        help="store every item index's exact top-N neighbour lists (served for /similar-items with k <= N; 0: none)",
+    )
+    ap.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip summary.json (metric agreement over the catalogue) and the simulation's heatmaps",
+    )
+    ap.add_argument(
+        "--diagnostics-sample",
+        type=int,
+        default=2000,
+        help="item queries for summary.json (all items when fewer; a seeded sample otherwise)",
+    )
+    ap.add_argument(
+        "--diagnostics-user-sample", type=int, default=500, help="user queries for summary.json (seeded sample; 0: items only)"
+    )
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
@@ -80,13 +102,24 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
         ds, _ = simulate(spec)
         return ds
     if args.dataset == "goodbooks":
-        return read_goodbooks(args.input or DEFAULT_GOODBOOKS, min_value=args.min_value,
-                              binarize=True if args.binarize is None else args.binarize, duplicates=args.duplicates)
+        return read_goodbooks(
+            args.input or DEFAULT_GOODBOOKS,
+            min_value=args.min_value,
+            binarize=True if args.binarize is None else args.binarize,
+            duplicates=args.duplicates,
+        )
     if not args.input:
         raise InputError("--input is required with --dataset csv")
     cols = ("userId", "movieId", "rating") if args.movielens else (args.user_col, args.item_col, args.value_col)
-    return read_interactions_csv(args.input, user_col=cols[0], item_col=cols[1], value_col=cols[2],
-                                 min_value=args.min_value, binarize=bool(args.binarize), duplicates=args.duplicates)
+    return read_interactions_csv(
+        args.input,
+        user_col=cols[0],
+        item_col=cols[1],
+        value_col=cols[2],
+        min_value=args.min_value,
+        binarize=bool(args.binarize),
+        duplicates=args.duplicates,
+    )
 
 
 def new_version(store: ArtifactStore, fingerprint: str, params: dict[str, Any]) -> str:
@@ -103,11 +136,18 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
     if args.keep < 1:
         raise InputError(f"--keep must be >= 1, got {args.keep}")
     params = BuildParams(
-        k=args.k, lambda_denoising=args.lambda_denoising, lambda_weight_decay=args.lambda_weight_decay,
-        seed=args.seed, svd_n_iter=args.svd_n_iter, svd_oversamples=args.svd_oversamples, hnsw=args.hnsw,
+        k=args.k,
+        lambda_denoising=args.lambda_denoising,
+        lambda_weight_decay=args.lambda_weight_decay,
+        seed=args.seed,
+        svd_n_iter=args.svd_n_iter,
+        svd_oversamples=args.svd_oversamples,
+        hnsw=args.hnsw,
         hnsw_params=HnswParams(M=args.hnsw_m, ef_construction=args.hnsw_ef_construction, ef_search=args.hnsw_ef_search),
-        diagnostics=args.diagnostics, diagnostics_sample=args.diagnostics_sample,
-        diagnostics_user_sample=args.diagnostics_user_sample, precompute_neighbours=args.precompute_neighbours,
+        diagnostics=args.diagnostics,
+        diagnostics_sample=args.diagnostics_sample,
+        diagnostics_user_sample=args.diagnostics_user_sample,
+        precompute_neighbours=args.precompute_neighbours,
     )
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
     store = ArtifactStore(args.out)
@@ -143,19 +183,26 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
         f"residual {svd['relative_residual']:.2e}; energy {svd['energy_captured']:.3f}",
     ]
     for name, m in manifest["models"].items():
-        lines.append(f"  {name:28s} lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d} "
-                     f"zero users={m['zero_users']:<6d} zero items={m['zero_items']}")
+        lines.append(
+            f"  {name:28s} lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d} "
+            f"zero users={m['zero_users']:<6d} zero items={m['zero_items']}"
+        )
     files = {e["file"] for e in manifest["indexes"].values()}
     recalls = [e["hnsw"]["recall_at_10"] for e in manifest["indexes"].values() if "hnsw" in e]
-    lines.append(f"  indexes     {len(manifest['indexes'])} (side x model x metric) in {len(files)} files"
-                 + (f"; hnsw recall@10 min {min(recalls):.3f}" if recalls else ""))
+    lines.append(
+        f"  indexes     {len(manifest['indexes'])} (side x model x metric) in {len(files)} files"
+        + (f"; hnsw recall@10 min {min(recalls):.3f}" if recalls else "")
+    )
     lines.append(f"  build       {manifest['build_seconds']:.1f}s")
     diag = manifest.get("diagnostics")
     if diag:
         vdir = Path(out) / "versions" / version
         figures = diag["heatmaps"]
-        lines.append(f"  heatmaps    {vdir / figures['grid']} (+{len(figures['panels'])} panels)" if figures
-                     else f"  heatmaps    none: {diag['heatmaps_skipped']}")
+        lines.append(
+            f"  heatmaps    {vdir / figures['grid']} (+{len(figures['panels'])} panels)"
+            if figures
+            else f"  heatmaps    none: {diag['heatmaps_skipped']}"
+        )
         lines.append(f"  diagnostics {vdir / diag['summary']}")
         summary_json = json.loads((vdir / diag["summary"]).read_text(encoding="utf-8"))
         lines.append(format_summary(summary_json))

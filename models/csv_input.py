@@ -50,9 +50,7 @@ def read_interactions_csv(
         header = [h.strip() for h in header]
         missing = [c for c in (user_col, item_col) if c not in header]
         if missing:
-            raise InputError(
-                f"{path}: line 1: missing column(s) {', '.join(missing)}; header is {header}"
-            )
+            raise InputError(f"{path}: line 1: missing column(s) {', '.join(missing)}; header is {header}")
         ui, ii = header.index(user_col), header.index(item_col)
         vi: int | None = None
         if value_col is not None and value_col in header:
@@ -66,9 +64,7 @@ def read_interactions_csv(
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if len(row) != width:
-                    raise InputError(
-                        f"{path}: line {line}: expected {width} fields, got {len(row)}"
-                    )
+                    raise InputError(f"{path}: line {line}: expected {width} fields, got {len(row)}")
                 u, i = row[ui].strip(), row[ii].strip()
                 if not u or not i:
                     raise InputError(f"{path}: line {line}: empty user or item id")
@@ -86,16 +82,27 @@ def read_interactions_csv(
     if not users:
         raise InputError(f"{path}: no interactions (after the header{' and --min-value' if min_value is not None else ''})")
     X, user_ids, item_ids, n_dup = matrix_from_triplets(
-        users, items, np.asarray(values, dtype=np.float64), duplicates,
-        lines=np.asarray(lines), where=str(path),
+        users,
+        items,
+        np.asarray(values, dtype=np.float64),
+        duplicates,
+        lines=np.asarray(lines),
+        where=str(path),
     )
     if binarize and n_dup:
         X.data[:] = 1.0
     return Dataset(
-        X=X, user_ids=user_ids, item_ids=item_ids,
+        X=X,
+        user_ids=user_ids,
+        item_ids=item_ids,
         source={
-            "kind": "csv", "path": str(path), "rows": len(users), "duplicates": duplicates,
-            "duplicate_rows_merged": n_dup, "min_value": min_value, "binarize": binarize,
+            "kind": "csv",
+            "path": str(path),
+            "rows": len(users),
+            "duplicates": duplicates,
+            "duplicate_rows_merged": n_dup,
+            "min_value": min_value,
+            "binarize": binarize,
             "columns": {"user": user_col, "item": item_col, "value": value_col if vi is not None else None},
         },
     )

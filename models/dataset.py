@@ -76,9 +76,7 @@ def matrix_from_triplets(
             f"{where}: {at}: duplicate (user, item) pair ({users[first]!r}, {items[first]!r}); "
             "use --duplicates sum or max to merge repeats"
         )
-    X = sp.coo_matrix(
-        (values.astype(np.float64), (u_codes, i_codes)), shape=(n, p)
-    )
+    X = sp.coo_matrix((values.astype(np.float64), (u_codes, i_codes)), shape=(n, p))
     if duplicates == "max" and n_dup:
         uniq, start = np.unique(sorted_key, return_index=True)
         vals = np.maximum.reduceat(values[order].astype(np.float64), start)

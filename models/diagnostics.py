@@ -114,7 +114,7 @@ def neighbour_lists(
     full = np.empty((n_full, m - 1), dtype=np.float32)
     step = max(1, SCORE_BLOCK // max(m, 1))
     for start in range(0, queries.size, step):
-        rows = queries[start:start + step]
+        rows = queries[start : start + step]
         Q = np.ascontiguousarray(V[rows])
         if kk + 2 <= m:
             D, ids = index.search(Q, kk + 2)
@@ -129,7 +129,7 @@ def neighbour_lists(
             if redo:
                 lists[start + np.array(redo)] = top_k_rows(Q[redo] @ V.T, k, exclude=rows[redo])
         else:
-            lists[start:start + rows.size] = top_k_rows(Q @ V.T, k, exclude=rows)
+            lists[start : start + rows.size] = top_k_rows(Q @ V.T, k, exclude=rows)
         for j in range(start, min(start + rows.size, n_full)):
             full[j] = np.delete(V @ V[queries[j]], queries[j])
     return lists, full
@@ -172,19 +172,20 @@ def compare_query(
         ids = top_k_rows(s[None, :], k, exclude=q)
         lists[name], scores[name] = ids, np.delete(s, query)
         entry: dict[str, Any] = {"ids": ids[0].tolist(), "scores": s[ids[0]].astype(float).tolist()}
-        entry["popularity_ratio"] = (
-            _num(popularity_ratio_rows(ids, popularity, median)[0]) if popularity is not None else None
-        )
+        entry["popularity_ratio"] = _num(popularity_ratio_rows(ids, popularity, median)[0]) if popularity is not None else None
         entry["category_share"] = _num(category_share_rows(q, ids, categories)[0]) if categories is not None else None
         out_lists[name] = entry
     pairs = []
     for a, b in combinations(names, 2):
-        pairs.append({
-            "a": a, "b": b,
-            "jaccard": float(jaccard_rows(lists[a], lists[b])[0]),
-            "rbo": float(rbo_rows(lists[a], lists[b], rbo_p)[0]),
-            "weighted_tau": _num(weighted_tau(scores[a], scores[b])) if tau else None,
-        })
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "jaccard": float(jaccard_rows(lists[a], lists[b])[0]),
+                "rbo": float(rbo_rows(lists[a], lists[b], rbo_p)[0]),
+                "weighted_tau": _num(weighted_tau(scores[a], scores[b])) if tau else None,
+            }
+        )
     return {"query": int(query), "k": k, "rbo_p": rbo_p, "lists": out_lists, "pairs": pairs}
 
 
@@ -237,8 +238,9 @@ def side_summary(
     d_sensitivity = {}
     for metric in METRICS:
         by_pair = {
-            pair_name(a.removeprefix("denoising-"), b.removeprefix("denoising-")):
-                _mean(jaccard_rows(computed[files[(a, metric)]][0], computed[files[(b, metric)]][0]))
+            pair_name(a.removeprefix("denoising-"), b.removeprefix("denoising-")): _mean(
+                jaccard_rows(computed[files[(a, metric)]][0], computed[files[(b, metric)]][0])
+            )
             for a, b in combinations(DENOISING_VARIANTS, 2)
         }
         values = [v for v in by_pair.values() if v is not None]
@@ -250,9 +252,14 @@ def side_summary(
         }
     n_cat_queries = int(categories[queries].any(axis=1).sum()) if has_cats else 0
     return {
-        "rows": m, "queries": int(queries.size), "sampled": bool(queries.size < m), "tau_queries": n_tau,
-        "category_queries": n_cat_queries, "catalogue_median_popularity": median,
-        "models": models, "d_sensitivity": d_sensitivity,
+        "rows": m,
+        "queries": int(queries.size),
+        "sampled": bool(queries.size < m),
+        "tau_queries": n_tau,
+        "category_queries": n_cat_queries,
+        "catalogue_median_popularity": median,
+        "models": models,
+        "d_sensitivity": d_sensitivity,
     }
 
 
@@ -280,8 +287,10 @@ def catalogue_summary(
         return read_index(folder / rel)
 
     sides: dict[str, Any] = {}
-    for side, pop, cats, what, n in (("items", item_pop, categories, "users per item", params.sample),
-                                     ("users", user_act, None, "items per user", params.user_sample)):
+    for side, pop, cats, what, n in (
+        ("items", item_pop, categories, "users per item", params.sample),
+        ("users", user_act, None, "items per user", params.user_sample),
+    ):
         if n < 1:
             continue
         files = {(mo, me): indexes[f"{side}/{mo}/{me}"]["file"] for mo in MODELS for me in METRICS}
@@ -332,8 +341,11 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
     k = summary["k"]
     for side, s in summary["sides"].items():
         how = "seeded sample" if s["sampled"] else "all"
-        tau = (f"weighted tau on the first {s['tau_queries']} queries" if s["tau_queries"]
-               else f"weighted tau left out ({summary['tau_budget']} // {s['rows']} rows < {MIN_TAU_QUERIES} queries)")
+        tau = (
+            f"weighted tau on the first {s['tau_queries']} queries"
+            if s["tau_queries"]
+            else f"weighted tau left out ({summary['tau_budget']} // {s['rows']} rows < {MIN_TAU_QUERIES} queries)"
+        )
         blocks.append(
             f"{side}: {s['queries']} of {s['rows']} rows queried ({how}); lists of {k}; RBO p={summary['rbo_p']}; {tau}; "
             f"popularity = {s['popularity']}, catalogue median {s['catalogue_median_popularity']:g}"
@@ -350,13 +362,22 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
         for model, mo in s["models"].items():
             for n, (a, b) in enumerate(METRIC_PAIRS):
                 fig = mo["pairs"][pair_name(a, b)]
-                rows.append([model if n == 0 or markdown else "", pair_name(a, b),
-                             *(_fmt(fig[f]) for f in ("jaccard", "rbo", "weighted_tau"))])
+                rows.append(
+                    [
+                        model if n == 0 or markdown else "",
+                        pair_name(a, b),
+                        *(_fmt(fig[f]) for f in ("jaccard", "rbo", "weighted_tau")),
+                    ]
+                )
         blocks.append(_table(["model", "metric pair", f"Jaccard@{k}", "RBO", "weighted tau"], rows, markdown, left=2))
         d = s["d_sensitivity"]
-        rows = [[f"mean Jaccard@{k} over the {len(DENOISING_VARIANTS)} denoising D-variants (6 pairs)",
-                 *(_fmt(d[me]["jaccard"]) + (" (one index)" if d[me]["shared_index"] else "") for me in METRICS)],
-                ["least similar pair of D-variants", *(_fmt(d[me]["min_pair"]) for me in METRICS)]]
+        rows = [
+            [
+                f"mean Jaccard@{k} over the {len(DENOISING_VARIANTS)} denoising D-variants (6 pairs)",
+                *(_fmt(d[me]["jaccard"]) + (" (one index)" if d[me]["shared_index"] else "") for me in METRICS),
+            ],
+            ["least similar pair of D-variants", *(_fmt(d[me]["min_pair"]) for me in METRICS)],
+        ]
         blocks.append(_table(["D-sensitivity", *METRICS], rows, markdown))
     return "\n\n".join(blocks)
 

@@ -59,8 +59,13 @@ def read_goodbooks(
         if not (folder / name).is_file():
             raise InputError(f"{folder / name}: missing (expected the goodbooks folder layout)")
     ds = read_interactions_csv(
-        folder / "ratings.csv", user_col="user_id", item_col="book_id", value_col="rating",
-        min_value=min_value, binarize=binarize, duplicates=duplicates,
+        folder / "ratings.csv",
+        user_col="user_id",
+        item_col="book_id",
+        value_col="rating",
+        min_value=min_value,
+        binarize=binarize,
+        duplicates=duplicates,
     )
     books = _rows(folder / "books.csv", ("book_id", "goodreads_book_id", "title"))
     title_of = {b["book_id"]: b["title"].strip() for b in books}

@@ -111,7 +111,10 @@ def item_similarities(
 
 
 def heatmap_panels(
-    X: sp.spmatrix, truth: SimulationTruth, lam_denoising: float, lam_weight_decay: float,
+    X: sp.spmatrix,
+    truth: SimulationTruth,
+    lam_denoising: float,
+    lam_weight_decay: float,
     ranks: tuple[int | None, ...] = (None, LOW_RANK),
 ) -> list[Panel]:
     """Ground truth, then for each rank (None = full, k = n_items) x metric (cosine, projected) x model."""
@@ -133,7 +136,11 @@ def heatmap_panels(
 
 
 def write_heatmaps(
-    folder: Path, X: sp.spmatrix, truth: SimulationTruth, lam_denoising: float, lam_weight_decay: float,
+    folder: Path,
+    X: sp.spmatrix,
+    truth: SimulationTruth,
+    lam_denoising: float,
+    lam_weight_decay: float,
     ranks: tuple[int | None, ...] = (None, LOW_RANK),
 ) -> dict[str, Any]:
     """Write figures/heatmap-*.png (one per panel) and figures/heatmaps.png (the grid) into folder.
@@ -148,8 +155,9 @@ def write_heatmaps(
     for panel in panels:
         rel = f"figures/{panel.stem}.png"
         _save_panel(panel, out.parent / rel, boundaries)
-        entries.append({"file": rel, "model": panel.model, "metric": panel.metric, "k": panel.k,
-                        "title": panel.title.replace("\n", ", ")})
+        entries.append(
+            {"file": rel, "model": panel.model, "metric": panel.metric, "k": panel.k, "title": panel.title.replace("\n", ", ")}
+        )
     _save_grid(panels, out / "heatmaps.png", boundaries)
     return {
         "grid": "figures/heatmaps.png",
@@ -203,15 +211,24 @@ def _save_grid(panels: list[Panel], path: Path, ticks: tuple[np.ndarray, np.ndar
     n_rows = len(rest) // len(MODELS)
     fig = Figure(figsize=(2.75 * n_cols + 0.8, 2.9 * n_rows + 0.5), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={
-        "left": 0.025, "right": 0.93, "bottom": 0.03, "top": 1 - 0.75 / (2.9 * n_rows + 0.5),
-        "wspace": 0.22, "hspace": 0.42})
+    axes = fig.subplots(
+        n_rows,
+        n_cols,
+        squeeze=False,
+        gridspec_kw={
+            "left": 0.025,
+            "right": 0.93,
+            "bottom": 0.03,
+            "top": 1 - 0.75 / (2.9 * n_rows + 0.5),
+            "wspace": 0.22,
+            "hspace": 0.42,
+        },
+    )
     im = None
     for r in range(n_rows):
         im = _draw(axes[r, 0], truth, ticks, fontsize=7)
-        for c, panel in enumerate(rest[r * len(MODELS):(r + 1) * len(MODELS)]):
+        for c, panel in enumerate(rest[r * len(MODELS) : (r + 1) * len(MODELS)]):
             _draw(axes[r, c + 1], panel, ticks, fontsize=7)
-    fig.suptitle("Item-item similarity on the simulation (items by true cluster, then popularity); "
-                 "one colour scale", fontsize=11)
+    fig.suptitle("Item-item similarity on the simulation (items by true cluster, then popularity); one colour scale", fontsize=11)
     fig.colorbar(im, cax=fig.add_axes((0.945, 0.3, 0.01, 0.4)), label="similarity")
     fig.savefig(path)

@@ -115,11 +115,19 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
     if writer.neighbour_seconds:
         progress.timings["neighbour lists"] = round(writer.neighbour_seconds, 3)
     _write_dataset_files(folder, ds)
-    diagnostics = run_diagnostics(
-        folder, ds, indexes,
-        DiagnosticsParams(sample=params.diagnostics_sample, user_sample=params.diagnostics_user_sample, seed=params.seed),
-        params.lambda_denoising, params.lambda_weight_decay, progress,
-    ) if params.diagnostics else None
+    diagnostics = (
+        run_diagnostics(
+            folder,
+            ds,
+            indexes,
+            DiagnosticsParams(sample=params.diagnostics_sample, user_sample=params.diagnostics_user_sample, seed=params.seed),
+            params.lambda_denoising,
+            params.lambda_weight_decay,
+            progress,
+        )
+        if params.diagnostics
+        else None
+    )
     return {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.perf_counter() - t0, 3),
@@ -127,8 +135,10 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         "counts": {"users": ds.n_users, "items": ds.n_items, "interactions": int(X.nnz), "k": svd.k},
         "params": {**asdict(params), "k_requested": params.k, "k_effective": svd.k},
         "svd": {
-            "method": svd.method, "singular_values": svd.s.tolist(),
-            "relative_residual": svd.relative_residual, "energy_captured": svd.energy_captured,
+            "method": svd.method,
+            "singular_values": svd.s.tolist(),
+            "relative_residual": svd.relative_residual,
+            "energy_captured": svd.energy_captured,
         },
         "models": models,
         "metrics": ["dot", "cosine", "projected"],
@@ -137,8 +147,11 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         "projected_groups": {"denoising": list(DENOISING_VARIANTS), WEIGHT_DECAY: [WEIGHT_DECAY]},
         "has_metadata": ds.item_titles is not None,
         "libraries": {
-            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "faiss": faiss.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "faiss": faiss.__version__,
         },
         "diagnostics": diagnostics,
         "step_seconds": dict(progress.timings),
@@ -206,7 +219,10 @@ class _IndexWriter:
         exact = flat_index(vectors)
         write_index(exact, self.folder / rel)
         entry: dict[str, Any] = {
-            "file": rel, "type": "flat-ip", "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
+            "file": rel,
+            "type": "flat-ip",
+            "rows": int(vectors.shape[0]),
+            "dim": int(vectors.shape[1]),
             "zero_rows": int(np.count_nonzero(~np.any(vectors != 0, axis=1))),
         }
         if neighbours and self.params.precompute_neighbours > 0:
@@ -226,7 +242,10 @@ class _IndexWriter:
             write_index(approx, self.folder / hrel)
             recall = recall_at_10(exact, approx, vectors, hp.recall_queries, seed=self.params.seed)
             entry["hnsw"] = {
-                "file": hrel, "M": hp.M, "ef_construction": hp.ef_construction, "ef_search": hp.ef_search,
+                "file": hrel,
+                "M": hp.M,
+                "ef_construction": hp.ef_construction,
+                "ef_search": hp.ef_search,
                 "recall_at_10": round(recall, 4),
             }
             self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}, hnsw recall@10 {recall:.3f}")

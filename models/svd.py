@@ -31,7 +31,11 @@ class TruncatedSVD:
 
 
 def truncated_svd(
-    X: sp.spmatrix, k: int, seed: int = 0, n_iter: int = 6, n_oversamples: int = 20,
+    X: sp.spmatrix,
+    k: int,
+    seed: int = 0,
+    n_iter: int = 6,
+    n_oversamples: int = 20,
     float32_min_nnz: int = FLOAT32_MIN_NNZ,
 ) -> TruncatedSVD:
     """Top-k right singular pairs of X (n_users, n_items); k is capped at min(n_users, n_items).
@@ -54,8 +58,12 @@ def truncated_svd(
         order = np.argsort(-Xc.getnnz(axis=0), kind="stable")
         Xp = sp.csr_matrix(Xc[:, order], dtype=dtype)
         U, s, Vt = randomized_svd(
-            Xp, n_components=k, n_oversamples=n_oversamples, n_iter=n_iter,
-            random_state=seed, flip_sign=True,
+            Xp,
+            n_components=k,
+            n_oversamples=n_oversamples,
+            n_iter=n_iter,
+            random_state=seed,
+            flip_sign=True,
         )
         method = f"randomized(n_iter={n_iter}, oversamples={n_oversamples}, {np.dtype(dtype).name})"
         residual = Xp @ Vt.T - U * s

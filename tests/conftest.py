@@ -170,8 +170,14 @@ def api_server(api_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFacto
 
 
 # A second, smaller version built WITH diagnostics (summary.json, heatmaps): /compare-metrics/summary, /figures, the page.
-DIAG_BUILD = {"sim_users": 600, "sim_items": 120, "k": 8, "lambda_denoising": 30.0, "lambda_weight_decay": 2.0,
-              "diagnostics_user_sample": 100}
+DIAG_BUILD = {
+    "sim_users": 600,
+    "sim_items": 120,
+    "k": 8,
+    "lambda_denoising": 30.0,
+    "lambda_weight_decay": 2.0,
+    "diagnostics_user_sample": 100,
+}
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,11 @@ def dumps(schema: dict[str, Any]) -> str:
 
 def diff(expected: dict[str, Any], actual: dict[str, Any], limit: int = 80) -> str:
     """A unified diff of two schemas as `make openapi` writes them, cut to `limit` lines."""
-    lines = list(difflib.unified_diff(dumps(expected).splitlines(), dumps(actual).splitlines(),
-                                      "tests/openapi.json", "served", lineterm="", n=2))
+    lines = list(
+        difflib.unified_diff(
+            dumps(expected).splitlines(), dumps(actual).splitlines(), "tests/openapi.json", "served", lineterm="", n=2
+        )
+    )
     return "\n".join(lines[:limit] + ([f"... {len(lines) - limit} more lines"] if len(lines) > limit else []))
 
 

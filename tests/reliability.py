@@ -83,8 +83,9 @@ def worker_processes(server: ApiServer) -> list[psutil.Process]:
 
 def all_worker_pids(server: ApiServer, n: int, timeout: float = 20.0) -> set[int]:
     """Wait until `n` worker processes exist; their pids."""
-    return wait_for(lambda: {p.pid for p in worker_processes(server)} if len(worker_processes(server)) == n else None,
-                    timeout, f"{n} workers")
+    return wait_for(
+        lambda: {p.pid for p in worker_processes(server)} if len(worker_processes(server)) == n else None, timeout, f"{n} workers"
+    )
 
 
 def mapped_versions(proc: psutil.Process, artifacts_root: Path) -> dict[str, int]:
@@ -93,7 +94,7 @@ def mapped_versions(proc: psutil.Process, artifacts_root: Path) -> dict[str, int
     out: Counter[str] = Counter()
     for m in proc.memory_maps(grouped=True):
         if m.path.startswith(prefix):
-            out[m.path[len(prefix):].split("/", 1)[0]] += m.rss
+            out[m.path[len(prefix) :].split("/", 1)[0]] += m.rss
     return dict(out)
 
 
@@ -154,8 +155,15 @@ class LoadGenerator:
     `pause` seconds between a thread's requests leave CPU to whatever runs next to the load (a build).
     """
 
-    def __init__(self, base_url: str, queries: list[tuple[str, dict[str, Any]]], threads: int = 4,
-                 max_requests: int = 50_000, max_seconds: float = 120.0, pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        queries: list[tuple[str, dict[str, Any]]],
+        threads: int = 4,
+        max_requests: int = 50_000,
+        max_seconds: float = 120.0,
+        pause: float = 0.0,
+    ) -> None:
         self.base_url, self.queries, self.threads, self.pause = base_url, queries, threads, pause
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self.result = LoadResult()
@@ -222,8 +230,9 @@ class LoadGenerator:
             self.result.failures.append(message)
 
 
-def neighbour_queries(version_dir: Path, models: Iterable[str], metrics: Iterable[str], ids: int = 4,
-                      k: int = 5) -> list[tuple[str, dict[str, Any]]]:
+def neighbour_queries(
+    version_dir: Path, models: Iterable[str], metrics: Iterable[str], ids: int = 4, k: int = 5
+) -> list[tuple[str, dict[str, Any]]]:
     """Queries over every endpoint x model x metric for a few item and user ids of a version."""
     items = [it["id"] for it in json.loads((version_dir / "items.json").read_text(encoding="utf-8"))][:ids]
     users = json.loads((version_dir / "users.json").read_text(encoding="utf-8"))[:ids]
@@ -248,7 +257,10 @@ def kill_build_when(out: Path, marker: str, **overrides: float | int | str) -> t
     args = [arg for key, value in params.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
     proc = subprocess.Popen(
         [sys.executable, "-m", "models.build", "--dataset", "simulation", "--out", str(out), "--no-diagnostics", *args],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     seen = []
@@ -278,5 +290,8 @@ def each_worker(server: ApiServer, path: str, workers: int, attempts: int = 200)
 
 def wait_serving(server: ApiServer, version: str, workers: int, timeout: float = 60.0) -> None:
     """Wait until `workers` workers serve `version` (start_api_server returns once one worker is ready)."""
-    wait_for(lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=version) == workers,
-             timeout, f"{workers} workers serving {version}")
+    wait_for(
+        lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=version) == workers,
+        timeout,
+        f"{workers} workers serving {version}",
+    )

@@ -20,7 +20,10 @@ GOOD_CSV = "user_id,item_id,value\n" + "".join(f"u{u},i{(u * 7 + j) % 9},1\n" fo
 def build(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "models.build", "--out", str(out), "--quiet", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -45,8 +48,11 @@ CASES = {
     "negative-value": ("user_id,item_id,value\nu1,i1,1\nu2,i2,-3\n", [], "line 3: negative value -3.0"),
     "text-value": ("user_id,item_id,value\nu1,i1,lots\n", [], "line 2: value 'lots' is not a number"),
     "empty-id": ("user_id,item_id,value\nu1,,1\n", [], "line 2: empty user or item id"),
-    "duplicate-rejected": ("user_id,item_id,value\nu1,i1,1\nu2,i1,1\nu1,i1,2\n", ["--duplicates", "error"],
-                           "line 4: duplicate (user, item) pair ('u1', 'i1')"),
+    "duplicate-rejected": (
+        "user_id,item_id,value\nu1,i1,1\nu2,i1,1\nu1,i1,2\n",
+        ["--duplicates", "error"],
+        "line 4: duplicate (user, item) pair ('u1', 'i1')",
+    ),
     "bad-utf8": (b"user_id,item_id\nu1,i1\n\xff\xfe,i2\n", [], "not UTF-8"),
     "k-zero": (GOOD_CSV, ["--k", "0"], "--k must be an integer >= 1, got 0"),
     "negative-lambda": (GOOD_CSV, ["--lambda-denoising", "-1"], "--lambda-denoising must be a finite number >= 0"),
@@ -111,6 +117,7 @@ def test_unwritable_out(tmp_path):
 
 
 # ---- the CSV reader's accepted variants (documented policies) ----
+
 
 def test_duplicates_summed_by_default(tmp_path):
     p = tmp_path / "d.csv"

@@ -16,14 +16,28 @@ from models.factorization import DENOISING_VARIANTS, MODELS, model_factors
 from models.indexes import METRICS, read_index
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL_SIM = ["--sim-users", "1500", "--sim-items", "120", "--k", "12", "--lambda-denoising", "200", "--lambda-weight-decay", "10",
-             "--no-diagnostics"]  # diagnostics: tests/test_diagnostics.py
+SMALL_SIM = [
+    "--sim-users",
+    "1500",
+    "--sim-items",
+    "120",
+    "--k",
+    "12",
+    "--lambda-denoising",
+    "200",
+    "--lambda-weight-decay",
+    "10",
+    "--no-diagnostics",
+]  # diagnostics: tests/test_diagnostics.py
 
 
 def run_build(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "models.build", "--out", str(out), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

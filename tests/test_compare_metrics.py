@@ -107,8 +107,12 @@ def test_items_metrics_side_by_side_equal_an_independent_recomputation(api_serve
             share = np.mean([bool(query_cats & set(by_id[i]["categories"])) for i in ids])
             assert lst["category_share"] == pytest.approx(share, rel=1e-12)
         assert body["rbo_p"] == 0.9
-        assert body["weighted_tau"] == {**body["weighted_tau"], "rows": len(item_ids) - 1, "sampled": False,
-                                        "catalogue_rows": len(item_ids)}
+        assert body["weighted_tau"] == {
+            **body["weighted_tau"],
+            "rows": len(item_ids) - 1,
+            "sampled": False,
+            "catalogue_rows": len(item_ids),
+        }
         assert body["popularity"]["catalogue_median"] == np.median(pop) and body["popularity"]["query"] == pop[q]
         assert [(p["a"], p["b"]) for p in body["pairs"]] == list(combinations(METRICS, 2))
         for pair in body["pairs"]:
@@ -188,8 +192,10 @@ def test_d_sensitivity_cosine_lists_move_between_denoising_variants_projected_do
                 assert lst["neighbors"] == single["neighbors"]
         # projected cosine depends only on A B^T: one list for every D-variant, perfect agreement
         assert len({json.dumps(lst["neighbors"]) for lst in proj["lists"]}) == 1
-        assert all(p["jaccard"] == 1.0 and p["rbo"] == pytest.approx(1.0) and p["weighted_tau"] == pytest.approx(1.0)
-                   for p in proj["pairs"])
+        assert all(
+            p["jaccard"] == 1.0 and p["rbo"] == pytest.approx(1.0) and p["weighted_tau"] == pytest.approx(1.0)
+            for p in proj["pairs"]
+        )
         lists = {lst["name"]: ids_of(lst, "item_id") for lst in cos["lists"]}
         for p in cos["pairs"]:
             assert p["jaccard"] == pytest.approx(jaccard(lists[p["a"]], lists[p["b"]]), abs=1e-12)

@@ -22,8 +22,16 @@ from playwright.sync_api import Error as PlaywrightError
 from models.factorization import DENOISING_VARIANTS, MODELS
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 20_000
 
 
@@ -129,10 +137,14 @@ def test_search_select_compare_and_summary(diag_server, diag_artifact, page, sho
     # one metric across models: projected cosine gives one list for the four denoising D-variants
     pg.click("#mode button[data-mode='models']")
     pg.select_option("#metric", "projected")
-    pg.wait_for_function("() => document.querySelectorAll('#columns .col').length === 5 && "
-                         "new URLSearchParams(location.search).get('metric') === 'projected'")
-    pg.wait_for_function("() => [...document.querySelectorAll('#columns .col h3')].every(h => h.textContent) && "
-                         "document.querySelector('#query .meta + .meta').textContent.includes('projected')")
+    pg.wait_for_function(
+        "() => document.querySelectorAll('#columns .col').length === 5 && "
+        "new URLSearchParams(location.search).get('metric') === 'projected'"
+    )
+    pg.wait_for_function(
+        "() => [...document.querySelectorAll('#columns .col h3')].every(h => h.textContent) && "
+        "document.querySelector('#query .meta + .meta').textContent.includes('projected')"
+    )
     cols = column_titles(pg)
     assert list(cols) == list(MODELS)
     assert len({tuple(cols[m]) for m in DENOISING_VARIANTS}) == 1
@@ -153,8 +165,9 @@ def test_search_select_compare_and_summary(diag_server, diag_artifact, page, sho
     # the summary tab: tables of the build's summary and the heatmaps
     pg.click("#tab-summary")
     pg.wait_for_selector("#summary table.summary-quality")
-    pg.wait_for_function("() => { const i = document.getElementById('heatmap-grid'); "
-                         "return i && i.complete && i.naturalWidth > 0; }")
+    pg.wait_for_function(
+        "() => { const i = document.getElementById('heatmap-grid'); return i && i.complete && i.naturalWidth > 0; }"
+    )
     summary = client.get("/compare-metrics/summary").json()["summary"]
     assert pg.eval_on_selector_all("#summary .card", "cs => cs.map(c => c.dataset.side)") == list(summary["sides"])
     first_rows = pg.eval_on_selector_all(

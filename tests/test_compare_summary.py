@@ -83,7 +83,8 @@ def test_summary_item_figures_equal_the_mean_of_per_query_comparisons(diag_serve
     assert side["d_sensitivity"]["cosine"]["jaccard"] < 1.0
     assert set(side["d_sensitivity"]["cosine"]["pairs"]) == {
         f"{a.removeprefix('denoising-')}~{b.removeprefix('denoising-')}"
-        for i, a in enumerate(DENOISING_VARIANTS) for b in DENOISING_VARIANTS[i + 1:]
+        for i, a in enumerate(DENOISING_VARIANTS)
+        for b in DENOISING_VARIANTS[i + 1 :]
     }
 
 
@@ -115,8 +116,17 @@ def test_figures_are_exactly_the_manifests_pngs(diag_server, diag_artifact, diag
 
 @pytest.mark.parametrize(
     "name",
-    ["summary.json", "manifest.json", "items.json", "heatmaps", "HEATMAPS.PNG", "..%2Fmanifest.json", "%2E%2E%2Fsummary.json",
-     "figures%2Fheatmaps.png", "..%2F..%2F..%2F..%2Fetc%2Fpasswd"],
+    [
+        "summary.json",
+        "manifest.json",
+        "items.json",
+        "heatmaps",
+        "HEATMAPS.PNG",
+        "..%2Fmanifest.json",
+        "%2E%2E%2Fsummary.json",
+        "figures%2Fheatmaps.png",
+        "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    ],
 )
 def test_only_listed_figures_are_served(diag_server, name):
     r = diag_server.client.get(f"/figures/{name}")

@@ -18,14 +18,24 @@ SIM = ["--dataset", "simulation", "--sim-users", "20000", "--sim-items", "1000",
 
 
 def build(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "models.build", "--out", str(out), *SIM, "--quiet", *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "models.build", "--out", str(out), *SIM, "--quiet", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def kill_when(out: Path, marker: str, seed: int) -> str:
     """Start a build, SIGKILL it as soon as its progress output shows `marker`; return what it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "models.build", "--out", str(out), *SIM, "--seed", str(seed)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "models.build", "--out", str(out), *SIM, "--seed", str(seed)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -45,13 +55,16 @@ def root(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("marker", [
-    "reading simulation ...",                          # before any file is written
-    "svd k=",                                          # while fitting
-    "index users-denoising-item-orthonormal-dot",      # half the indexes written
-    "index recommend-weight-decay-projected-items",    # every index written, publish next
-    "publishing ...",                                  # inside publish (may finish first)
-])
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "reading simulation ...",  # before any file is written
+        "svd k=",  # while fitting
+        "index users-denoising-item-orthonormal-dot",  # half the indexes written
+        "index recommend-weight-decay-projected-items",  # every index written, publish next
+        "publishing ...",  # inside publish (may finish first)
+    ],
+)
 def test_killed_build_leaves_a_complete_live_version(root, marker):
     store = ArtifactStore(root)
     before = store.current_version()

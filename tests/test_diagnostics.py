@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # --- the paper's claims at full rank ---------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def full_rank():
     """3000 users x 200 items, every item consumed at least once; exact SVD at k = 200 = n_items."""
@@ -77,12 +78,15 @@ def test_projected_lists_identical_across_d_variants_cosine_lists_not(full_rank)
         np.testing.assert_allclose(scores[variant], scores[ref], atol=1e-9)
         same = np.mean([set(a) == set(b) for a, b in zip(lists[variant], lists[ref], strict=True)])
         assert same >= 0.99, variant  # ties broken by rounding may swap a rare pair
-    moved = [np.mean([_jac(a, b) for a, b in zip(cos_lists[u], cos_lists[v], strict=True)])
-             for u, v in combinations(DENOISING_VARIANTS, 2)]
+    moved = [
+        np.mean([_jac(a, b) for a, b in zip(cos_lists[u], cos_lists[v], strict=True)])
+        for u, v in combinations(DENOISING_VARIANTS, 2)
+    ]
     assert min(moved) < 0.5  # cosine lists do move with D
 
 
 # --- the summary against a dense, independent recomputation --------------------------------------
+
 
 def _fixture_dataset() -> Dataset:
     rng = np.random.default_rng(7)
@@ -92,8 +96,13 @@ def _fixture_dataset() -> Dataset:
     Xd[rng.integers(0, n, p), np.arange(p)] = 1.0
     names = ["a", "b", "c", "d"]
     cats = [sorted({names[j] for j in rng.integers(0, 4, rng.integers(0, 3))}) for _ in range(p)]
-    return Dataset(X=sp.csr_matrix(Xd), user_ids=[f"u{u}" for u in range(n)], item_ids=[f"i{i}" for i in range(p)],
-                   item_categories=cats, source={"kind": "test-fixture"})
+    return Dataset(
+        X=sp.csr_matrix(Xd),
+        user_ids=[f"u{u}" for u in range(n)],
+        item_ids=[f"i{i}" for i in range(p)],
+        item_categories=cats,
+        source={"kind": "test-fixture"},
+    )
 
 
 def _jac(a, b) -> float:
@@ -149,9 +158,12 @@ def _recompute(ds: Dataset, vdir: Path, side: str, queries: np.ndarray, lam_d: f
                 "weighted_tau": np.mean([weightedtau(full[a][j], full[b][j]).statistic for j in range(n_tau)]),
             }
     for metric in ("dot", "cosine", "projected"):
-        out["d"][metric] = np.mean([
-            np.mean([_jac(x, y) for x, y in zip(lists[u, metric], lists[v, metric], strict=True)])
-            for u, v in combinations(DENOISING_VARIANTS, 2)])
+        out["d"][metric] = np.mean(
+            [
+                np.mean([_jac(x, y) for x, y in zip(lists[u, metric], lists[v, metric], strict=True)])
+                for u, v in combinations(DENOISING_VARIANTS, 2)
+            ]
+        )
     return out
 
 
@@ -159,8 +171,15 @@ def _recompute(ds: Dataset, vdir: Path, side: str, queries: np.ndarray, lam_d: f
 def built_fixture(tmp_path_factory):
     ds = _fixture_dataset()
     folder = tmp_path_factory.mktemp("staged")
-    params = BuildParams(k=8, lambda_denoising=5.0, lambda_weight_decay=1.0, diagnostics=True, diagnostics_sample=120,
-                         diagnostics_user_sample=120, seed=3)
+    params = BuildParams(
+        k=8,
+        lambda_denoising=5.0,
+        lambda_weight_decay=1.0,
+        diagnostics=True,
+        diagnostics_sample=120,
+        diagnostics_user_sample=120,
+        seed=3,
+    )
     manifest = build_into(folder, ds, params, Progress(quiet=True))
     return ds, folder, manifest, params
 
@@ -201,8 +220,10 @@ def test_compare_query_matches_the_summary_lists(built_fixture):
     ds, folder, manifest, _ = built_fixture
     from models.diagnostics import index_vectors
 
-    vectors = {m: index_vectors(folder / manifest["indexes"][f"items/denoising-symmetric/{m}"]["file"])
-               for m in ("dot", "cosine", "projected")}
+    vectors = {
+        m: index_vectors(folder / manifest["indexes"][f"items/denoising-symmetric/{m}"]["file"])
+        for m in ("dot", "cosine", "projected")
+    }
     lists, _ = neighbour_lists(vectors["cosine"], np.array([4]), 10)
     got = compare_query(vectors, 4, k=10, popularity=np.diff(ds.X.tocsc().indptr))
     assert got["lists"]["cosine"]["ids"] == lists[0].tolist()
@@ -211,6 +232,7 @@ def test_compare_query_matches_the_summary_lists(built_fixture):
 
 
 # --- heatmap panels -------------------------------------------------------------------------------
+
 
 def test_heatmap_panels_follow_their_definitions():
     spec = SimulationSpec(n_users=800, n_items=40, n_clusters=4, seed=2)
@@ -240,11 +262,29 @@ def test_heatmap_panels_follow_their_definitions():
 
 # --- the job end to end ---------------------------------------------------------------------------
 
+
 def test_build_writes_summary_and_figures(tmp_path):
-    args = ["--sim-users", "600", "--sim-items", "60", "--k", "10", "--lambda-denoising", "100",
-            "--lambda-weight-decay", "5", "--diagnostics-user-sample", "200"]
-    proc = subprocess.run([sys.executable, "-m", "models.build", "--out", str(tmp_path), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    args = [
+        "--sim-users",
+        "600",
+        "--sim-items",
+        "60",
+        "--k",
+        "10",
+        "--lambda-denoising",
+        "100",
+        "--lambda-weight-decay",
+        "5",
+        "--diagnostics-user-sample",
+        "200",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.build", "--out", str(tmp_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     store = ArtifactStore(tmp_path)
     vdir = store.version_dir(store.current_version())
@@ -262,8 +302,13 @@ def test_build_writes_summary_and_figures(tmp_path):
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
     assert "D-sensitivity" in proc.stdout and "cat.prec@10" in proc.stdout and "heatmaps.png" in proc.stdout
 
-    proc = subprocess.run([sys.executable, "-m", "models.build", "--out", str(tmp_path), *args, "--no-diagnostics"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.build", "--out", str(tmp_path), *args, "--no-diagnostics"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = verify_version(store.version_dir(store.current_version()))
     assert manifest["diagnostics"] is None and "summary.json" not in manifest["files"]

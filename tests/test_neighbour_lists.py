@@ -35,8 +35,10 @@ TIE = 1e-6  # float32 rounding of scores of order 1
 def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[ApiArtifact, ApiArtifact]:
     """(with lists, without lists): the same simulation, seed and parameters."""
     with_lists, without = tmp_path_factory.mktemp("with-lists"), tmp_path_factory.mktemp("without-lists")
-    return (ApiArtifact(with_lists, api_build(with_lists, precompute_neighbours=N)),
-            ApiArtifact(without, api_build(without, precompute_neighbours=0)))
+    return (
+        ApiArtifact(with_lists, api_build(with_lists, precompute_neighbours=N)),
+        ApiArtifact(without, api_build(without, precompute_neighbours=0)),
+    )
 
 
 def manifest_of(art: ApiArtifact) -> dict:
@@ -137,8 +139,7 @@ def test_api_answers_equal_the_search_path(builds, tmp_path):
     assert faiss_files == {f: meta["sha256"] for f, meta in m_without["files"].items() if f.endswith(".faiss")}
     assert not any("neighbours" in f for f in m_without["files"])
     item_ids = [it["id"] for it in json.loads((with_lists.version_dir / "items.json").read_text())]
-    with (start_api_server(with_lists.root, tmp_path) as lists_server,
-          start_api_server(without.root, tmp_path) as search_server):
+    with start_api_server(with_lists.root, tmp_path) as lists_server, start_api_server(without.root, tmp_path) as search_server:
         for model in MODELS:
             for metric in METRICS:
                 for q in (0, 123):
@@ -149,8 +150,12 @@ def test_api_answers_equal_the_search_path(builds, tmp_path):
                         assert a.status_code == b.status_code == 200, (a.text, b.text)
                         na, nb = a.json()["neighbors"], b.json()["neighbors"]
                         assert len(na) == k
-                        same_answer(np.array([item_ids.index(n["item_id"]) for n in na]), np.array([n["score"] for n in na]),
-                                    np.array([item_ids.index(n["item_id"]) for n in nb]), np.array([n["score"] for n in nb]))
+                        same_answer(
+                            np.array([item_ids.index(n["item_id"]) for n in na]),
+                            np.array([n["score"] for n in na]),
+                            np.array([item_ids.index(n["item_id"]) for n in nb]),
+                            np.array([n["score"] for n in nb]),
+                        )
                         by_id = {n["item_id"]: {**n, "score": None} for n in nb}
                         assert all({**n, "score": None} == by_id[n["item_id"]] for n in na if n["item_id"] in by_id)
 
@@ -158,7 +163,10 @@ def test_api_answers_equal_the_search_path(builds, tmp_path):
 def test_negative_count_is_refused(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "models.build", "--out", str(tmp_path), "--precompute-neighbours", "-1", "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2 and "--precompute-neighbours" in proc.stderr
     assert not (tmp_path / "CURRENT").exists()

@@ -82,8 +82,13 @@ def test_weight_decay_soft_thresholds_exact_spectrum(problem):
 
 
 @settings(max_examples=200, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(1, 20), st.integers(1, 8)),
-              elements=st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False)))
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(1, 20), st.integers(1, 8)),
+        elements=st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False),
+    )
+)
 def test_normalize_rows_unit_or_zero(M):
     U = normalize_rows(M)
     norms = np.linalg.norm(U, axis=1)

@@ -146,8 +146,10 @@ def test_corrupt_version_is_refused_and_the_previous_one_keeps_serving(served, c
     refused_before = metric(metrics_text(server), "simserve_reload_refused_total")
     bad = publish_corrupt(root, good, damage)
     try:
-        wait_for(lambda: metric(metrics_text(server), "simserve_last_refusal_info", version=bad) == WORKERS,
-                 what=f"every worker refusing {bad}")
+        wait_for(
+            lambda: metric(metrics_text(server), "simserve_last_refusal_info", version=bad) == WORKERS,
+            what=f"every worker refusing {bad}",
+        )
         # /readyz of every worker: still ready on the good version, naming the refused one and why
         for body in each_worker(server, "/readyz", WORKERS).values():
             assert body["artifact_version"] == good
@@ -188,8 +190,10 @@ def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_
     art = copy_artifacts(api_artifact, tmp_path / "art")
     bad = publish_corrupt(art.root, art.version, damage)
     with start_api_server(art.root, tmp_path, workers=WORKERS, ready="/healthz", RELOAD_INTERVAL="0.2") as server:
-        wait_for(lambda: metric(metrics_text(server), "simserve_reload_refused_total", trigger="startup") == WORKERS,
-                 what="every worker's startup")
+        wait_for(
+            lambda: metric(metrics_text(server), "simserve_reload_refused_total", trigger="startup") == WORKERS,
+            what="every worker's startup",
+        )
         time.sleep(0.6)  # several polls
         for _ in range(6):  # fresh connections: both workers answer
             r = httpx.get(server.base_url + "/readyz")

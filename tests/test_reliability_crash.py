@@ -15,9 +15,9 @@ from models.artifacts import ArtifactStore, verify_version
 
 WORKERS = 2
 MARKERS = [
-    "svd k=",                                       # fitting: only an empty staging folder exists
-    "index users-denoising-item-orthonormal-dot",   # half of the indexes written into staging
-    "publishing ...",                               # hashing and renaming: the build may win the race
+    "svd k=",  # fitting: only an empty staging folder exists
+    "index users-denoising-item-orthonormal-dot",  # half of the indexes written into staging
+    "publishing ...",  # hashing and renaming: the build may win the race
 ]
 
 

@@ -53,8 +53,9 @@ TRAVERSALS = [
 
 @pytest.fixture(scope="module")
 def server(diag_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    with start_api_server(diag_artifact.root, tmp_path_factory.mktemp("hostile"), workers=WORKERS,
-                          RELOAD_INTERVAL="0", ADMIN_TOKEN=TOKEN) as server:
+    with start_api_server(
+        diag_artifact.root, tmp_path_factory.mktemp("hostile"), workers=WORKERS, RELOAD_INTERVAL="0", ADMIN_TOKEN=TOKEN
+    ) as server:
         wait_serving(server, diag_artifact.version, WORKERS)
         yield server
 
@@ -124,8 +125,29 @@ def test_the_fuzzed_schema_is_the_served_one(server):
 # --------------------------------------------------------------------------- k
 
 
-@pytest.mark.parametrize("k", ["0", "-1", "-9223372036854775809", "1001", "9" * 400, "1e400", "1e3", "NaN", "inf", "-inf",
-                               "2.5", "", " ", "ten", "0x10", "\x00", "1\x00", "١٠"])
+@pytest.mark.parametrize(
+    "k",
+    [
+        "0",
+        "-1",
+        "-9223372036854775809",
+        "1001",
+        "9" * 400,
+        "1e400",
+        "1e3",
+        "NaN",
+        "inf",
+        "-inf",
+        "2.5",
+        "",
+        " ",
+        "ten",
+        "0x10",
+        "\x00",
+        "1\x00",
+        "١٠",
+    ],
+)
 @pytest.mark.parametrize("path,param", ENDPOINTS)
 def test_bad_k_is_a_422_naming_k(server, diag_artifact, path, param, k):
     some_id = "i1" if param == "item_id" else "u1"
@@ -139,8 +161,21 @@ def test_bad_k_is_a_422_naming_k(server, diag_artifact, path, param, k):
 @pytest.mark.parametrize("path,param", ENDPOINTS)
 @pytest.mark.parametrize(
     "value",
-    ["é中文🙂", "\u202eevil", "e\u0301", "\u200b", "\ufeffi1", "i1\r\nSet-Cookie: a=b", "<script>alert(1)</script>",
-     "i1' OR '1'='1", "%", "%%32%35", "x" * 10_000, " i1", "I1"],
+    [
+        "é中文🙂",
+        "\u202eevil",
+        "e\u0301",
+        "\u200b",
+        "\ufeffi1",
+        "i1\r\nSet-Cookie: a=b",
+        "<script>alert(1)</script>",
+        "i1' OR '1'='1",
+        "%",
+        "%%32%35",
+        "x" * 10_000,
+        " i1",
+        "I1",
+    ],
 )
 def test_odd_ids_are_unknown_not_errors(server, path, param, value):
     r = server.client.get(path, params={param: value})
@@ -183,13 +218,15 @@ def test_repeated_parameters_take_the_last_value(server):
 
 def test_unknown_parameters_are_ignored(server):
     plain = server.client.get("/similar-items", params={"item_id": "i1", "k": 4}).json()
-    noisy = server.client.get("/similar-items", params={"item_id": "i1", "k": 4, "foo": "bar", "../x": "../y",
-                                                          "__proto__": "1", "ITEM_ID": "i2"}).json()
+    noisy = server.client.get(
+        "/similar-items", params={"item_id": "i1", "k": 4, "foo": "bar", "../x": "../y", "__proto__": "1", "ITEM_ID": "i2"}
+    ).json()
     assert noisy == plain
 
 
-@pytest.mark.parametrize("path", ["/similar-items", "/similar-users", "/recommend", "/compare-metrics",
-                                  "/compare-metrics/summary", "/items/search"])
+@pytest.mark.parametrize(
+    "path", ["/similar-items", "/similar-users", "/recommend", "/compare-metrics", "/compare-metrics/summary", "/items/search"]
+)
 def test_path_tricks_in_every_parameter_are_plain_bad_values(server, path):
     for param in ("item_id", "user_id", "model", "metric", "k", "exclude_seen", "q", "limit", "format", "compare", "a", "b"):
         for value in TRAVERSALS:
@@ -201,8 +238,12 @@ def test_path_tricks_in_every_parameter_are_plain_bad_values(server, path):
                 assert_problem(r, r.status_code)
 
 
-@pytest.mark.parametrize("name", [quote(t, safe="") for t in TRAVERSALS] + TRAVERSALS[:3] + [
-    "..", ".", "%2e%2e", "..%2f..%2fCURRENT", "heatmaps.png%00", "heatmaps.png/..", "manifest.json", "%2fetc%2fpasswd"])
+@pytest.mark.parametrize(
+    "name",
+    [quote(t, safe="") for t in TRAVERSALS]
+    + TRAVERSALS[:3]
+    + ["..", ".", "%2e%2e", "..%2f..%2fCURRENT", "heatmaps.png%00", "heatmaps.png/..", "manifest.json", "%2fetc%2fpasswd"],
+)
 def test_path_tricks_in_the_figure_name_are_404(server, name):
     # raw: an HTTP client would normalise the dot segments away before sending
     status, headers, body = raw_request(server, f"GET /figures/{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -219,11 +260,23 @@ def test_a_listed_figure_is_served(server):
     assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("target", [
-    "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/similar-items/..%2f..%2fCURRENT", "/figures/../../CURRENT",
-    "/figures/..%2F..%2Fmanifest.json", "/static/../app/settings.py", "//etc/passwd", "/%00", "/models%00",
-    "/similar-items;item_id=i1", "http://evil.example/models", "*",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/similar-items/..%2f..%2fCURRENT",
+        "/figures/../../CURRENT",
+        "/figures/..%2F..%2Fmanifest.json",
+        "/static/../app/settings.py",
+        "//etc/passwd",
+        "/%00",
+        "/models%00",
+        "/similar-items;item_id=i1",
+        "http://evil.example/models",
+        "*",
+    ],
+)
 def test_path_tricks_in_the_request_target(server, target):
     status, headers, body = raw_request(server, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert status in (200, 400, 404, 405), (status, body[:300])
@@ -239,8 +292,9 @@ def test_oversized_heads_are_414_or_431_and_cost_the_worker_nothing(server):
     workers = worker_processes(server)
     before = {p.pid: memory(p).rss for p in workers}
     for _ in range(3):  # 3 x (every worker may take it) x 20 MB
-        assert_raw_problem(raw_request(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000_000 + b"\r\n\r\n"),
-                           431)
+        assert_raw_problem(
+            raw_request(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000_000 + b"\r\n\r\n"), 431
+        )
         assert_raw_problem(raw_request(server, b"GET /healthz?x=" + b"a" * 20_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"), 414)
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))  # 20,000 small headers
         assert_raw_problem(raw_request(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"), 431)
@@ -255,8 +309,9 @@ def test_heads_just_under_the_bound_are_served(server):
     assert server.client.get("/healthz", headers=headers).status_code == 200
 
 
-@pytest.mark.parametrize("method,path", [("POST", "/admin/reload"), ("GET", "/similar-items?item_id=i1"),
-                                         ("POST", "/similar-items?item_id=i1")])
+@pytest.mark.parametrize(
+    "method,path", [("POST", "/admin/reload"), ("GET", "/similar-items?item_id=i1"), ("POST", "/similar-items?item_id=i1")]
+)
 def test_large_bodies_are_not_buffered(server, method, path):
     workers = worker_processes(server)
     before = {p.pid: memory(p).rss for p in workers}
@@ -269,16 +324,19 @@ def test_large_bodies_are_not_buffered(server, method, path):
         assert after[pid] - before[pid] < 8 << 20, (pid, before[pid] >> 20, after[pid] >> 20)
 
 
-@pytest.mark.parametrize("data", [
-    b"FOO /models HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /mo\x00dels HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /models HTTP/9.9\r\nHost: x\r\n\r\n",
-    b"GET /models HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
-    b"GET /models HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
-    b"GET /models HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    b"GET /models HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS ClientHello
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"FOO /models HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /mo\x00dels HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /models HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /models HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+        b"GET /models HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+        b"GET /models HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /models HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS ClientHello
+    ],
+)
 def test_malformed_http_is_a_400_problem(server, data):
     assert_raw_problem(raw_request(server, data), 400)
 
@@ -291,10 +349,23 @@ def test_other_methods_are_405_problems(server, method):
 # --------------------------------------------------------------------------- the admin token
 
 
-@pytest.mark.parametrize("authorization", [
-    None, "", "Bearer", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", f"Bearer {TOKEN.upper()}", f"Basic {TOKEN}",
-    f"Bearer {TOKEN[:8]}", "Bearer " + "x" * 10_000, f"Bearer {TOKEN}\u00e9", "Bearer \u00ff\u00fe", f"Token {TOKEN}",
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN.upper()}",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN[:8]}",
+        "Bearer " + "x" * 10_000,
+        f"Bearer {TOKEN}\u00e9",
+        "Bearer \u00ff\u00fe",
+        f"Token {TOKEN}",
+    ],
+)
 def test_admin_reload_without_the_exact_token_is_401(server, authorization):
     headers = {} if authorization is None else {"Authorization": authorization.encode("utf-8")}
     r = server.client.post("/admin/reload", headers=headers, params={"token": TOKEN})  # never read from the query

@@ -21,8 +21,11 @@ def test_workers_share_one_copy_of_every_index(api_artifact, tmp_path):
     # A private copy: PSS divides a page among every process mapping it, including other tests' servers.
     art = copy_artifacts(api_artifact, tmp_path / "art")
     manifest = json.loads((art.version_dir / "manifest.json").read_text())
-    files = {str((art.version_dir / rel).resolve()): meta["bytes"] for rel, meta in manifest["files"].items()
-             if rel.startswith("indexes/")}
+    files = {
+        str((art.version_dir / rel).resolve()): meta["bytes"]
+        for rel, meta in manifest["files"].items()
+        if rel.startswith("indexes/")
+    }
     assert any(p.endswith(".faiss") for p in files) and any(p.endswith(".npy") for p in files)
     queries = neighbour_queries(art.version_dir, MODELS, METRICS, ids=2)
     with start_api_server(art.root, tmp_path, workers=WORKERS, RELOAD_INTERVAL="0") as server:

@@ -102,9 +102,11 @@ def test_five_reloads_under_load_lose_nothing_and_leak_nothing(artifact, tmp_pat
     for pid in pids:
         grew_rss = after[pid].rss - before[pid].rss
         grew_pss = after[pid].pss - before[pid].pss
-        print(f"worker {pid}: rss {before[pid].rss >> 20} -> {after[pid].rss >> 20} MiB, "
-              f"pss {before[pid].pss >> 20} -> {after[pid].pss >> 20} MiB, one version {version_bytes >> 20} MiB, "
-              f"{result.requests} requests in {result.seconds:.1f}s")
+        print(
+            f"worker {pid}: rss {before[pid].rss >> 20} -> {after[pid].rss >> 20} MiB, "
+            f"pss {before[pid].pss >> 20} -> {after[pid].pss >> 20} MiB, one version {version_bytes >> 20} MiB, "
+            f"{result.requests} requests in {result.seconds:.1f}s"
+        )
         assert grew_rss < version_bytes, (pid, before[pid], after[pid], version_bytes)
         assert grew_pss < version_bytes, (pid, before[pid], after[pid], version_bytes)
     assert log.count("serving artifact version") == WORKERS * (RELOADS + 1)

@@ -187,8 +187,19 @@ def figures_of(version: Version) -> tuple[list[dict[str, Any]], dict[str, str]]:
         name = rel.rsplit("/", 1)[-1]
         if rel in files and name not in paths:  # checksummed with the version, never a path from the request
             paths[name] = rel
-            listing.append({"name": name, "url": f"/figures/{name}", "kind": kind, "title": title,
-                            "model": None, "metric": None, "k": None, "bytes": files[rel].get("bytes"), **extra})
+            listing.append(
+                {
+                    "name": name,
+                    "url": f"/figures/{name}",
+                    "kind": kind,
+                    "title": title,
+                    "model": None,
+                    "metric": None,
+                    "k": None,
+                    "bytes": files[rel].get("bytes"),
+                    **extra,
+                }
+            )
 
     if heatmaps.get("grid"):
         add(heatmaps["grid"], "grid", "all panels: ground truth, cosine and projected cosine of every model, at two ranks")
@@ -240,8 +251,11 @@ async def get_figure(
     rel = figures_of(version)[1].get(name)
     if rel is None:
         raise ProblemError(
-            404, "Unknown figure", f"artifact version {version.name} has no figure {name!r} (see /figures)",
-            "/problems/unknown-figure", figure=name,
+            404,
+            "Unknown figure",
+            f"artifact version {version.name} has no figure {name!r} (see /figures)",
+            "/problems/unknown-figure",
+            figure=name,
         )
     etag = f'"{version.manifest["files"][rel]["sha256"]}"'
     headers = {VERSION_HEADER: version.name, "ETag": etag, "Cache-Control": "no-cache"}

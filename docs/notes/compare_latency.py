@@ -36,7 +36,9 @@ def latency(base: str, d: Path, rounds: int) -> None:
         "/compare-metrics user (default tau_rows=2000)": lambda u, i: ("/compare-metrics", {"user_id": u}),
         "/compare-metrics user, tau_rows=5000 (max)": lambda u, i: ("/compare-metrics", {"user_id": u, "tau_rows": 5000}),
         "/compare-metrics user, 5 models, tau_rows=5000": lambda u, i: (
-            "/compare-metrics", {"user_id": u, "models": models, "tau_rows": 5000}),
+            "/compare-metrics",
+            {"user_id": u, "models": models, "tau_rows": 5000},
+        ),
         "/compare-metrics item": lambda u, i: ("/compare-metrics", {"item_id": i}),
         "/compare-metrics item, 5 models": lambda u, i: ("/compare-metrics", {"item_id": i, "models": models}),
         "/items/search q=the": lambda u, i: ("/items/search", {"q": "the"}),
@@ -74,9 +76,11 @@ def tau_cost(d: Path, queries: int) -> None:
         sampled = weightedtau(A[rows] @ A[q], B[rows] @ B[q]).statistic
         sample_t.append(time.perf_counter() - t)
         diffs.append(abs(full - sampled))
-    print(f"weighted tau per pair: all {A.shape[0] - 1} rows {np.median(full_t) * 1000:.0f} ms, "
-          f"2,000-row sample {np.median(sample_t) * 1000:.1f} ms (medians of {queries}); "
-          f"|full - sampled| mean {np.mean(diffs):.3f}, max {np.max(diffs):.3f}")
+    print(
+        f"weighted tau per pair: all {A.shape[0] - 1} rows {np.median(full_t) * 1000:.0f} ms, "
+        f"2,000-row sample {np.median(sample_t) * 1000:.1f} ms (medians of {queries}); "
+        f"|full - sampled| mean {np.mean(diffs):.3f}, max {np.max(diffs):.3f}"
+    )
 
 
 def main() -> None:

@@ -15,8 +15,16 @@ import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
@@ -44,8 +52,9 @@ def main() -> None:
         if a.summary:
             page.click("#tab-summary")
             page.wait_for_selector("#summary table.summary-quality")
-            page.wait_for_function("() => { const i = document.getElementById('heatmap-grid'); "
-                                   "return !i || (i.complete && i.naturalWidth > 0); }")
+            page.wait_for_function(
+                "() => { const i = document.getElementById('heatmap-grid'); return !i || (i.complete && i.naturalWidth > 0); }"
+            )
         page.screenshot(path=a.out, full_page=True)
         browser.close()
     print(a.out)

@@ -36,13 +36,13 @@ def split(X: sp.csr_matrix, rng: np.random.Generator) -> tuple[sp.csr_matrix, sp
 def recall_at(train: sp.csr_matrix, test: sp.csr_matrix, users: np.ndarray, A: np.ndarray, B: np.ndarray, at: int = 20) -> float:
     hits = total = 0
     for start in range(0, users.size, 2000):
-        u = users[start:start + 2000]
+        u = users[start : start + 2000]
         S = (train[u] @ A) @ B.T
         S[train[u].nonzero()] = -np.inf
         top = np.argpartition(-S, at, axis=1)[:, :at]
         T = test[u]
         for r in range(u.size):
-            truth = T.indices[T.indptr[r]:T.indptr[r + 1]]
+            truth = T.indices[T.indptr[r] : T.indptr[r + 1]]
             hits += int(np.isin(truth, top[r]).sum())
             total += min(at, truth.size)
     return hits / total

@@ -86,9 +86,22 @@ class Stack:
     def volume_read(self, path: str) -> str:
         """A file of the artifacts volume, read by a throwaway container (independent of the API)."""
         proc = subprocess.run(
-            ["docker", "run", "--rm", "--network", "host", "-v", f"{self.project}_artifacts:/artifacts:ro",
-             "--entrypoint", "cat", IMAGE, f"/artifacts/{path}"],
-            capture_output=True, text=True, timeout=60,
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "-v",
+                f"{self.project}_artifacts:/artifacts:ro",
+                "--entrypoint",
+                "cat",
+                IMAGE,
+                f"/artifacts/{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
@@ -145,7 +158,7 @@ def write_csv(path: Path, n_users: int = 300, n_items: int = 40, seed: int = 7) 
     items = [f"csv-book-{i:03d}" for i in range(n_items)]
     rows = ["user_id,item_id,value"]
     for u in range(n_users):
-        half = items[: n_items // 2] if u % 2 == 0 else items[n_items // 2:]
+        half = items[: n_items // 2] if u % 2 == 0 else items[n_items // 2 :]
         for item in rng.choice(half, size=8, replace=False):
             rows.append(f"csv-user-{u},{item},{rng.integers(1, 6)}")
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -163,8 +176,11 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     data_dir = tmp / "data"
     data_dir.mkdir()
     data_dir.chmod(0o755)  # read by the image's non-root user
-    env = {k: v for k, v in os.environ.items() if k not in ("DATASET", "INPUT", "K", "LAMBDA_DENOISING",
-                                                            "LAMBDA_WEIGHT_DECAY", "SEED", "BUILD_ARGS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATASET", "INPUT", "K", "LAMBDA_DENOISING", "LAMBDA_WEIGHT_DECAY", "SEED", "BUILD_ARGS")
+    }
     env["DATA_DIR"] = str(data_dir)
     s = Stack(f"simserve-ci-{os.getpid()}", compose_file, f"http://127.0.0.1:{port}", data_dir, env)
     # A SIGTERM (CI timeout) becomes an exception, so the teardown below still runs.
@@ -184,25 +200,36 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         down = s.compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout=180, check=False)
         timings["down"] = time.monotonic() - t
         # Images of earlier source trees left untagged by this build (the dependency layers stay cached).
-        subprocess.run(["docker", "image", "prune", "-f", "--filter", "label=org.opencontainers.image.title=simserve"],
-                       capture_output=True, timeout=120, check=False)
+        subprocess.run(
+            ["docker", "image", "prune", "-f", "--filter", "label=org.opencontainers.image.title=simserve"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         signal.signal(signal.SIGTERM, previous)
         print("\ndocker stack timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
         assert down.returncode == 0, down.stderr
 
 
 def test_image_is_runtime_only_and_non_root(stack):
-    probe = ("import importlib.util, os; "
-             "print(os.getuid(), [m for m in ('pytest', 'schemathesis', 'hypothesis', 'implicit', 'ruff') "
-             "if importlib.util.find_spec(m)])")
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "host", "--entrypoint", "python", IMAGE, "-c", probe],
-                          capture_output=True, text=True, timeout=60)
+    probe = (
+        "import importlib.util, os; "
+        "print(os.getuid(), [m for m in ('pytest', 'schemathesis', 'hypothesis', 'implicit', 'ruff') "
+        "if importlib.util.find_spec(m)])"
+    )
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", "--entrypoint", "python", IMAGE, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     uid, dev_modules = proc.stdout.split(" ", 1)
     assert int(uid) != 0
     assert dev_modules.strip() == "[]"
-    config = json.loads(subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, text=True,
-                                       check=True, timeout=30).stdout)[0]["Config"]
+    config = json.loads(
+        subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, text=True, check=True, timeout=30).stdout
+    )[0]["Config"]
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
 
 
@@ -295,8 +322,24 @@ def test_rebuild_from_csv_is_served_without_restart(stack):
     items = write_csv(stack.data_dir / "ratings.csv")
     (stack.data_dir / "ratings.csv").chmod(0o644)
     t = time.monotonic()
-    proc = stack.compose("run", "--rm", "-T", "-e", "DATASET=csv", "-e", "INPUT=/data/ratings.csv", "-e", "K=8",
-                         "-e", "LAMBDA_DENOISING=50", "-e", "LAMBDA_WEIGHT_DECAY=2", "build", timeout=300, check=False)
+    proc = stack.compose(
+        "run",
+        "--rm",
+        "-T",
+        "-e",
+        "DATASET=csv",
+        "-e",
+        "INPUT=/data/ratings.csv",
+        "-e",
+        "K=8",
+        "-e",
+        "LAMBDA_DENOISING=50",
+        "-e",
+        "LAMBDA_WEIGHT_DECAY=2",
+        "build",
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     new = wait_version(stack, old, RELOAD_TIMEOUT)
     print(f"\nrebuild from CSV + reload: {time.monotonic() - t:.1f}s")
