@@ -1,1 +1,1 @@
-"""The serving API (issue 3): FastAPI app over the offline job's artifact versions."""
+"""The serving API: a FastAPI app over the offline job's artifact versions."""

@@ -33,7 +33,7 @@ def uvicorn_options(settings: Any) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "workers": settings.workers,
-        "http": "app.limits:BoundedHttpToolsProtocol",  # httptools, with bounded request heads
+        "http": "app.plumbing.limits:BoundedHttpToolsProtocol",  # httptools, with bounded request heads
         "loop": "uvloop",
         "log_level": settings.log_level,
         "access_log": settings.access_log,

@@ -1,4 +1,9 @@
-"""The app factory: `create_app(settings)` (uvicorn: `app.main:create_app --factory`)."""
+"""The app: `create_app(settings)`, and `app` for the FastAPI conventions.
+
+`python -m app` (uvicorn workers, Prometheus multiprocess mode), `uvicorn app.main:app` and
+`fastapi run app/main.py` start the same service from the same settings (environment variables);
+`app` is built on first access, so importing this module for the factory builds nothing.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,13 @@ from typing import Any
 import faiss
 from fastapi import APIRouter, FastAPI
 
-from app import metrics, problems
-from app.problems import PROBLEM_MEDIA_TYPE
-from app.routers import compare, items, neighbours, ops, page
+from app.plumbing import metrics, problems
+from app.plumbing.problems import PROBLEM_MEDIA_TYPE
+from app.routers import compare, figures, items, neighbours, ops, page
+from app.serving.loader import LoadOptions
+from app.serving.reload import Reloader, VersionHolder
 from app.settings import Settings
-from app.store import LoadOptions, Reloader, VersionHolder
-from models.artifacts import ArtifactStore
+from models.artifact.store import ArtifactStore
 
 DESCRIPTION = """
 Nearest neighbours from every model and metric of the offline job's artifacts
@@ -40,7 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         holder,
         ArtifactStore(settings.artifacts_dir),
         LoadOptions(
-            search_mode=settings.search_mode, min_hnsw_recall=settings.min_hnsw_recall, hnsw_ef_search=settings.hnsw_ef_search
+            search_mode=settings.search_mode,
+            min_hnsw_recall=settings.min_hnsw_recall,
+            hnsw_ef_search=settings.hnsw_ef_search,
+            mmap=settings.mmap_indexes,
         ),
         events=metrics.reload_events(),
     )
@@ -69,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     _include_flat(app, neighbours.router)
     app.include_router(ops.router)
-    for router in (compare.router, compare.figures_router, items.router, page.router):  # issue 4: diagnostics and the page
+    for router in (compare.router, figures.router, items.router, page.router):
         app.include_router(router)
     if settings.admin_token:
         app.include_router(ops.admin_router)
@@ -120,3 +129,16 @@ def _problem_media_types(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main.app`: the service with Settings() from the environment, created once on first use."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*globals(), "app"]  # `fastapi run app/main.py` looks for an `app` among the module's names

@@ -10,8 +10,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 K_LIMIT = 1000  # the API contract: k outside 1..1000 is a 422, whatever MAX_K says
-MAX_URL_BYTES = 16 * 1024  # request target; longer is a 414 (app.limits)
-MAX_HEAD_BYTES = 64 * 1024  # request line + headers; more is a 431 (app.limits)
+MAX_URL_BYTES = 16 * 1024  # request target; longer is a 414 (app.plumbing.limits)
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers; more is a 431 (app.plumbing.limits)
 
 
 def default_workers() -> int:
@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     min_hnsw_recall: float = Field(0.95, ge=0, le=1, description="Lowest measured recall@10 at which an HNSW index is served.")
     hnsw_ef_search: int | None = Field(
         None, ge=1, description="Override the efSearch the build measured recall with (default: keep it)."
+    )
+    mmap_indexes: bool = Field(
+        True,
+        description="Memory-map index files (one page-cache copy shared by every worker); false reads them into "
+        "each worker's own memory.",
     )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads per worker for FAISS; 1 because workers already use every core."

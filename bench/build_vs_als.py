@@ -5,7 +5,7 @@
 
 Each side runs in its own subprocess (so peak RSS is measured per side, with os.wait4), generates
 the same seeded matrix (not timed), then times its work:
-- job: models.pipeline.build_into (SVD, all five models, dot / cosine / projected indexes for
+- job: models.build.pipeline.build_into (SVD, all five models, dot / cosine / projected indexes for
   items and users, id maps, interactions) plus ArtifactStore.publish (sha256 of every file,
   fsync, rename, CURRENT switch): what models/build.py's run() does after reading the input, with
   BuildParams' defaults (no neighbour lists, no diagnostics: --diagnostics adds those);
@@ -112,7 +112,7 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
 
 
 def dataset(cfg: dict[str, Any]):
-    from models.dataset import Dataset
+    from models.inputs.dataset import Dataset
 
     X = power_law_matrix(cfg["users"], cfg["items"], cfg["nnz"], seed=cfg["seed"])
     return Dataset(
@@ -146,7 +146,7 @@ DEFAULT_SIDES = ("job", "als")
 
 def build_params(cfg: dict[str, Any], side: str):
     """BuildParams as a library caller gets them; job-lists adds --neighbours-long lists of every item index."""
-    from models.pipeline import BuildParams
+    from models.build.pipeline import BuildParams
 
     params = BuildParams(
         k=cfg["k"], lambda_denoising=cfg["lambda_denoising"], lambda_weight_decay=cfg["lambda_weight_decay"], seed=cfg["seed"]
@@ -160,10 +160,9 @@ def build_params(cfg: dict[str, Any], side: str):
 
 
 def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
-    from models.artifacts import ArtifactStore, load_manifest
-    from models.build import new_version
-    from models.pipeline import build_into
-    from models.progress import Progress
+    from models.artifact.store import ArtifactStore, load_manifest
+    from models.build.pipeline import build_into
+    from models.build.progress import Progress
 
     ds = dataset(cfg)
     after_data = rss_gb()
@@ -172,7 +171,7 @@ def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
     store = ArtifactStore(cfg["out"])
     t0 = time.perf_counter()
     # What models/build.py's run() does once the input is read: version name, stage, build, publish.
-    version = new_version(store, ds.fingerprint(), {"bench": cfg, "side": side})
+    version = store.new_version(ds.fingerprint(), {"bench": cfg, "side": side})
     with store.staging(version) as staging:
         manifest = build_into(staging, ds, params, progress)
         t_pub = time.perf_counter()

@@ -4,7 +4,7 @@
     .venv/bin/python bench/serve_vs_constant.py --quick   # 5,000 items x 10,000 users, k = 32: a smoke test
 
 1. Catalogue: a clustered power-law matrix (generator below, seeded) fitted by the offline job's
-   pipeline API (models.pipeline.build_into + ArtifactStore.publish) with HNSW indexes, cached in
+   pipeline API (models.build.pipeline.build_into + ArtifactStore.publish) with HNSW indexes, cached in
    bench/results/serve-artifacts[-quick].tmp (rebuilt when the parameters change, or --rebuild).
 2. Servers, side by side, same uvicorn options and worker count:
    - app: `python -m app --host 127.0.0.1 --port P` with ARTIFACTS_DIR set, exactly as `make demo`
@@ -98,12 +98,11 @@ def clustered_power_law(
 
 def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[str, dict[str, Any]]:
     """(version, manifest) of the benchmark catalogue under root, built unless a matching one exists."""
-    from models.artifacts import ArtifactStore, load_manifest
-    from models.build import new_version
-    from models.dataset import Dataset
-    from models.indexes import HnswParams
-    from models.pipeline import BuildParams, build_into
-    from models.progress import Progress
+    from models.artifact.store import ArtifactStore, load_manifest
+    from models.build.pipeline import BuildParams, build_into
+    from models.build.progress import Progress
+    from models.indexes.faiss_index import HnswParams
+    from models.inputs.dataset import Dataset
 
     store = ArtifactStore(root)
     current = store.current_version()
@@ -138,7 +137,7 @@ def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[st
         diagnostics=False,
         precompute_neighbours=cfg["precompute_neighbours"],
     )
-    version = new_version(store, ds.fingerprint(), {"bench": cfg})
+    version = store.new_version(ds.fingerprint(), {"bench": cfg})
     with store.staging(version) as staging:
         manifest = build_into(staging, ds, params, Progress())
         store.publish(staging, version, manifest, keep=1)
@@ -407,7 +406,7 @@ def search_alone(version_dir: Path, manifest: dict[str, Any], ef_search: int | N
     """us per query of the index /similar-items searches by default, in a tight single-thread loop (a lower bound)."""
     import faiss
 
-    from models.indexes import read_index
+    from models.indexes.faiss_index import read_index
 
     faiss.omp_set_num_threads(1)
     entry = manifest["indexes"]["items/denoising-symmetric/projected"]

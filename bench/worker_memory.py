@@ -59,9 +59,9 @@ def copy_app() -> Any:
     """app.main.create_app, with every index and query array read into the worker's own memory."""
     import numpy as np
 
-    import app.store as store
+    import app.serving.loader as store
     from app.main import create_app
-    from models.indexes import read_index
+    from models.indexes.faiss_index import read_index
 
     store.read_index = lambda path, mmap=True: read_index(path, mmap=False)
     load = np.load

@@ -28,7 +28,7 @@ import httpx
 import psutil
 from conftest import API_BUILD, ROOT, ApiServer
 
-from models.artifacts import MANIFEST, ArtifactStore
+from models.artifact.store import MANIFEST, ArtifactStore
 
 T = TypeVar("T")
 PROBLEM = "application/problem+json"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.agreement import (
+from models.diagnostics.agreement import (
     category_matrix,
     category_share,
     category_share_rows,
@@ -18,10 +18,9 @@ from models.agreement import (
     popularity_ratio_rows,
     rbo,
     rbo_rows,
-    top_k,
-    top_k_rows,
     weighted_tau,
 )
+from models.indexes.neighbour_lists import top_k, top_k_rows
 
 
 def test_jaccard_hand_cases():

@@ -1,4 +1,4 @@
-"""The API contract (issue 3) over HTTP against `python -m app` (2 workers) on the fixture artifact."""
+"""The API contract over HTTP against `python -m app` (2 workers) on the fixture artifact."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.factorization import MODELS
-from models.indexes import METRICS
+from models.artifact.manifest import METRICS
+from models.fit.closed_forms import MODELS
 
 PROBLEM = "application/problem+json"
 

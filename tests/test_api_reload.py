@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import API_BUILD, ROOT, ApiServer, api_build, copy_artifacts, dense_oracle, start_api_server
 
-from models.artifacts import ArtifactStore
+from models.artifact.store import ArtifactStore
 
 TIMEOUT = 30.0
 

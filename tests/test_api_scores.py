@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import API_BUILD, api_build, dense_oracle, start_api_server
 
-from models.factorization import DENOISING_VARIANTS, MODELS
-from models.indexes import METRICS
+from models.artifact.manifest import METRICS
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
 RTOL, ATOL = 2e-4, 2e-5  # float32 indexes against a float64 oracle
 K = 10

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.artifacts import ArtifactStore
-from models.csv_input import read_interactions_csv
+from models.artifact.store import ArtifactStore
 from models.errors import InputError
+from models.inputs.csv_file import read_interactions_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_CSV = "user_id,item_id,value\n" + "".join(f"u{u},i{(u * 7 + j) % 9},1\n" for u in range(30) for j in range(3))

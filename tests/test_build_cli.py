@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.artifacts import ArtifactStore, verify_version
-from models.factorization import DENOISING_VARIANTS, MODELS, model_factors
-from models.indexes import METRICS, read_index
+from models.artifact.manifest import METRICS
+from models.artifact.store import ArtifactStore, verify_version
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS, model_factors
+from models.indexes.faiss_index import read_index
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SIM = [

@@ -18,8 +18,8 @@ import scipy.sparse as sp
 from conftest import API_BUILD, dense_oracle
 from scipy.stats import weightedtau
 
-from models.factorization import DENOISING_VARIANTS, MODELS
-from models.indexes import METRICS
+from models.artifact.manifest import METRICS
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
 PROBLEM = "application/problem+json"
 K = 10

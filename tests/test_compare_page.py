@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from models.factorization import DENOISING_VARIANTS, MODELS
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = [

@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from models.factorization import DENOISING_VARIANTS
-from models.indexes import METRICS
+from models.artifact.manifest import METRICS
+from models.fit.closed_forms import DENOISING_VARIANTS
 
 PROBLEM = "application/problem+json"
 

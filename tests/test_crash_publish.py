@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.artifacts import ArtifactStore, verify_version
+from models.artifact.store import ArtifactStore, verify_version
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = ["--dataset", "simulation", "--sim-users", "20000", "--sim-items", "1000", "--k", "50", "--no-diagnostics"]

@@ -15,17 +15,20 @@ import scipy.sparse as sp
 from matplotlib.image import imread
 from scipy.stats import weightedtau
 
-from models.agreement import rbo
-from models.artifacts import ArtifactStore, verify_version
-from models.dataset import Dataset
-from models.diagnostics import DiagnosticsParams, compare_query, neighbour_lists, tau_query_count
-from models.factorization import DENOISING_VARIANTS, MODELS, denoising_factors, model_factors
-from models.heatmaps import heatmap_panels
-from models.pipeline import BuildParams, build_into
-from models.progress import Progress
-from models.projection import normalize_rows, projected_vectors
-from models.simulation import SimulationSpec, simulate, simulation_truth, spec_from_source
-from models.svd import truncated_svd
+from models.artifact.store import ArtifactStore, verify_version
+from models.build.pipeline import BuildParams, build_into
+from models.build.progress import Progress
+from models.diagnostics.agreement import rbo
+from models.diagnostics.comparison import compare_lists
+from models.diagnostics.heatmaps import heatmap_panels
+from models.diagnostics.sampling import tau_query_count
+from models.diagnostics.summary import DiagnosticsParams
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS, denoising_factors, model_factors
+from models.fit.projection import normalize_rows, projected_vectors
+from models.fit.svd import truncated_svd
+from models.indexes.neighbour_lists import top_neighbours
+from models.inputs.dataset import Dataset
+from models.inputs.simulation import SimulationSpec, simulate, simulation_truth, spec_from_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,12 +54,14 @@ def test_item_orthonormal_cosine_is_similar_only_to_itself(full_rank):
     off = cosine @ cosine.T - np.eye(200)
     assert np.abs(off).max() < 1e-6
     for q in (0, 57, 199):
-        got = compare_query({"item-orthonormal": cosine, "symmetric": normalize_rows(B_sym)}, q, k=10)
-        json.dumps(got, allow_nan=False)  # JSON-ready: no NaN
+        ortho_ids, ortho_scores = top_neighbours(cosine, np.array([q]), 10)
+        sym_ids, sym_scores = top_neighbours(normalize_rows(B_sym), np.array([q]), 10)
+        figures = compare_lists(np.array([q]), {"item-orthonormal": ortho_ids, "symmetric": sym_ids})
+        assert 0.0 <= figures.pairs[0].jaccard[0] <= 1.0 and np.isfinite(figures.pairs[0].rbo[0])
         # every neighbour the list shows has cosine ~0 with the query: the list is noise
-        assert np.abs(got["lists"]["item-orthonormal"]["scores"]).max() < 1e-6
+        assert np.abs(ortho_scores).max() < 1e-6
         # the same objective's symmetric split is not degenerate (the assertion above can fail)
-        assert got["lists"]["symmetric"]["scores"][0] > 0.1
+        assert sym_scores[0, 0] > 0.1
 
 
 def test_projected_lists_identical_across_d_variants_cosine_lists_not(full_rank):
@@ -71,8 +76,8 @@ def test_projected_lists_identical_across_d_variants_cosine_lists_not(full_rank)
         S = proj @ proj.T
         np.fill_diagonal(S, -np.inf)
         scores[variant] = -np.sort(-S, axis=1)[:, :10]
-        lists[variant], _ = neighbour_lists(proj, queries, 10)
-        cos_lists[variant], _ = neighbour_lists(normalize_rows(B), queries, 10)
+        lists[variant], _ = top_neighbours(proj, queries, 10)
+        cos_lists[variant], _ = top_neighbours(normalize_rows(B), queries, 10)
     ref = DENOISING_VARIANTS[0]
     for variant in DENOISING_VARIANTS[1:]:
         np.testing.assert_allclose(scores[variant], scores[ref], atol=1e-9)
@@ -215,23 +220,32 @@ def test_summary_equals_dense_recomputation(built_fixture):
         assert got["d_sensitivity"]["cosine"]["jaccard"] < 1.0
 
 
-def test_compare_query_matches_the_summary_lists(built_fixture):
-    """The per-query function (for the API) and the build-time summary share one notion of a list."""
-    ds, folder, manifest, _ = built_fixture
-    from models.diagnostics import index_vectors
+def test_the_api_lists_are_the_summary_lists(built_fixture, tmp_path):
+    """The API's per-query lists (app.query.neighbours) and the build-time summary share one notion of a list."""
+    _, folder, manifest, _ = built_fixture
+    import shutil
 
+    from app.query.neighbours import neighbours_of_row
+    from app.serving.loader import load_version
+    from models.diagnostics.summary import index_vectors
+
+    store = ArtifactStore(tmp_path / "root")
+    staged = tmp_path / "staged"
+    shutil.copytree(folder, staged)
+    version = load_version(store.publish(staged, store.new_version("test", {}), manifest, keep=1))
     vectors = {
         m: index_vectors(folder / manifest["indexes"][f"items/denoising-symmetric/{m}"]["file"])
         for m in ("dot", "cosine", "projected")
     }
-    lists, _ = neighbour_lists(vectors["cosine"], np.array([4]), 10)
-    got = compare_query(vectors, 4, k=10, popularity=np.diff(ds.X.tocsc().indptr))
-    assert got["lists"]["cosine"]["ids"] == lists[0].tolist()
-    assert [(p["a"], p["b"]) for p in got["pairs"]] == [("dot", "cosine"), ("dot", "projected"), ("cosine", "projected")]
-    assert all(-1 <= p["weighted_tau"] <= 1 and 0 <= p["rbo"] <= 1 for p in got["pairs"])
-
-
-# --- heatmap panels -------------------------------------------------------------------------------
+    queries = np.arange(vectors["cosine"].shape[0])
+    for metric, V in vectors.items():
+        lists, _ = top_neighbours(V, queries, 10)
+        index = version.index("items", "denoising-symmetric", metric)
+        for q in queries.tolist():
+            rows, _ = neighbours_of_row(index, q, 10)
+            assert rows.tolist() == lists[q].tolist(), (metric, q)
+    figures = compare_lists(queries, {m: top_neighbours(V, queries, 10)[0] for m, V in vectors.items()})
+    assert [(p.a, p.b) for p in figures.pairs] == [("dot", "cosine"), ("dot", "projected"), ("cosine", "projected")]
 
 
 def test_heatmap_panels_follow_their_definitions():

@@ -7,15 +7,15 @@ import pytest
 import scipy.optimize
 import scipy.sparse as sp
 
-from models.factorization import (
+from models.fit.closed_forms import (
     DENOISING_VARIANTS,
     denoising_factors,
     denoising_objective,
     weight_decay_factors,
     weight_decay_objective,
 )
-from models.projection import normalize_rows, projected_vectors
-from models.svd import truncated_svd
+from models.fit.projection import normalize_rows, projected_vectors
+from models.fit.svd import truncated_svd
 
 
 def random_binary(n: int, p: int, density: float, seed: int) -> sp.csr_matrix:

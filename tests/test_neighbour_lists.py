@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from conftest import API_BUILD, ROOT, ApiArtifact, api_build, dense_oracle, start_api_server
 
-from app.search import neighbours_of_row
-from app.store import load_version
-from models.factorization import MODELS
-from models.indexes import METRICS, exact_neighbours, flat_index
+from app.query.neighbours import neighbours_of_row
+from app.serving.loader import load_version
+from models.artifact.manifest import METRICS
+from models.fit.closed_forms import MODELS
+from models.indexes.faiss_index import flat_index
+from models.indexes.neighbour_lists import exact_neighbours
 
 N = 20
 RTOL, ATOL = 2e-4, 2e-5  # float32 lists against the float64 oracle
@@ -105,7 +107,7 @@ def test_exact_neighbours_edge_cases():
 def test_store_serves_the_lists_and_they_equal_the_search(builds):
     version = load_version(builds[0].version_dir)
     for key, index in version.indexes.items():
-        if key.startswith("users/"):
+        if key.side == "users":
             assert index.neighbours is None
             continue
         assert index.neighbours is not None and index.neighbours.n == N

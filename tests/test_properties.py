@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.factorization import DENOISING_VARIANTS, denoising_factors, weight_decay_factors
-from models.projection import normalize_rows, projected_vectors
-from models.svd import truncated_svd
+from models.fit.closed_forms import DENOISING_VARIANTS, denoising_factors, weight_decay_factors
+from models.fit.projection import normalize_rows, projected_vectors
+from models.fit.svd import truncated_svd
 
 
 @st.composite

@@ -27,7 +27,7 @@ from reliability import (
     wait_serving,
 )
 
-from models.artifacts import MANIFEST, sha256_file
+from models.artifact.store import MANIFEST, sha256_file
 
 WORKERS = 2
 INDEX = "indexes/items-denoising-symmetric-cosine.faiss"

@@ -11,7 +11,7 @@ import signal
 from conftest import api_build, copy_artifacts, start_api_server
 from reliability import LoadGenerator, each_worker, kill_build_when, metric, metrics_text, neighbour_queries, wait_serving
 
-from models.artifacts import ArtifactStore, verify_version
+from models.artifact.store import ArtifactStore, verify_version
 
 WORKERS = 2
 MARKERS = [

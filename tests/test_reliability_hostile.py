@@ -1,7 +1,7 @@
 """Fault 4: hostile input against `python -m app` (2 workers, ADMIN_TOKEN set so /admin/reload exists, on
 the session's diagnostics artifact so /figures has files to guard). Never a 500; every error is
 application/problem+json, including the ones the HTTP layer answers (malformed requests, oversized
-request heads: app.limits).
+request heads: app.plumbing.limits).
 
 - schemathesis (v4) on the schema the server serves, positive and negative data, NUL bytes allowed,
   HOSTILE_MAX_EXAMPLES (default 300) per operation. tests/test_contract.py checks conformance to the

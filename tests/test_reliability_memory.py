@@ -10,8 +10,8 @@ import json
 from conftest import copy_artifacts, start_api_server
 from reliability import LoadGenerator, neighbour_queries, wait_for, wait_serving, worker_processes
 
-from models.factorization import MODELS
-from models.indexes import METRICS
+from models.artifact.manifest import METRICS
+from models.fit.closed_forms import MODELS
 
 WORKERS = 2
 PAGE = 4096

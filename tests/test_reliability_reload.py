@@ -20,9 +20,9 @@ from reliability import (
     worker_processes,
 )
 
-from models.artifacts import verify_version
-from models.factorization import MODELS
-from models.indexes import METRICS
+from models.artifact.manifest import METRICS
+from models.artifact.store import verify_version
+from models.fit.closed_forms import MODELS
 
 WORKERS = 2
 RELOADS = 5

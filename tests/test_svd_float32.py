@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.svd import truncated_svd
+from models.fit.svd import truncated_svd
 
 
 def power_law_binary(n: int, p: int, seed: int) -> sp.csr_matrix:

@@ -1,4 +1,4 @@
-"""GET /compare-metrics, /compare-metrics/summary, /figures and /figures/{name}: how much the metrics disagree."""
+"""GET /compare-metrics and /compare-metrics/summary: how much the metrics disagree, per query and over the catalogue."""
 
 from __future__ import annotations
 
@@ -8,30 +8,22 @@ import weakref
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.compare_schemas import (
-    DEFAULT_MODELS_METRIC,
-    CompareQuery,
-    CompareResponse,
-    FiguresResponse,
-    SummaryQuery,
-    SummaryResponse,
-)
-from app.comparison import Target, compare
-from app.metrics import NONE, SCOPE_LABELS, VERSION_HEADER
-from app.problems import ProblemError
+from app.plumbing.metrics import NONE, SCOPE_LABELS, VERSION_HEADER
+from app.plumbing.problems import ProblemError
+from app.plumbing.query_route import QueryModelRoute, invalid, json_response
+from app.query.comparison import Target, compare
 from app.routers.neighbours import check_k, current_version
-from app.routing import QueryModelRoute, invalid, json_response
-from app.schemas import DEFAULT_MODEL, Problem, ValidationProblem
-from app.store import Version
-from models.diagnostics import format_summary
-from models.factorization import MODELS
-from models.indexes import METRICS
+from app.schemas.common import DEFAULT_MODEL, Problem, ValidationProblem
+from app.schemas.compare import DEFAULT_MODELS_METRIC, CompareQuery, CompareResponse, SummaryQuery, SummaryResponse
+from app.serving.version import Version
+from models.artifact.manifest import METRICS
+from models.diagnostics.report import format_summary
+from models.fit.closed_forms import MODELS
 
 router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
-figures_router = APIRouter(tags=["diagnostics"])
 
 NOT_READY = {503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}}
 
@@ -109,8 +101,6 @@ def _targets(q: CompareQuery) -> tuple[list[Target], tuple[str, str]]:
     return [Target(model, model, metric) for model in models], ("several", metric)
 
 
-# --------------------------------------------------------------------------- the build-time summary
-
 _summaries: weakref.WeakKeyDictionary[Version, dict[str, Any]] = weakref.WeakKeyDictionary()
 _summary_lock = threading.Lock()
 
@@ -171,98 +161,3 @@ async def compare_summary(q: Annotated[SummaryQuery, Query()], request: Request)
     head = f"Metric agreement of artifact version {version.name}\n\n"
     media = "text/markdown" if q.format == "markdown" else "text/plain"
     return Response(head + text + "\n", media_type=f"{media}; charset=utf-8", headers={VERSION_HEADER: version.name})
-
-
-# --------------------------------------------------------------------------- heatmaps
-
-
-def figures_of(version: Version) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """(listing, name -> path relative to the version) of the PNGs the manifest lists; nothing else is served."""
-    heatmaps = (version.manifest.get("diagnostics") or {}).get("heatmaps") or {}
-    files = version.manifest.get("files", {})
-    listing: list[dict[str, Any]] = []
-    paths: dict[str, str] = {}
-
-    def add(rel: str, kind: str, title: str, **extra: Any) -> None:
-        name = rel.rsplit("/", 1)[-1]
-        if rel in files and name not in paths:  # checksummed with the version, never a path from the request
-            paths[name] = rel
-            listing.append(
-                {
-                    "name": name,
-                    "url": f"/figures/{name}",
-                    "kind": kind,
-                    "title": title,
-                    "model": None,
-                    "metric": None,
-                    "k": None,
-                    "bytes": files[rel].get("bytes"),
-                    **extra,
-                }
-            )
-
-    if heatmaps.get("grid"):
-        add(heatmaps["grid"], "grid", "all panels: ground truth, cosine and projected cosine of every model, at two ranks")
-    for p in heatmaps.get("panels", []):
-        add(p["file"], "panel", p.get("title", ""), model=p.get("model"), metric=p.get("metric"), k=p.get("k"))
-    return listing, paths
-
-
-@figures_router.get(
-    "/figures",
-    response_model=FiguresResponse,
-    responses=NOT_READY,
-    summary="Heatmaps of the served version",
-    description="The item-item similarity heatmaps the build drew (the paper's figure; simulation datasets only): the "
-    "grid and every panel with its model, metric and rank. Empty, with the reason, when the version has none.",
-)
-async def list_figures(request: Request) -> Response:
-    version = current_version(request)
-    listing, _ = figures_of(version)
-    entry = version.manifest.get("diagnostics") or {}
-    heatmaps = entry.get("heatmaps")
-    if heatmaps:
-        skipped = None
-    elif entry:
-        skipped = entry.get("heatmaps_skipped") or "not drawn"
-    else:
-        skipped = "built with --no-diagnostics"
-    meta = {k: v for k, v in heatmaps.items() if k not in ("grid", "panels")} if heatmaps else None
-    body = {"artifact_version": version.name, "figures": listing, "skipped": skipped, "heatmaps": meta}
-    return json_response(body, version.name)
-
-
-@figures_router.get(
-    "/figures/{name}",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "The PNG."},
-        404: {"model": Problem, "description": "No figure of that name in the served version (see GET /figures)."},
-        **NOT_READY,
-    },
-    summary="One heatmap PNG",
-    description="A PNG listed by GET /figures (looked up by name in the version's manifest). ETag = its sha256; "
-    "If-None-Match answers 304.",
-)
-async def get_figure(
-    name: Annotated[str, Path(description="A name from GET /figures.", examples=["heatmaps.png"])], request: Request
-) -> Response:
-    version = current_version(request)
-    rel = figures_of(version)[1].get(name)
-    if rel is None:
-        raise ProblemError(
-            404,
-            "Unknown figure",
-            f"artifact version {version.name} has no figure {name!r} (see /figures)",
-            "/problems/unknown-figure",
-            figure=name,
-        )
-    etag = f'"{version.manifest["files"][rel]["sha256"]}"'
-    headers = {VERSION_HEADER: version.name, "ETag": etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    try:
-        data = await asyncio.to_thread((version.path / rel).read_bytes)
-    except OSError as e:
-        raise ProblemError(503, "Figure unreadable", f"{rel} of {version.name}: {e}", "/problems/figure-unreadable") from e
-    return Response(data, media_type="image/png", headers=headers)

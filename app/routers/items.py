@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.compare_schemas import ItemSearchQuery, ItemSearchResponse
-from app.item_search import find_items
+from app.plumbing.query_route import QueryModelRoute, json_response
+from app.query.item_lookup import find_items
 from app.routers.neighbours import current_version
-from app.routing import QueryModelRoute, json_response
-from app.schemas import Problem, ValidationProblem
+from app.schemas.common import Problem, ValidationProblem
+from app.schemas.items import ItemSearchQuery, ItemSearchResponse
 
 router = APIRouter(route_class=QueryModelRoute, tags=["items"])
 

@@ -8,19 +8,18 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app import search
-from app.routing import QueryModelRoute, invalid, json_response
-from app.schemas import (
-    Problem,
+from app.plumbing.query_route import QueryModelRoute, invalid, json_response
+from app.query import neighbours as search
+from app.schemas.common import Problem, ValidationProblem
+from app.schemas.neighbours import (
     RecommendQuery,
     RecommendResponse,
     SimilarItemsQuery,
     SimilarItemsResponse,
     SimilarUsersQuery,
     SimilarUsersResponse,
-    ValidationProblem,
 )
-from app.store import Version
+from app.serving.version import Version
 
 router = APIRouter(route_class=QueryModelRoute, tags=["neighbours"])
 
@@ -50,13 +49,13 @@ def check_k(request: Request, k: int) -> None:
         raise invalid("k", f"Input should be less than or equal to {max_k}", k)
 
 
-def item_neighbors(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+def item_neighbours(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
     """[{"item_id", "title"?, "categories"?, "score"}] for item rows and their scores."""
     entry = version.item_entry
     return [entry(r, s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
 
 
-def user_neighbors(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+def user_neighbours(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
     """[{"user_id", "score"}] for user rows and their scores."""
     entry = version.user_entry
     return [entry(r, s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
@@ -81,7 +80,7 @@ async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Reque
             "metric": q.metric,
             "k": q.k,
             "artifact_version": version.name,
-            "neighbors": item_neighbors(version, rows, scores),
+            "neighbors": item_neighbours(version, rows, scores),
         },
         version.name,
     )
@@ -106,7 +105,7 @@ async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Reque
             "metric": q.metric,
             "k": q.k,
             "artifact_version": version.name,
-            "neighbors": user_neighbors(version, rows, scores),
+            "neighbors": user_neighbours(version, rows, scores),
         },
         version.name,
     )
@@ -132,7 +131,7 @@ async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> 
             "k": q.k,
             "exclude_seen": q.exclude_seen,
             "artifact_version": version.name,
-            "neighbors": item_neighbors(version, rows, scores),
+            "neighbors": item_neighbours(version, rows, scores),
         },
         version.name,
     )

@@ -10,20 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app import metrics
-from app.problems import ProblemError, refusal_dict
-from app.routing import json_response
-from app.schemas import (
-    DEFAULT_K,
-    DEFAULT_METRIC,
-    DEFAULT_MODEL,
-    HealthResponse,
-    ModelsResponse,
-    Problem,
-    ReadyResponse,
-    ReloadResponse,
-)
-from app.store import NotLoaded, VectorIndex, Version
+from app.plumbing import metrics
+from app.plumbing.problems import ProblemError, refusal_dict
+from app.plumbing.query_route import json_response
+from app.schemas.common import DEFAULT_K, DEFAULT_METRIC, DEFAULT_MODEL, Problem
+from app.schemas.ops import HealthResponse, ModelsResponse, ReadyResponse, ReloadResponse
+from app.serving.version import NotLoaded, VectorIndex, Version
 
 router = APIRouter(tags=["operations"])
 admin_router = APIRouter(tags=["operations"])
@@ -49,9 +41,8 @@ def models_body(version: Version) -> dict[str, Any]:
         info = dict(m["models"][name])
         indexes = {}
         for key, index in version.indexes.items():
-            side, model, metric = key.split("/")
-            if model == name:
-                indexes[f"{side}/{metric}"] = _index_info(index, m["indexes"][key])
+            if key.model == name:
+                indexes[f"{key.side}/{key.metric}"] = _index_info(index, m["indexes"][str(key)])
         for (model, metric), pair in version.recommend_pairs.items():
             if model == name:
                 indexes[f"recommend/{metric}"] = _index_info(pair.items, m["recommend"][model][metric]["items"])

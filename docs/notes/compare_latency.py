@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 from scipy.stats import weightedtau
 
-from models.diagnostics import flat_view, sample_rows
-from models.factorization import MODELS
-from models.indexes import read_index
+from models.diagnostics.summary import flat_view, sample_rows
+from models.fit.closed_forms import MODELS
+from models.indexes.faiss_index import read_index
 
 
 def latency(base: str, d: Path, rounds: int) -> None:

@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import scipy.sparse as sp
 
-from models.build import DEFAULT_GOODBOOKS
-from models.factorization import denoising_factors, weight_decay_factors
-from models.goodbooks import read_goodbooks
-from models.svd import truncated_svd
+from models.build.cli import DEFAULT_GOODBOOKS
+from models.fit.closed_forms import denoising_factors, weight_decay_factors
+from models.fit.svd import truncated_svd
+from models.inputs.goodbooks import read_goodbooks
 
 DENOISING = (50, 200, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 10000)
 WEIGHT_DECAY = (5, 10, 20, 25, 28, 30, 32, 34, 36, 40, 50, 100)

@@ -1,0 +1,141 @@
+"""Query and response models of /similar-items, /similar-users and /recommend.
+
+Query models are validated on every request (app.plumbing.query_route.QueryModelRoute); response
+models are documentation only (endpoints build their JSON directly).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import (
+    DEFAULT_K,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL,
+    K_DESCRIPTION,
+    METRIC_DESCRIPTION,
+    MODEL_DESCRIPTION,
+    QUERY_CONFIG,
+    VERSION,
+    ItemNeighbor,
+    MetricName,
+    ModelName,
+    UserNeighbor,
+)
+from app.settings import K_LIMIT
+
+
+class SimilarItemsQuery(BaseModel):
+    model_config = QUERY_CONFIG
+    item_id: str = Field(description="External id of the query item (as in the input data).", examples=["i42"])
+    model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
+    metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
+    k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
+
+
+class SimilarUsersQuery(BaseModel):
+    model_config = QUERY_CONFIG
+    user_id: str = Field(description="External id of the query user (as in the input data).", examples=["u7"])
+    model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
+    metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
+    k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
+
+
+class RecommendQuery(BaseModel):
+    model_config = QUERY_CONFIG
+    user_id: str = Field(description="External id of the user to recommend items to.", examples=["u7"])
+    model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
+    metric: MetricName = Field(
+        DEFAULT_METRIC,
+        examples=["dot"],
+        description="User -> item score. `dot`: the model's prediction <P_u, B_i> = Xhat[u, i]; `cosine`: cos(P_u, B_i); "
+        "`projected`: Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||), the prediction normalised in the original space. "
+        "Default `projected`.",
+    )
+    k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
+    exclude_seen: bool = Field(
+        True, description="Leave out the items the user already interacted with. Default true.", examples=[True]
+    )
+
+
+_MODEL = Field(description="The model used.", examples=[DEFAULT_MODEL])
+
+
+_METRIC = Field(description="The metric used.", examples=[DEFAULT_METRIC])
+
+
+_K = Field(description="The k requested (neighbors has min(k, available) entries).", examples=[DEFAULT_K])
+
+
+_ITEM_EXAMPLE = {"item_id": "i17", "score": 0.9731, "title": "item 17 (cluster 2)", "categories": ["cluster-2"]}
+
+
+class SimilarItemsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "i42",
+                    "model": DEFAULT_MODEL,
+                    "metric": DEFAULT_METRIC,
+                    "k": 1,
+                    "artifact_version": "20250101T120000Z-1a2b3c4d",
+                    "neighbors": [_ITEM_EXAMPLE],
+                }
+            ]
+        }
+    )
+    item_id: str = Field(description="The query item.", examples=["i42"])
+    model: str = _MODEL
+    metric: str = _METRIC
+    k: int = _K
+    artifact_version: str = VERSION
+    neighbors: list[ItemNeighbor] = Field(description="Most similar items, best first; the query item itself is excluded.")
+
+
+class SimilarUsersResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u7",
+                    "model": DEFAULT_MODEL,
+                    "metric": DEFAULT_METRIC,
+                    "k": 1,
+                    "artifact_version": "20250101T120000Z-1a2b3c4d",
+                    "neighbors": [{"user_id": "u1234", "score": 0.9412}],
+                }
+            ]
+        }
+    )
+    user_id: str = Field(description="The query user.", examples=["u7"])
+    model: str = _MODEL
+    metric: str = _METRIC
+    k: int = _K
+    artifact_version: str = VERSION
+    neighbors: list[UserNeighbor] = Field(description="Most similar users, best first; the query user itself is excluded.")
+
+
+class RecommendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u7",
+                    "model": DEFAULT_MODEL,
+                    "metric": DEFAULT_METRIC,
+                    "k": 1,
+                    "exclude_seen": True,
+                    "artifact_version": "20250101T120000Z-1a2b3c4d",
+                    "neighbors": [_ITEM_EXAMPLE],
+                }
+            ]
+        }
+    )
+    user_id: str = Field(description="The user.", examples=["u7"])
+    model: str = _MODEL
+    metric: str = _METRIC
+    k: int = _K
+    exclude_seen: bool = Field(description="Whether the user's own items were left out.", examples=[True])
+    artifact_version: str = VERSION
+    neighbors: list[ItemNeighbor] = Field(description="Recommended items, best score first.")

@@ -1,0 +1,99 @@
+"""Response models of /models, /healthz, /readyz and /admin/reload.
+
+Query models are validated on every request (app.plumbing.query_route.QueryModelRoute); response
+models are documentation only (endpoints build their JSON directly).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import (
+    DEFAULT_K,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL,
+    VERSION,
+)
+from models.artifact.manifest import METRICS
+
+
+class IndexInfo(BaseModel):
+    rows: int = Field(description="Vectors in the index.", examples=[1000])
+    dim: int = Field(description="Vector dimension.", examples=[50])
+    zero_rows: int = Field(description="All-zero vectors (their scores are 0).", examples=[0])
+    served_by: Literal["flat", "hnsw"] = Field(
+        description="flat: exact exhaustive search; hnsw: approximate graph search.", examples=["flat"]
+    )
+    recall_at_10: float | None = Field(
+        None, description="Measured recall@10 of the HNSW index against exact search.", examples=[None]
+    )
+    ef_search: int | None = Field(None, description="HNSW efSearch used.", examples=[None])
+
+
+class ModelInfo(BaseModel):
+    objective: Literal["denoising", "weight-decay"] = Field(
+        description="Which of the paper's two objectives.", examples=["denoising"]
+    )
+    d_variant: str | None = Field(
+        description="The diagonal rescaling of the denoising solution (null for weight-decay).", examples=["symmetric"]
+    )
+    lambda_: float = Field(alias="lambda", description="Regularisation strength of the objective.", examples=[10000.0])
+    surviving_dims: int = Field(description="Embedding dimensions not shrunk to zero.", examples=[50])
+    zero_items: int = Field(description="Items with an all-zero embedding.", examples=[0])
+    zero_users: int = Field(description="Users with an all-zero embedding.", examples=[0])
+    indexes: dict[str, IndexInfo] = Field(description='Per "{side}/{metric}" (side items|users), and "recommend/{metric}".')
+
+
+class ModelsResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    artifact_version: str = VERSION
+    created_at: str = Field(description="When the offline job built this version (UTC).", examples=["2025-01-01T12:00:00Z"])
+    loaded_at: float = Field(description="When this worker loaded it (unix time).", examples=[1735732800.0])
+    defaults: dict[str, Any] = Field(
+        description="Defaults of the query parameters.",
+        examples=[{"model": DEFAULT_MODEL, "metric": DEFAULT_METRIC, "k": DEFAULT_K}],
+    )
+    metrics: list[str] = Field(description="Metrics served.", examples=[list(METRICS)])
+    models: dict[str, ModelInfo] = Field(description="Every model of the version with its parameters and indexes.")
+    counts: dict[str, int] = Field(
+        description="users, items, interactions, k.", examples=[{"users": 20000, "items": 1000, "interactions": 123456, "k": 50}]
+    )
+    params: dict[str, Any] = Field(description="Build parameters (k, lambdas, seed, SVD and HNSW settings).")
+    svd: dict[str, Any] = Field(description="SVD method and accuracy (relative residual, energy captured).")
+    dataset: dict[str, Any] = Field(description="Where the data came from, and its fingerprint.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = Field(description="Always ok: the process answers.", examples=["ok"])
+    artifact_version: str | None = Field(
+        description="Version this worker serves (null before the first load).", examples=["20250101T120000Z-1a2b3c4d"]
+    )
+    pid: int = Field(description="Worker process id.", examples=[4242])
+
+
+class RefusalInfo(BaseModel):
+    version: str | None = Field(description="The refused version.", examples=["20250102T120000Z-5e6f7a8b"])
+    reason: str = Field(
+        description="Why it was refused.", examples=["20250102T120000Z-5e6f7a8b: file indexes/x.faiss fails its sha256 checksum"]
+    )
+    at: float = Field(description="When (unix time).", examples=[1735819200.0])
+    trigger: str = Field(description="startup, poll or admin.", examples=["poll"])
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = Field(description="A verified version is loaded and served.", examples=["ready"])
+    artifact_version: str = VERSION
+    loaded_at: float = Field(description="When this worker loaded it (unix time).", examples=[1735732800.0])
+    last_refusal: RefusalInfo | None = Field(
+        description="The most recent version this worker refused, if any (the served one stayed)."
+    )
+    pid: int = Field(description="Worker process id.", examples=[4242])
+
+
+class ReloadResponse(BaseModel):
+    artifact_version: str | None = Field(description="Version served after the reload.", examples=["20250102T120000Z-5e6f7a8b"])
+    previous_version: str | None = Field(description="Version served before.", examples=["20250101T120000Z-1a2b3c4d"])
+    changed: bool = Field(description="Whether a new version was swapped in.", examples=[True])
+    pid: int = Field(description="The worker that reloaded; other workers follow at their next poll of CURRENT.", examples=[4242])

@@ -1,0 +1,220 @@
+"""Load a published version from disk: verify every checksum, open every index, check every shape.
+
+`load_version(dir, options)` returns an immutable serving.version.Version or raises ArtifactError
+with the reason; what it opens is exactly models.artifact.manifest.referenced_files(manifest), all
+of it checksummed by verify_version first. Index files are memory-mapped once each (several
+manifest keys may share a file) unless LoadOptions.mmap is off.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from app.serving.version import NeighbourLists, RecommendPair, VectorIndex, Version
+from models.artifact.manifest import (
+    INTERACTIONS,
+    ITEM_POPULARITY,
+    ITEMS,
+    USERS,
+    IndexEntry,
+    NeighbourEntry,
+    index_entries,
+    manifest_metrics,
+    recommend_entries,
+    referenced_files,
+)
+from models.artifact.store import ArtifactError, verify_version
+from models.indexes.faiss_index import read_index
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Which index of a manifest entry to serve; see Settings.search_mode and friends."""
+
+    search_mode: Literal["auto", "exact"] = "auto"
+    min_hnsw_recall: float = 0.95
+    hnsw_ef_search: int | None = None
+    # Memory-map index files and query arrays (one page-cache copy shared by every worker); False reads
+    # them into the process's own memory (the memory benchmark's reference).
+    mmap: bool = True
+
+
+def load_version(version_dir: Path, options: LoadOptions = LoadOptions()) -> Version:
+    """Verify every checksum of a version folder, then load it. ArtifactError says why it cannot be served."""
+    manifest = verify_version(version_dir)
+    try:
+        return _load(version_dir, manifest, options)
+    except ArtifactError:
+        raise
+    except Exception as e:  # a verified but malformed version (bad shapes, unreadable index): refuse, never crash
+        raise ArtifactError(f"{version_dir.name}: cannot load: {type(e).__name__}: {e}") from e
+
+
+def _load(version_dir: Path, manifest: dict[str, Any], options: LoadOptions) -> Version:
+    name = version_dir.name
+    unlisted = referenced_files(manifest) - set(manifest["files"])
+    if unlisted:  # verify_version only checks the files listed: serve nothing it did not check
+        raise ArtifactError(f"{name}: {', '.join(sorted(unlisted))} is not among the manifest's checksummed files")
+    mmap_mode: Literal["r"] | None = "r" if options.mmap else None
+    counts = manifest["counts"]
+    user_ids = tuple(json.loads((version_dir / USERS).read_text(encoding="utf-8")))
+    items = json.loads((version_dir / ITEMS).read_text(encoding="utf-8"))
+    item_ids = tuple(str(it["id"]) for it in items)
+    if len(user_ids) != counts["users"] or len(item_ids) != counts["items"]:
+        raise ArtifactError(f"{name}: {len(user_ids)} users / {len(item_ids)} items in the id files, manifest counts {counts}")
+    item_meta = tuple(MappingProxyType(_item_meta(it)) for it in items)
+    interactions = sp.load_npz(version_dir / INTERACTIONS).tocsr()
+    if interactions.shape != (len(user_ids), len(item_ids)):
+        raise ArtifactError(f"{name}: {INTERACTIONS} is {interactions.shape}, expected {(len(user_ids), len(item_ids))}")
+    popularity = np.load(version_dir / ITEM_POPULARITY)
+
+    files: dict[str, VectorIndex] = {}  # one load per file: the denoising variants share projected indexes
+
+    def index_of(entry: IndexEntry, rows: int) -> VectorIndex:
+        idx = _open_index(version_dir, entry, options, files)
+        if idx.rows != rows or (entry.dim >= 0 and idx.dim != entry.dim):
+            raise ArtifactError(f"{name}: {entry.file} holds {idx.rows} x {idx.dim}, expected {rows} x {entry.dim}")
+        if entry.neighbours is not None and idx.neighbours is None:
+            lists = _open_neighbours(version_dir, entry.neighbours, idx.rows, mmap_mode)
+            idx = files[idx.file] = replace(idx, neighbours=lists)
+        return idx
+
+    side_rows = {"items": len(item_ids), "users": len(user_ids)}
+    indexes = {key: index_of(entry, side_rows[key.side]) for key, entry in index_entries(manifest).items()}
+    pairs: dict[tuple[str, str], RecommendPair] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for (model, metric), rec in recommend_entries(manifest).items():
+        item_index = index_of(rec.items, len(item_ids))
+        if rec.query_index is not None:
+            queries = indexes[rec.query_index].vectors
+        else:
+            rel = str(rec.query_file)
+            if rel not in arrays:
+                arrays[rel] = np.load(version_dir / rel, mmap_mode=mmap_mode)
+            queries = arrays[rel]
+        if queries.shape != (len(user_ids), item_index.dim) or queries.dtype != np.float32:
+            raise ArtifactError(f"{name}: recommend {model}/{metric} queries are {queries.shape} {queries.dtype}")
+        if rec.query_file is not None and not _all_finite(queries):
+            raise ArtifactError(f"{name}: {rec.query_file} holds non-finite values")
+        pairs[(model, metric)] = RecommendPair(queries=queries, items=item_index)
+    return Version(
+        name=name,
+        path=version_dir,
+        manifest=manifest,
+        loaded_at=time.time(),
+        user_ids=user_ids,
+        user_rows=MappingProxyType({u: r for r, u in enumerate(user_ids)}),
+        item_ids=item_ids,
+        item_rows=MappingProxyType({i: r for r, i in enumerate(item_ids)}),
+        item_meta=item_meta,
+        item_popularity=popularity,
+        interactions=interactions,
+        indexes=MappingProxyType(indexes),
+        recommend_pairs=MappingProxyType(pairs),
+        models=tuple(manifest["models"]),
+        metrics=manifest_metrics(manifest),
+    )
+
+
+def _item_meta(item: Mapping[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"item_id": str(item["id"])}
+    if item.get("title") is not None:
+        meta["title"] = item["title"]
+    if item.get("categories") is not None:
+        meta["categories"] = list(item["categories"])
+    return meta
+
+
+def _open_index(version_dir: Path, entry: IndexEntry, options: LoadOptions, cache: dict[str, VectorIndex]) -> VectorIndex:
+    """The HNSW twin when allowed and accurate enough, else the flat index; memory-mapped, loaded once per file."""
+    hnsw = entry.hnsw
+    use_hnsw = options.search_mode == "auto" and hnsw is not None and hnsw.recall_at_10 >= options.min_hnsw_recall
+    rel = hnsw.file if hnsw is not None and use_hnsw else entry.file
+    if rel in cache:
+        return cache[rel]
+    index = read_index(version_dir / rel, mmap=options.mmap)
+    if hnsw is not None and use_hnsw:
+        if not isinstance(index, faiss.IndexHNSW):
+            raise ArtifactError(f"{version_dir.name}: {rel} is a {type(index).__name__}, expected an HNSW index")
+        ef = options.hnsw_ef_search or hnsw.ef_search or int(index.hnsw.efSearch)
+        index.hnsw.efSearch = ef
+        storage = faiss.downcast_index(index.storage)
+    else:
+        ef = None
+        storage = index
+    if not isinstance(storage, faiss.IndexFlat) or storage.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ArtifactError(f"{version_dir.name}: {rel} is not an inner-product index over flat float32 vectors")
+    raw = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+    vectors = np.asarray(_Pinned(raw, index))
+    if not _all_finite(vectors):  # checked once here, so no request can produce a NaN score
+        raise ArtifactError(f"{version_dir.name}: {rel} holds non-finite values")
+    loaded = VectorIndex(
+        file=rel,
+        kind="hnsw" if use_hnsw else "flat",
+        recall_at_10=hnsw.recall_at_10 if hnsw is not None and use_hnsw else None,
+        ef_search=ef,
+        searcher=index,
+        exact=_Owned(storage, index) if use_hnsw else index,
+        vectors=vectors,
+    )
+    cache[rel] = loaded
+    return loaded
+
+
+def _open_neighbours(version_dir: Path, entry: NeighbourEntry, rows: int, mmap_mode: Literal["r"] | None) -> NeighbourLists:
+    """Memory-map a pair of neighbour-list files, checked once here so a lookup can never go out of range."""
+    ids = np.load(version_dir / entry.ids, mmap_mode=mmap_mode)
+    scores = np.load(version_dir / entry.scores, mmap_mode=mmap_mode)
+    n = entry.n
+    if ids.shape != (rows, n) or scores.shape != (rows, n) or ids.dtype != np.int32 or scores.dtype != np.float32:
+        raise ArtifactError(
+            f"{version_dir.name}: {entry.ids} / {entry.scores} are {ids.shape} {ids.dtype} / {scores.shape} "
+            f"{scores.dtype}, expected ({rows}, {n}) int32 / float32"
+        )
+    chunk = 1 << 14
+    for i in range(0, rows, chunk):
+        block = ids[i : i + chunk]
+        if block.size and (block.min() < 0 or block.max() >= rows):
+            raise ArtifactError(f"{version_dir.name}: {entry.ids} holds row numbers outside 0..{rows - 1}")
+    if not _all_finite(scores):
+        raise ArtifactError(f"{version_dir.name}: {entry.scores} holds non-finite values")
+    return NeighbourLists(ids=ids, scores=scores, complete=entry.complete and n == rows - 1)
+
+
+def _all_finite(a: np.ndarray, chunk: int = 1 << 16) -> bool:
+    """np.isfinite(a).all() in row chunks (no full-size temporary for a large memory-mapped index)."""
+    return all(np.isfinite(a[i : i + chunk]).all() for i in range(0, a.shape[0], chunk))
+
+
+class _Owned:
+    """An HNSW index's flat storage as a searcher, holding its owner (SWIG's storage proxy does not)."""
+
+    def __init__(self, storage: faiss.Index, owner: faiss.Index) -> None:
+        self._storage, self._owner = storage, owner
+
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._storage.search(queries, n)
+
+
+class _Pinned:
+    """Memory owned by a FAISS index as a read-only array interface that holds the index.
+
+    np.asarray(_Pinned(...)) has this object as its base, so the vectors keep the mapping alive
+    on their own (a bare rev_swig_ptr view would dangle once the index is freed).
+    """
+
+    def __init__(self, view: np.ndarray, owner: faiss.Index) -> None:
+        interface = dict(view.__array_interface__)
+        interface["data"] = (interface["data"][0], True)
+        self.__array_interface__ = interface
+        self._owner = owner

@@ -1,0 +1,144 @@
+"""Hot reload: the live version, swapped atomically, and the check of CURRENT that loads a new one.
+
+- `VersionHolder.current` is the live version. A request reads it once and keeps that object, so a
+  swap (one reference assignment) never changes the version under a request already running.
+- `Reloader.check()` compares CURRENT with the live version and loads a new one; a version that
+  fails verification or loading is refused with a reason and the live one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.serving.loader import LoadOptions, load_version
+from app.serving.version import NotLoaded, Version
+from models.artifact.store import ArtifactError, ArtifactStore
+
+log = logging.getLogger("app.serving.reload")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A version that was not served, and why."""
+
+    version: str | None
+    reason: str
+    at: float
+    trigger: str
+
+
+@dataclass
+class ReloadResult:
+    previous: str | None
+    current: str | None
+    changed: bool
+    refusal: Refusal | None = None
+
+
+@dataclass
+class VersionHolder:
+    """The live version, replaced by one reference assignment (atomic under the GIL).
+
+    Read `holder.current` (or `require()`) once per request and use that object throughout: a
+    concurrent swap does not affect it, and the old version is freed when its last request ends.
+    """
+
+    _current: Version | None = None
+    last_refusal: Refusal | None = None
+    not_loaded_reason: str = "starting: no version loaded yet"
+    reloads: int = 0
+    refused: int = 0
+
+    @property
+    def current(self) -> Version | None:
+        return self._current
+
+    def require(self) -> Version:
+        v = self._current
+        if v is None:
+            raise NotLoaded(self.not_loaded_reason)
+        return v
+
+    def swap(self, version: Version) -> Version | None:
+        previous, self._current = self._current, version
+        self.reloads += 1
+        return previous
+
+
+@dataclass
+class ReloadEvents:
+    """Hooks the metrics module attaches to (kept out of this module so it stays free of Prometheus)."""
+
+    loaded: Callable[[Version, Version | None, str], None] = lambda new, old, trigger: None
+    refused: Callable[[Refusal], None] = lambda refusal: None
+
+
+@dataclass
+class Reloader:
+    """Checks CURRENT and swaps in a new version; one check at a time (poller and admin share a lock)."""
+
+    holder: VersionHolder
+    store: ArtifactStore
+    options: LoadOptions = field(default_factory=LoadOptions)
+    events: ReloadEvents = field(default_factory=ReloadEvents)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def check(self, trigger: str, force: bool = False) -> ReloadResult:
+        """Load the version CURRENT names if it differs from the live one (blocking: call from a thread).
+
+        A version refused before is not retried by the poller (verifying costs a full read of the
+        version); `force=True` (the admin endpoint) retries it.
+        """
+        live = self.holder.current
+        live_name = live.name if live else None
+        try:
+            wanted = self.store.current_version()
+        except OSError as e:
+            return self._refuse(None, f"cannot read {self.store.current_file}: {e}", trigger, live_name)
+        if wanted is None:
+            if live is None:
+                self.holder.not_loaded_reason = f"no version published: {self.store.current_file} is missing or empty"
+            return ReloadResult(live_name, live_name, False)
+        if wanted == live_name:
+            return ReloadResult(live_name, live_name, False)
+        last = self.holder.last_refusal
+        if not force and last is not None and last.version == wanted:
+            return ReloadResult(live_name, live_name, False, last)
+        t0 = time.perf_counter()
+        try:
+            version = load_version(self.store.version_dir(wanted), self.options)
+        except (ArtifactError, OSError) as e:  # OSError: e.g. retention removed the folder while we read it
+            return self._refuse(wanted, str(e), trigger, live_name)
+        previous = self.holder.swap(version)
+        log.info(
+            "serving artifact version %s (was %s; %s, loaded in %.2fs)", wanted, live_name, trigger, time.perf_counter() - t0
+        )
+        self.events.loaded(version, previous, trigger)
+        return ReloadResult(live_name, wanted, True)
+
+    def _refuse(self, version: str | None, reason: str, trigger: str, live_name: str | None) -> ReloadResult:
+        refusal = Refusal(version=version, reason=reason, at=time.time(), trigger=trigger)
+        self.holder.last_refusal = refusal
+        self.holder.refused += 1
+        if live_name is None:
+            self.holder.not_loaded_reason = f"version {version} refused: {reason}"
+        log.warning("refused artifact version %s (%s): %s; still serving %s", version, trigger, reason, live_name)
+        self.events.refused(refusal)
+        return ReloadResult(live_name, live_name, False, refusal)
+
+    async def check_async(self, trigger: str, force: bool = False) -> ReloadResult:
+        """`check` in a worker thread, so verifying a large version never blocks the event loop."""
+        async with self._lock:
+            return await asyncio.to_thread(self.check, trigger, force)
+
+    async def poll_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_async("poll")
+            except Exception:  # a poller that dies silently would stop reloads for good
+                log.exception("reload check failed")

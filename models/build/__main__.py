@@ -1,0 +1,3 @@
+from models.build.cli import main
+
+raise SystemExit(main())

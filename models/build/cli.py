@@ -1,0 +1,215 @@
+"""CLI of the offline job: `python -m models.build --dataset simulation --out artifacts`.
+
+Reads the input, fits every model, writes every index into a staging folder and publishes it
+atomically. Any bad input or parameter: a message naming it, exit code 2, nothing published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.artifact.store import ArtifactStore
+from models.build.pipeline import BuildParams, build_into
+from models.build.progress import Progress
+from models.diagnostics.report import format_summary
+from models.errors import InputError
+from models.indexes.faiss_index import HnswParams
+from models.inputs.csv_file import read_interactions_csv
+from models.inputs.dataset import Dataset
+from models.inputs.goodbooks import read_goodbooks
+from models.inputs.simulation import SimulationSpec, simulate
+
+DEFAULT_GOODBOOKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "goodbooks"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m models.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--dataset", choices=("simulation", "csv", "goodbooks"), default="simulation")
+    ap.add_argument("--input", help="csv: the interaction file; goodbooks: the folder (default ../shared/data/goodbooks)")
+    ap.add_argument("--out", required=True, help="artifacts root (versions/, CURRENT)")
+    ap.add_argument("--k", type=int, default=50, help="embedding dimension (capped at min(n_users, n_items))")
+    ap.add_argument("--lambda-denoising", type=float, default=10_000.0, help="objective 1's lambda")
+    ap.add_argument("--lambda-weight-decay", type=float, default=100.0, help="objective 2's lambda")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--user-col", default="user_id")
+    ap.add_argument("--item-col", default="item_id")
+    ap.add_argument("--value-col", default="value", help="optional value column (default 'value' if present)")
+    ap.add_argument(
+        "--movielens", action="store_true", help="shorthand for --user-col userId --item-col movieId --value-col rating"
+    )
+    ap.add_argument("--min-value", type=float, default=None, help="drop rows whose value is below this")
+    ap.add_argument(
+        "--binarize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="set kept values to 1 (default: on for goodbooks, off for csv)",
+    )
+    ap.add_argument(
+        "--duplicates",
+        choices=("sum", "max", "error"),
+        default="sum",
+        help="repeated (user, item) rows: sum their values (default), keep the max, or reject",
+    )
+    ap.add_argument("--sim-users", type=int, default=20_000)
+    ap.add_argument("--sim-items", type=int, default=1_000)
+    ap.add_argument("--sim-clusters", type=int, default=5)
+    ap.add_argument("--svd-n-iter", type=int, default=6)
+    ap.add_argument("--svd-oversamples", type=int, default=20)
+    ap.add_argument("--hnsw", action="store_true", help="also build HNSW indexes and record their recall@10")
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--hnsw-ef-construction", type=int, default=200)
+    ap.add_argument("--hnsw-ef-search", type=int, default=128)
+    ap.add_argument(
+        "--precompute-neighbours",
+        type=int,
+        default=0,
+        metavar="N",
+        help="store every item index's exact top-N neighbour lists (served for /similar-items with k <= N; 0: none)",
+    )
+    ap.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip summary.json (metric agreement over the catalogue) and the simulation's heatmaps",
+    )
+    ap.add_argument(
+        "--diagnostics-sample",
+        type=int,
+        default=2000,
+        help="item queries for summary.json (all items when fewer; a seeded sample otherwise)",
+    )
+    ap.add_argument(
+        "--diagnostics-user-sample", type=int, default=500, help="user queries for summary.json (seeded sample; 0: items only)"
+    )
+    ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def load_dataset(args: argparse.Namespace) -> Dataset:
+    if args.dataset == "simulation":
+        spec = SimulationSpec(n_users=args.sim_users, n_items=args.sim_items, n_clusters=args.sim_clusters, seed=args.seed)
+        ds, _ = simulate(spec)
+        return ds
+    if args.dataset == "goodbooks":
+        return read_goodbooks(
+            args.input or DEFAULT_GOODBOOKS,
+            min_value=args.min_value,
+            binarize=True if args.binarize is None else args.binarize,
+            duplicates=args.duplicates,
+        )
+    if not args.input:
+        raise InputError("--input is required with --dataset csv")
+    cols = ("userId", "movieId", "rating") if args.movielens else (args.user_col, args.item_col, args.value_col)
+    return read_interactions_csv(
+        args.input,
+        user_col=cols[0],
+        item_col=cols[1],
+        value_col=cols[2],
+        min_value=args.min_value,
+        binarize=bool(args.binarize),
+        duplicates=args.duplicates,
+    )
+
+
+def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, Any]]:
+    """Validate, load, fit, stage and publish; returns (version, manifest)."""
+    if args.keep < 1:
+        raise InputError(f"--keep must be >= 1, got {args.keep}")
+    params = BuildParams(
+        k=args.k,
+        lambda_denoising=args.lambda_denoising,
+        lambda_weight_decay=args.lambda_weight_decay,
+        seed=args.seed,
+        svd_n_iter=args.svd_n_iter,
+        svd_oversamples=args.svd_oversamples,
+        hnsw=args.hnsw,
+        hnsw_params=HnswParams(M=args.hnsw_m, ef_construction=args.hnsw_ef_construction, ef_search=args.hnsw_ef_search),
+        diagnostics=args.diagnostics,
+        diagnostics_sample=args.diagnostics_sample,
+        diagnostics_user_sample=args.diagnostics_user_sample,
+        precompute_neighbours=args.precompute_neighbours,
+    )
+    params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
+    store = ArtifactStore(args.out)
+    try:
+        store.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {args.out}: cannot create: {e.strerror or e}") from e
+    if not os.access(store.root, os.W_OK):
+        raise InputError(f"--out {args.out}: not writable")
+    with open(store.lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build publishes at a time
+        removed = store.cleanup_leftovers()
+        if removed:
+            progress.say(f"removed leftovers of interrupted builds: {', '.join(removed)}")
+        with progress.step(f"reading {args.dataset}{' ' + str(args.input) if args.input else ''}"):
+            ds = load_dataset(args)
+        progress.say(f"dataset: {ds.n_users} users x {ds.n_items} items, {ds.X.nnz} interactions")
+        version = store.new_version(ds.fingerprint(), vars(args))
+        with store.staging(version) as staging:
+            manifest = build_into(staging, ds, params, progress)
+            with progress.step("publishing"):
+                store.publish(staging, version, manifest, keep=args.keep)
+    return version, manifest
+
+
+def summary(version: str, manifest: dict[str, Any], out: str) -> str:
+    c, svd = manifest["counts"], manifest["svd"]
+    s = svd["singular_values"]
+    lines = [
+        f"published {version} to {out} (CURRENT switched)",
+        f"  dataset     {manifest['dataset']['kind']}: {c['users']} users x {c['items']} items, {c['interactions']} interactions",
+        f"  svd         k={c['k']} {svd['method']}; s_1={s[0]:.4g} s_k={s[-1]:.4g}; "
+        f"residual {svd['relative_residual']:.2e}; energy {svd['energy_captured']:.3f}",
+    ]
+    for name, m in manifest["models"].items():
+        lines.append(
+            f"  {name:28s} lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d} "
+            f"zero users={m['zero_users']:<6d} zero items={m['zero_items']}"
+        )
+    files = {e["file"] for e in manifest["indexes"].values()}
+    recalls = [e["hnsw"]["recall_at_10"] for e in manifest["indexes"].values() if "hnsw" in e]
+    lines.append(
+        f"  indexes     {len(manifest['indexes'])} (side x model x metric) in {len(files)} files"
+        + (f"; hnsw recall@10 min {min(recalls):.3f}" if recalls else "")
+    )
+    lines.append(f"  build       {manifest['build_seconds']:.1f}s")
+    diag = manifest.get("diagnostics")
+    if diag:
+        vdir = Path(out) / "versions" / version
+        figures = diag["heatmaps"]
+        lines.append(
+            f"  heatmaps    {vdir / figures['grid']} (+{len(figures['panels'])} panels)"
+            if figures
+            else f"  heatmaps    none: {diag['heatmaps_skipped']}"
+        )
+        lines.append(f"  diagnostics {vdir / diag['summary']}")
+        summary_json = json.loads((vdir / diag["summary"]).read_text(encoding="utf-8"))
+        lines.append(format_summary(summary_json))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    progress = Progress(quiet=args.quiet)
+    try:
+        version, manifest = run(args, progress)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("nothing was published; the previous version is untouched", file=sys.stderr)
+        return 2
+    print(summary(version, manifest, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

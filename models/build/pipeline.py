@@ -1,0 +1,290 @@
+"""The build: dataset -> SVD -> every model's factors -> every index -> one staged artifact folder.
+
+Writes into a staging folder only; publishing is the artifact store's job.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import scipy
+import scipy.sparse as sp
+import sklearn
+
+from models.artifact import manifest as contract
+from models.artifact.manifest import (
+    DENOISING_GROUP,
+    METRICS,
+    SIDES,
+    HnswEntry,
+    IndexEntry,
+    IndexKey,
+    NeighbourEntry,
+    RecommendEntry,
+)
+from models.build.progress import Progress
+from models.diagnostics.summary import DiagnosticsParams, run_diagnostics
+from models.errors import InputError
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
+from models.fit.projection import normalize_rows, projected_vectors, row_norms
+from models.fit.svd import TruncatedSVD, truncated_svd
+from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
+from models.indexes.neighbour_lists import exact_neighbours
+from models.inputs.dataset import Dataset, item_popularity
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    k: int = 50
+    lambda_denoising: float = 10_000.0
+    lambda_weight_decay: float = 100.0
+    seed: int = 0
+    svd_n_iter: int = 6
+    svd_oversamples: int = 20
+    hnsw: bool = False
+    hnsw_params: HnswParams = field(default_factory=HnswParams)
+    # summary.json (+ heatmaps for the simulation), models/diagnostics/; on in the CLI, off for library callers
+    diagnostics: bool = False
+    diagnostics_sample: int = 2000
+    diagnostics_user_sample: int = 500
+    # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
+    precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see README)
+
+    def validate(self) -> None:
+        if not isinstance(self.k, int) or self.k < 1:
+            raise InputError(f"--k must be an integer >= 1, got {self.k}")
+        for name, lam in (("--lambda-denoising", self.lambda_denoising), ("--lambda-weight-decay", self.lambda_weight_decay)):
+            if not np.isfinite(lam) or lam < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {lam}")
+        if self.svd_n_iter < 0 or self.svd_oversamples < 0:
+            raise InputError("--svd-n-iter and --svd-oversamples must be >= 0")
+        hp = self.hnsw_params
+        if hp.M < 2 or hp.ef_construction < 1 or hp.ef_search < 1 or hp.recall_queries < 1:
+            raise InputError("--hnsw-m must be >= 2 and the other --hnsw-* values >= 1")
+        if self.diagnostics_sample < 1 or self.diagnostics_user_sample < 0:
+            raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
+        if not isinstance(self.precompute_neighbours, int) or self.precompute_neighbours < 0:
+            raise InputError(f"--precompute-neighbours must be an integer >= 0, got {self.precompute_neighbours}")
+
+
+def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progress) -> dict[str, Any]:
+    """Fit every model and write every index into `folder`; return the manifest (without files)."""
+    params.validate()
+    t0 = time.perf_counter()
+    X = ds.X
+    if X.nnz == 0:
+        raise InputError("dataset has no non-zero interactions")
+    (folder / contract.INDEXES_DIR).mkdir()
+    with progress.step(f"svd k={min(params.k, *X.shape)} of {X.shape[0]}x{X.shape[1]}, nnz={X.nnz}"):
+        svd = truncated_svd(X, params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples)
+    progress.say(f"svd: {svd.method}, relative residual {svd.relative_residual:.2e}, energy captured {svd.energy_captured:.3f}")
+    np.savez(folder / contract.SVD, s=svd.s, V=svd.V)
+    indexes: dict[IndexKey, IndexEntry] = {}
+    models: dict[str, dict[str, Any]] = {}
+    recommend: dict[str, dict[str, RecommendEntry]] = {}
+    projected: dict[str, _Projected] = {}
+    writer = _IndexWriter(folder, params, progress)
+    XV = X @ svd.V  # (n_users, k): one sparse product shared by every model (see _user_embeddings)
+    for model in MODELS:
+        with progress.step(f"model {model}"):
+            A, B, surviving = _factors(svd, model, params)
+            P = _user_embeddings(X, XV, svd.V, A)  # a user is the sum of the A-rows of what it consumed
+            models[model] = {
+                "objective": "weight-decay" if model == WEIGHT_DECAY else "denoising",
+                "d_variant": None if model == WEIGHT_DECAY else model.removeprefix("denoising-"),
+                "lambda": params.lambda_weight_decay if model == WEIGHT_DECAY else params.lambda_denoising,
+                "surviving_dims": surviving,
+                "zero_items": int(np.count_nonzero(row_norms(B) == 0)),
+                "zero_users": int(np.count_nonzero(row_norms(P) == 0)),
+            }
+            for side, M in (("items", B), ("users", P)):
+                lists = side == "items"  # /similar-items lookups; users and recommend keep searching
+                for metric, vectors in (("dot", M), ("cosine", normalize_rows(M))):
+                    indexes[IndexKey(side, model, metric)] = writer.write(
+                        contract.index_stem(side, model, metric), vectors, lists
+                    )
+            group = DENOISING_GROUP if model in DENOISING_VARIANTS else model
+            if group not in projected:
+                projected[group] = _write_projected(writer, folder, group, P, B)
+            for side in SIDES:
+                indexes[IndexKey(side, model, "projected")] = projected[group].sides[side]
+            recommend[model] = {
+                metric: RecommendEntry(
+                    items=indexes[IndexKey("items", model, metric)], query_index=IndexKey("users", model, metric)
+                )
+                for metric in METRICS
+                if metric != "projected"
+            } | {"projected": projected[group].recommend}
+    if writer.neighbour_seconds:
+        progress.timings["neighbour lists"] = round(writer.neighbour_seconds, 3)
+    _write_dataset_files(folder, ds)
+    index_json = {str(key): entry.to_json() for key, entry in indexes.items()}
+    diagnostics = (
+        run_diagnostics(
+            folder,
+            ds,
+            index_json,
+            DiagnosticsParams(sample=params.diagnostics_sample, user_sample=params.diagnostics_user_sample, seed=params.seed),
+            params.lambda_denoising,
+            params.lambda_weight_decay,
+            progress,
+        )
+        if params.diagnostics
+        else None
+    )
+    return {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.perf_counter() - t0, 3),
+        "dataset": {**ds.source, "fingerprint": ds.fingerprint()},
+        "counts": {"users": ds.n_users, "items": ds.n_items, "interactions": int(X.nnz), "k": svd.k},
+        "params": {**asdict(params), "k_requested": params.k, "k_effective": svd.k},
+        "svd": {
+            "method": svd.method,
+            "singular_values": svd.s.tolist(),
+            "relative_residual": svd.relative_residual,
+            "energy_captured": svd.energy_captured,
+        },
+        "models": models,
+        "metrics": list(METRICS),
+        "indexes": index_json,
+        "recommend": {model: {metric: e.to_json() for metric, e in by.items()} for model, by in recommend.items()},
+        "projected_groups": {DENOISING_GROUP: list(DENOISING_VARIANTS), WEIGHT_DECAY: [WEIGHT_DECAY]},
+        "has_metadata": ds.item_titles is not None,
+        "libraries": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "faiss": faiss.__version__,
+        },
+        "diagnostics": diagnostics,
+        "step_seconds": dict(progress.timings),
+    }
+
+
+def _user_embeddings(X: sp.csr_matrix, XV: np.ndarray, V: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """P = X A (n_users, k) from XV = X V (n_users, k), V and A (n_items, k).
+
+    Every closed form has A = V diag(a), so X A = (X V) diag(a): a column scaling instead of a
+    sparse product per model. a is recovered column by column (a_j = <A_j, V_j> / <V_j, V_j>) and
+    checked; an A of any other form gets the sparse product.
+    """
+    vv = np.einsum("ij,ij->j", V, V)
+    a = np.einsum("ij,ij->j", A, V) / np.where(vv > 0, vv, 1.0)
+    if np.allclose(A, V * a, rtol=1e-12, atol=0.0):
+        return XV * a
+    return X @ A
+
+
+def _factors(svd: TruncatedSVD, model: str, params: BuildParams) -> tuple[np.ndarray, np.ndarray, int]:
+    if model == WEIGHT_DECAY:
+        return weight_decay_factors(svd.V, svd.s, params.lambda_weight_decay)
+    A, B = denoising_factors(svd.V, svd.s, params.lambda_denoising, model)
+    f_alive = int(np.count_nonzero(np.linalg.norm(A, axis=0) * np.linalg.norm(B, axis=0) > 0))
+    return A, B, f_alive
+
+
+@dataclass(frozen=True)
+class _Projected:
+    """The projected-cosine indexes of a group: per side, and the /recommend pair."""
+
+    sides: dict[str, IndexEntry]
+    recommend: RecommendEntry
+
+
+def _write_projected(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray, B: np.ndarray) -> _Projected:
+    """Projected-cosine indexes for a group, and the pair /recommend uses for projected.
+
+    Recommend scores Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||): the model's own prediction normalised in
+    the original space, D-invariant. Queries P_u / ||Xhat_u|| against items B_i / ||Xhat_:,i||.
+    """
+    users_proj, items_proj = projected_vectors(P, B)
+    sides = {
+        side: writer.write(contract.index_stem(side, group, "projected"), normalize_rows(M), side == "items")
+        for side, M in (("items", items_proj), ("users", users_proj))
+    }
+    user_norm = row_norms(users_proj)[:, None]
+    item_norm = row_norms(items_proj)[:, None]
+    query = np.divide(P, user_norm, out=np.zeros_like(P, dtype=np.float64), where=user_norm > 0)
+    query_file = contract.recommend_query_file(group)
+    np.save(folder / query_file, query.astype(np.float32))
+    items = np.divide(B, item_norm, out=np.zeros_like(B, dtype=np.float64), where=item_norm > 0)
+    recommend_items = writer.write(contract.index_stem("recommend", group, "projected-items"), items)
+    return _Projected(sides=sides, recommend=RecommendEntry(items=recommend_items, query_file=query_file))
+
+
+class _IndexWriter:
+    """Writes one exact index (optionally its HNSW twin with measured recall, and its neighbour lists) per call."""
+
+    def __init__(self, folder: Path, params: BuildParams, progress: Progress) -> None:
+        self.folder, self.params, self.progress = folder, params, progress
+        self.neighbour_seconds = 0.0
+
+    def write(self, stem: str, vectors: np.ndarray, neighbours: bool = False) -> IndexEntry:
+        """The manifest entry of `stem`; with `neighbours` (and precompute_neighbours > 0) also its exact lists.
+
+        Lists: indexes/<stem>.neighbours-ids.npy (rows, w) int32 and .neighbours-scores.npy (rows, w)
+        float32, w = min(N, rows - 1) (models.indexes.neighbour_lists.exact_neighbours), so the API can answer a
+        row's top k <= w with a memory-mapped lookup instead of a search.
+        """
+        rel = contract.index_file(stem)
+        exact = flat_index(vectors)
+        write_index(exact, self.folder / rel)
+        lists: NeighbourEntry | None = None
+        hnsw: HnswEntry | None = None
+        if neighbours and self.params.precompute_neighbours > 0:
+            t0 = time.perf_counter()
+            ids, scores = exact_neighbours(exact, vectors, self.params.precompute_neighbours)
+            ids_file, scores_file = contract.neighbour_files(stem)
+            np.save(self.folder / ids_file, ids)
+            np.save(self.folder / scores_file, scores)
+            took = time.perf_counter() - t0
+            self.neighbour_seconds += took
+            self.progress.say(f"  neighbours {stem}: exact top {ids.shape[1]} of {ids.shape[0]} rows in {took:.1f}s")
+            width = int(ids.shape[1])
+            lists = NeighbourEntry(ids=ids_file, scores=scores_file, n=width, complete=width == vectors.shape[0] - 1)
+        if self.params.hnsw:
+            hp = self.params.hnsw_params
+            approx = hnsw_index(vectors, hp)
+            hrel = contract.hnsw_file(stem)
+            write_index(approx, self.folder / hrel)
+            recall = recall_at_10(exact, approx, vectors, hp.recall_queries, seed=self.params.seed)
+            hnsw = HnswEntry(
+                file=hrel, M=hp.M, ef_construction=hp.ef_construction, ef_search=hp.ef_search, recall_at_10=round(recall, 4)
+            )
+            self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}, hnsw recall@10 {recall:.3f}")
+        else:
+            self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}")
+        return IndexEntry(
+            file=rel,
+            rows=int(vectors.shape[0]),
+            dim=int(vectors.shape[1]),
+            zero_rows=int(np.count_nonzero(~np.any(vectors != 0, axis=1))),
+            neighbours=lists,
+            hnsw=hnsw,
+        )
+
+
+def _write_dataset_files(folder: Path, ds: Dataset) -> None:
+    """Id maps, item metadata, popularity and the interactions (for exclude_seen)."""
+    with open(folder / contract.USERS, "w", encoding="utf-8") as f:
+        json.dump(ds.user_ids, f, ensure_ascii=False)
+    items = []
+    for row, item in enumerate(ds.item_ids):
+        entry: dict[str, Any] = {"id": item}
+        if ds.item_titles is not None:
+            entry["title"] = ds.item_titles[row]
+        if ds.item_categories is not None:
+            entry["categories"] = ds.item_categories[row]
+        items.append(entry)
+    with open(folder / contract.ITEMS, "w", encoding="utf-8") as f:
+        json.dump(items, f, ensure_ascii=False)
+    np.save(folder / contract.ITEM_POPULARITY, item_popularity(ds.X))
+    sp.save_npz(folder / contract.INTERACTIONS, ds.X.tocsr(), compressed=False)

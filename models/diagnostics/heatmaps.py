@@ -1,0 +1,234 @@
+"""The paper's figure: item-item similarity heatmaps on the simulation, written as PNG.
+
+Panels (each an (n_items, n_items) matrix, items ordered by true cluster, then by true baseline
+popularity, most popular first):
+- ground truth: cosine between the columns of the true p(u, i) (n_users x n_items), i.e. between
+  the items' true profiles over users. Popularity scales a column and so cancels: within a cluster
+  the true similarity is 1, across clusters it is the cosine of the clusters' user-preference columns;
+- for each model (the four denoising D-variants and weight decay), item-item cosine
+  Omega_B B B^T Omega_B and projected cosine Omega Xhat^T Xhat Omega with Xhat = X A B^T,
+  at full rank (k = n_items) and at k = 50.
+The embeddings come from an exact eigendecomposition of X^T X (V, s^2), not from the build's
+randomised SVD: at full rank the randomised method does not apply, and exact panels are comparable.
+Lambdas are the build's. Colours share one scale, [-1, 1], in every panel.
+
+Uses matplotlib's object API (Figure + Agg canvas): no pyplot state, no display needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from models.fit.closed_forms import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
+from models.fit.projection import normalize_rows
+from models.inputs.simulation import SimulationTruth
+
+HEATMAP_MAX_ITEMS = 2000  # 21 p x p float32 panels are held for the grid: 2000 items -> 336 MB; above: none
+LOW_RANK = 50  # the paper's k
+CMAP = "RdBu_r"
+TRUTH = "ground-truth"
+METRIC_TITLES = {"cosine": "cosine", "projected": "projected cosine", "truth": "true p(u,i) columns"}
+
+
+@dataclass
+class Panel:
+    """One heatmap: matrix (p, p) float32 (ample for a picture), already in display order."""
+
+    model: str  # a model name, or "ground-truth"
+    metric: str  # "cosine", "projected" or "truth"
+    k: int | None  # embedding rank; None for the ground truth
+    matrix: np.ndarray
+    note: str = ""
+    full_rank: bool = False
+
+    @property
+    def stem(self) -> str:
+        return "heatmap-truth" if self.model == TRUTH else f"heatmap-{self.metric}-k{self.k}-{self.model}"
+
+    @property
+    def title(self) -> str:
+        if self.model == TRUTH:
+            return "ground truth: cosine of true p(u,i) columns"
+        rank = f"k={self.k}" + (" (full rank)" if self.full_rank else "")
+        return f"{METRIC_TITLES[self.metric]}, {rank}\n{self.model}{self.note}"
+
+
+def item_order(truth: SimulationTruth) -> np.ndarray:
+    """Permutation (p,) sorting items by true cluster, then by true popularity descending, then by id."""
+    p = truth.cluster.size
+    return np.lexsort((np.arange(p), -truth.popularity, truth.cluster))
+
+
+def ground_truth_similarity(truth: SimulationTruth) -> np.ndarray:
+    """Cosine (p, p) between the columns of the true P = p(u, i) (n_users, p).
+
+    Column i of P is pop_i * Q[:, c_i] with Q = pref / Z (Z_u = sum_i pref[u, c_i] pop_i), so
+    cos(P_:i, P_:j) = cos(Q_:c_i, Q_:c_j): computed on the (n_clusters, n_clusters) Gram of Q.
+    """
+    z = truth.preferences[:, truth.cluster] @ truth.popularity
+    Q = truth.preferences / z[:, None]
+    Cn = normalize_rows(Q.T)
+    cos_c = Cn @ Cn.T
+    return cos_c[np.ix_(truth.cluster, truth.cluster)]
+
+
+def gram_eigen(X: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(XtX (p, p), s (p,) descending, V (p, p)): X^T X = V diag(s^2) V^T, exact (LAPACK eigh)."""
+    Xc = sp.csr_matrix(X, dtype=np.float64)
+    XtX = np.ascontiguousarray((Xc.T @ Xc).toarray())
+    w, V = scipy.linalg.eigh(XtX, driver="evd")  # divide and conquer: several times faster than numpy's here
+    order = np.argsort(w)[::-1]
+    return XtX, np.sqrt(np.clip(w[order], 0.0, None)), V[:, order]
+
+
+def item_similarities(
+    XtX: np.ndarray, s: np.ndarray, V: np.ndarray, model: str, lam_denoising: float, lam_weight_decay: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(cosine (p, p), projected cosine (p, p), surviving dims) of one model at rank s.size.
+
+    cosine: rows of B normalised, Bn Bn^T. projected: columns of Xhat = X A B^T, whose Gram is
+    M^T (X^T X) M with M = A B^T, normalised. Zero rows / columns give 0, not NaN.
+    """
+    if model == WEIGHT_DECAY:
+        A, B, surviving = weight_decay_factors(V, s, lam_weight_decay)
+    else:
+        A, B = denoising_factors(V, s, lam_denoising, model)
+        surviving = int(np.count_nonzero(np.linalg.norm(A, axis=0) * np.linalg.norm(B, axis=0) > 0))
+    Bn = normalize_rows(B)
+    M = A @ B.T
+    G = M.T @ XtX @ M
+    d = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    return Bn @ Bn.T, G * inv[:, None] * inv[None, :], surviving
+
+
+def heatmap_panels(
+    X: sp.spmatrix,
+    truth: SimulationTruth,
+    lam_denoising: float,
+    lam_weight_decay: float,
+    ranks: tuple[int | None, ...] = (None, LOW_RANK),
+) -> list[Panel]:
+    """Ground truth, then for each rank (None = full, k = n_items) x metric (cosine, projected) x model."""
+    p = X.shape[1]
+    order = item_order(truth)
+    reorder = np.ix_(order, order)
+    panels = [Panel(TRUTH, "truth", None, ground_truth_similarity(truth)[reorder].astype(np.float32))]
+    XtX, s_all, V_all = gram_eigen(X)
+    for rank in ranks:
+        k = p if rank is None else min(rank, p)
+        sims = {}
+        for model in MODELS:
+            cos, proj, surviving = item_similarities(XtX, s_all[:k], V_all[:, :k], model, lam_denoising, lam_weight_decay)
+            note = f" ({surviving} dims alive)" if surviving < k else ""
+            sims[model] = (cos[reorder].astype(np.float32), proj[reorder].astype(np.float32), note)
+        for i, metric in enumerate(("cosine", "projected")):
+            panels += [Panel(m, metric, k, sims[m][i], sims[m][2], full_rank=k == p) for m in MODELS]
+    return panels
+
+
+def write_heatmaps(
+    folder: Path,
+    X: sp.spmatrix,
+    truth: SimulationTruth,
+    lam_denoising: float,
+    lam_weight_decay: float,
+    ranks: tuple[int | None, ...] = (None, LOW_RANK),
+) -> dict[str, Any]:
+    """Write figures/heatmap-*.png (one per panel) and figures/heatmaps.png (the grid) into folder.
+
+    Returns the manifest entry: grid file, panel files with model / metric / k, and how they were made.
+    """
+    panels = heatmap_panels(X, truth, lam_denoising, lam_weight_decay, ranks)
+    out = folder / "figures"
+    out.mkdir(exist_ok=True)
+    boundaries = _cluster_ticks(truth)
+    entries = []
+    for panel in panels:
+        rel = f"figures/{panel.stem}.png"
+        _save_panel(panel, out.parent / rel, boundaries)
+        entries.append(
+            {"file": rel, "model": panel.model, "metric": panel.metric, "k": panel.k, "title": panel.title.replace("\n", ", ")}
+        )
+    _save_grid(panels, out / "heatmaps.png", boundaries)
+    return {
+        "grid": "figures/heatmaps.png",
+        "panels": entries,
+        "order": "items sorted by true cluster, then true baseline popularity (descending)",
+        "ground_truth": "cosine between the columns of the true p(u, i) (n_users x n_items)",
+        "embeddings": "exact eigendecomposition of X^T X; the build's lambdas",
+        "lambda_denoising": lam_denoising,
+        "lambda_weight_decay": lam_weight_decay,
+        "ranks": [X.shape[1] if r is None else min(r, X.shape[1]) for r in ranks],
+        "colour_scale": [-1.0, 1.0],
+        "denoising_variants": list(DENOISING_VARIANTS),
+    }
+
+
+def _cluster_ticks(truth: SimulationTruth) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(boundaries, centres, labels) of the cluster blocks in display order."""
+    sorted_clusters = truth.cluster[item_order(truth)]
+    starts = np.flatnonzero(np.r_[True, sorted_clusters[1:] != sorted_clusters[:-1]])
+    ends = np.r_[starts[1:], sorted_clusters.size]
+    return starts[1:] - 0.5, (starts + ends - 1) / 2.0, [f"c{c}" for c in sorted_clusters[starts]]
+
+
+def _draw(ax: Any, panel: Panel, ticks: tuple[np.ndarray, np.ndarray, list[str]], fontsize: float) -> Any:
+    # "antialiased" averages many items per pixel instead of sampling one: honest at 1000 items / 250 px
+    im = ax.imshow(panel.matrix, cmap=CMAP, vmin=-1.0, vmax=1.0, interpolation="antialiased")
+    bounds, centres, labels = ticks
+    for b in bounds:
+        ax.axhline(b, color="0.3", lw=0.4)
+        ax.axvline(b, color="0.3", lw=0.4)
+    ax.set_xticks(centres, labels, fontsize=fontsize)
+    ax.set_yticks(centres, labels, fontsize=fontsize)
+    ax.tick_params(length=0)
+    ax.set_title(panel.title, fontsize=fontsize + 1)
+    return im
+
+
+def _save_panel(panel: Panel, path: Path, ticks: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+    # fixed axes positions: constrained layout costs more than drawing here
+    fig = Figure(figsize=(5.4, 4.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.08, 0.07, 0.72, 0.80))
+    im = _draw(ax, panel, ticks, fontsize=9)
+    fig.colorbar(im, cax=fig.add_axes((0.84, 0.17, 0.03, 0.6)), label="similarity")
+    fig.savefig(path)
+
+
+def _save_grid(panels: list[Panel], path: Path, ticks: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+    truth, rest = panels[0], panels[1:]
+    n_cols = len(MODELS) + 1
+    n_rows = len(rest) // len(MODELS)
+    fig = Figure(figsize=(2.75 * n_cols + 0.8, 2.9 * n_rows + 0.5), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(
+        n_rows,
+        n_cols,
+        squeeze=False,
+        gridspec_kw={
+            "left": 0.025,
+            "right": 0.93,
+            "bottom": 0.03,
+            "top": 1 - 0.75 / (2.9 * n_rows + 0.5),
+            "wspace": 0.22,
+            "hspace": 0.42,
+        },
+    )
+    im = None
+    for r in range(n_rows):
+        im = _draw(axes[r, 0], truth, ticks, fontsize=7)
+        for c, panel in enumerate(rest[r * len(MODELS) : (r + 1) * len(MODELS)]):
+            _draw(axes[r, c + 1], panel, ticks, fontsize=7)
+    fig.suptitle("Item-item similarity on the simulation (items by true cluster, then popularity); one colour scale", fontsize=11)
+    fig.colorbar(im, cax=fig.add_axes((0.945, 0.3, 0.01, 0.4)), label="similarity")
+    fig.savefig(path)

@@ -1,0 +1,57 @@
+"""FAISS inner-product indexes: exact (flat) always, HNSW optionally with its measured recall."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    M: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    recall_queries: int = 1000
+
+
+def flat_index(vectors: np.ndarray) -> faiss.IndexFlatIP:
+    """Exact inner-product index over vectors (m, k), stored as float32."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index
+
+
+def hnsw_index(vectors: np.ndarray, params: HnswParams) -> faiss.IndexHNSWFlat:
+    """Approximate HNSW inner-product index over vectors (m, k)."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexHNSWFlat(x.shape[1], params.M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params.ef_construction
+    index.hnsw.efSearch = params.ef_search
+    index.add(x)
+    return index
+
+
+def recall_at_10(exact: faiss.Index, approx: faiss.Index, vectors: np.ndarray, n_queries: int, seed: int = 0) -> float:
+    """Mean |top10(approx) & top10(exact)| / 10 over a seeded sample of the rows of vectors (m, k)."""
+    m = vectors.shape[0]
+    kk = min(10, m)
+    rows = np.random.default_rng(seed).choice(m, size=min(n_queries, m), replace=False)
+    q = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    _, truth = exact.search(q, kk)
+    _, found = approx.search(q, kk)
+    hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist(), strict=True))
+    return hits / (kk * len(rows))
+
+
+def write_index(index: faiss.Index, path: Path) -> None:
+    faiss.write_index(index, str(path))
+
+
+def read_index(path: Path, mmap: bool = True) -> faiss.Index:
+    """Read an index; flat and HNSW storage is memory-mapped so processes share one page-cache copy."""
+    flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
+    return faiss.read_index(str(path), flags)
