@@ -15,6 +15,7 @@ from typing import Any
 
 import faiss
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.plumbing import metrics, problems
 from app.plumbing.problems import PROBLEM_MEDIA_TYPE
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.worker_exit()
 
     # FastAPI's native OpenTelemetry is off: metrics go to Prometheus, and its per-request provider check costs time.
-    telemetry = {"tracing": False, "metrics": False, "logs": False}
+    telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="simserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
     app.state.settings = settings
     app.state.holder = holder
@@ -131,12 +132,16 @@ def _problem_media_types(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+_app: FastAPI | None = None  # `app`, once created by __getattr__
+
+
 def __getattr__(name: str) -> FastAPI:
     """`app.main.app`: the service with Settings() from the environment, created once on first use."""
     if name == "app":
-        global app
-        app = create_app()
-        return app
+        global _app
+        if _app is None:
+            _app = create_app()
+        return _app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

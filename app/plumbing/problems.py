@@ -127,6 +127,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UnknownId)
     async def _unknown(request: Request, exc: UnknownId) -> Response:
         kind = "item" if exc.side == "items" else "user"
+        id_extension: dict[str, Any] = {f"{kind}_id": exc.external_id}
         return problem_response(
             request,
             404,
@@ -134,7 +135,7 @@ def install(app: FastAPI) -> None:
             str(exc),
             f"/problems/unknown-{kind}",
             version=exc.version,
-            **{f"{kind}_id": exc.external_id},
+            **id_extension,
         )
 
     @app.exception_handler(Unavailable)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -52,7 +52,7 @@ def invalid(param: str, message: str, value: Any, allowed: dict[str, list[Any]] 
 
 
 class QueryModelRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
         if not inspect.iscoroutinefunction(endpoint):
             raise TypeError(f"{endpoint.__qualname__}: QueryModelRoute endpoints must be async")
@@ -68,7 +68,7 @@ class QueryModelRoute(APIRoute):
                 request_name = name
             else:
                 raise TypeError(f"{endpoint.__qualname__}: parameter {name!r} must be the query model or the Request")
-        if query_model is None:
+        if query_model is None or query_name is None:  # both are set together
             raise TypeError(f"{endpoint.__qualname__}: QueryModelRoute needs one pydantic query-model parameter")
         allowed = literal_choices(query_model)
         validate = query_model.model_validate

@@ -18,14 +18,16 @@ from app.query.comparison import Target, compare
 from app.routers.neighbours import check_k, current_version
 from app.schemas.common import DEFAULT_MODEL, Problem, ValidationProblem
 from app.schemas.compare import DEFAULT_MODELS_METRIC, CompareQuery, CompareResponse, SummaryQuery, SummaryResponse
-from app.serving.version import Version
+from app.serving.version import Side, Version
 from models.artifact.manifest import METRICS
 from models.diagnostics.report import format_summary
 from models.fit.closed_forms import MODELS
 
 router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
 
-NOT_READY = {503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}
+}
 
 
 @router.get(
@@ -58,7 +60,7 @@ async def compare_metrics(q: Annotated[CompareQuery, Query()], request: Request)
         raise invalid("item_id", f"give exactly one of item_id and user_id ({given} given)", q.item_id or q.user_id)
     version = current_version(request)
     check_k(request, q.k)
-    side = "items" if q.item_id is not None else "users"
+    side: Side = "items" if q.item_id is not None else "users"
     external_id = q.item_id if q.item_id is not None else q.user_id
     row = version.row(side, external_id)  # type: ignore[arg-type]
     for t in targets:

@@ -17,7 +17,9 @@ from app.schemas.figures import FiguresResponse
 from app.serving.version import Version
 
 router = APIRouter(tags=["diagnostics"])
-NOT_READY = {503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}
+}
 
 
 def figures_of(version: Version) -> tuple[list[dict[str, Any]], dict[str, str]]:

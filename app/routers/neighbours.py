@@ -73,17 +73,7 @@ async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Reque
     version = current_version(request)
     check_k(request, q.k)
     rows, scores = search.similar(version, "items", q.item_id, q.model, q.metric, q.k)
-    return json_response(
-        {
-            "item_id": q.item_id,
-            "model": q.model,
-            "metric": q.metric,
-            "k": q.k,
-            "artifact_version": version.name,
-            "neighbors": item_neighbours(version, rows, scores),
-        },
-        version.name,
-    )
+    return _answer(version, {"item_id": q.item_id}, q, item_neighbours(version, rows, scores))
 
 
 @router.get(
@@ -98,17 +88,7 @@ async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Reque
     version = current_version(request)
     check_k(request, q.k)
     rows, scores = search.similar(version, "users", q.user_id, q.model, q.metric, q.k)
-    return json_response(
-        {
-            "user_id": q.user_id,
-            "model": q.model,
-            "metric": q.metric,
-            "k": q.k,
-            "artifact_version": version.name,
-            "neighbors": user_neighbours(version, rows, scores),
-        },
-        version.name,
-    )
+    return _answer(version, {"user_id": q.user_id}, q, user_neighbours(version, rows, scores))
 
 
 @router.get(
@@ -123,15 +103,17 @@ async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> 
     version = current_version(request)
     check_k(request, q.k)
     rows, scores = search.recommend(version, q.user_id, q.model, q.metric, q.k, q.exclude_seen)
-    return json_response(
-        {
-            "user_id": q.user_id,
-            "model": q.model,
-            "metric": q.metric,
-            "k": q.k,
-            "exclude_seen": q.exclude_seen,
-            "artifact_version": version.name,
-            "neighbors": item_neighbours(version, rows, scores),
-        },
-        version.name,
-    )
+    return _answer(version, {"user_id": q.user_id}, q, item_neighbours(version, rows, scores), exclude_seen=q.exclude_seen)
+
+
+def _answer(
+    version: Version,
+    query: dict[str, Any],
+    q: SimilarItemsQuery | SimilarUsersQuery | RecommendQuery,
+    neighbours: list[dict[str, Any]],
+    **extra: Any,
+) -> Response:
+    """The body every neighbour endpoint answers with: the query's id, model, metric, k, extras, version, neighbors."""
+    body = {**query, "model": q.model, "metric": q.metric, "k": q.k, **extra, "artifact_version": version.name}
+    body["neighbors"] = neighbours
+    return json_response(body, version.name)

@@ -19,7 +19,9 @@ from app.serving.version import NotLoaded, VectorIndex, Version
 
 router = APIRouter(tags=["operations"])
 admin_router = APIRouter(tags=["operations"])
-NOT_READY = {503: {"model": Problem, "description": "No artifact version loaded yet; detail says why."}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "No artifact version loaded yet; detail says why."}
+}
 
 
 def _index_info(index: VectorIndex, entry: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.schemas.common import (
     DEFAULT_K,
@@ -138,7 +139,7 @@ class QueryInfo(BaseModel):
     categories: list[str] | None = Field(None, description="Categories of the query item.", examples=[["cluster-1"]])
 
 
-_LIST_EXAMPLE = {
+_LIST_EXAMPLE: JsonDict = {
     "name": "cosine",
     "model": DEFAULT_MODEL,
     "metric": "cosine",

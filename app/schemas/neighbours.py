@@ -7,6 +7,7 @@ models are documentation only (endpoints build their JSON directly).
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.schemas.common import (
     DEFAULT_K,
@@ -67,7 +68,7 @@ _METRIC = Field(description="The metric used.", examples=[DEFAULT_METRIC])
 _K = Field(description="The k requested (neighbors has min(k, available) entries).", examples=[DEFAULT_K])
 
 
-_ITEM_EXAMPLE = {"item_id": "i17", "score": 0.9731, "title": "item 17 (cluster 2)", "categories": ["cluster-2"]}
+_ITEM_EXAMPLE: JsonDict = {"item_id": "i17", "score": 0.9731, "title": "item 17 (cluster 2)", "categories": ["cluster-2"]}
 
 
 class SimilarItemsResponse(BaseModel):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import faiss
 import numpy as np
@@ -73,7 +73,8 @@ def _load(version_dir: Path, manifest: dict[str, Any], options: LoadOptions) -> 
     if len(user_ids) != counts["users"] or len(item_ids) != counts["items"]:
         raise ArtifactError(f"{name}: {len(user_ids)} users / {len(item_ids)} items in the id files, manifest counts {counts}")
     item_meta = tuple(MappingProxyType(_item_meta(it)) for it in items)
-    interactions = sp.load_npz(version_dir / INTERACTIONS).tocsr()
+    # load_npz is typed as any sparse container; the build saves a csr_matrix (ds.X.tocsr())
+    interactions = cast(sp.csr_matrix, sp.load_npz(version_dir / INTERACTIONS)).tocsr()
     if interactions.shape != (len(user_ids), len(item_ids)):
         raise ArtifactError(f"{name}: {INTERACTIONS} is {interactions.shape}, expected {(len(user_ids), len(item_ids))}")
     popularity = np.load(version_dir / ITEM_POPULARITY)

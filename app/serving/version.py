@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
@@ -55,6 +56,12 @@ class NeighbourLists:
         return int(self.ids.shape[1])
 
 
+class Searcher(Protocol):
+    """What VectorIndex.exact needs: a FAISS index, or loader._Owned (an HNSW index's flat storage)."""
+
+    def search(self, queries: np.ndarray, n: int, /) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @dataclass(frozen=True, eq=False)
 class VectorIndex:
     """One index file: the searcher that serves requests and the exact flat search over the same vectors.
@@ -68,7 +75,7 @@ class VectorIndex:
     recall_at_10: float | None
     ef_search: int | None
     searcher: faiss.Index
-    exact: faiss.Index
+    exact: Searcher
     vectors: np.ndarray
     neighbours: NeighbourLists | None = None  # when the build stored them (items indexes)
 
@@ -113,7 +120,7 @@ class Version:
     user_rows: Mapping[str, int]
     item_ids: tuple[str, ...]
     item_rows: Mapping[str, int]
-    item_meta: tuple[Mapping[str, Any], ...]  # per row: {"item_id", "title"?, "categories"?}
+    item_meta: tuple[MappingProxyType[str, Any], ...]  # per row: {"item_id", "title"?, "categories"?}
     item_popularity: np.ndarray  # (n_items,) int64
     interactions: sp.csr_matrix  # (n_users, n_items), for exclude_seen
     indexes: Mapping[IndexKey, VectorIndex]

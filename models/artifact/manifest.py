@@ -11,7 +11,7 @@ here; neither side spells them anywhere else.
     interactions.npz         INTERACTIONS: X (n_users, n_items) CSR, for exclude_seen
     svd.npz                  SVD: s (k,), V (n_items, k) of the truncated SVD
     summary.json             SUMMARY: metric agreement over the catalogue (diagnostics)
-    figures/*.png            FIGURES_DIR: the paper's heatmaps (diagnostics, simulation only)
+    figures/*.png            FIGURES_DIR: the paper's heatmaps (diagnostics, simulation only), HEATMAP_GRID
     indexes/<stem>.faiss     index_file(stem): an exact inner-product index
     indexes/<stem>.hnsw.faiss                       hnsw_file(stem): its HNSW twin
     indexes/<stem>.neighbours-{ids,scores}.npy      neighbour_files(stem): its exact top-N lists
@@ -41,6 +41,7 @@ INTERACTIONS = "interactions.npz"
 SVD = "svd.npz"
 SUMMARY = "summary.json"
 FIGURES_DIR = "figures"
+HEATMAP_GRID = f"{FIGURES_DIR}/heatmaps.png"
 INDEXES_DIR = "indexes"
 
 # Under the artifacts root (models.artifact.store.ArtifactStore).

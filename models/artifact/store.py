@@ -92,7 +92,7 @@ class ArtifactStore:
 
     def cleanup_leftovers(self) -> list[str]:
         """Remove staging folders of builds that are no longer running (killed mid-build)."""
-        removed = []
+        removed: list[str] = []
         if not self.root.is_dir():
             return removed
         for p in self.root.glob(f"{STAGING_PREFIX}*"):

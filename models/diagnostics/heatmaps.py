@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from models.artifact.manifest import FIGURES_DIR, HEATMAP_GRID
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
 from models.fit.projection import normalize_rows
 from models.inputs.simulation import SimulationTruth
@@ -82,7 +83,8 @@ def ground_truth_similarity(truth: SimulationTruth) -> np.ndarray:
 
 def gram_eigen(X: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(XtX (p, p), s (p,) descending, V (p, p)): X^T X = V diag(s^2) V^T, exact (LAPACK eigh)."""
-    Xc = sp.csr_matrix(X, dtype=np.float64)
+    # scipy-stubs: spmatrix is a bare mixin (not a _spbase), so no csr_matrix overload accepts it
+    Xc = sp.csr_matrix(X, dtype=np.float64)  # type: ignore[call-overload]
     XtX = np.ascontiguousarray((Xc.T @ Xc).toarray())
     w, V = scipy.linalg.eigh(XtX, driver="evd")  # divide and conquer: several times faster than numpy's here
     order = np.argsort(w)[::-1]
@@ -125,13 +127,14 @@ def heatmap_panels(
     XtX, s_all, V_all = gram_eigen(X)
     for rank in ranks:
         k = p if rank is None else min(rank, p)
-        sims = {}
+        sims: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # model -> (cosine, projected)
+        notes: dict[str, str] = {}
         for model in MODELS:
             cos, proj, surviving = item_similarities(XtX, s_all[:k], V_all[:, :k], model, lam_denoising, lam_weight_decay)
-            note = f" ({surviving} dims alive)" if surviving < k else ""
-            sims[model] = (cos[reorder].astype(np.float32), proj[reorder].astype(np.float32), note)
+            notes[model] = f" ({surviving} dims alive)" if surviving < k else ""
+            sims[model] = (cos[reorder].astype(np.float32), proj[reorder].astype(np.float32))
         for i, metric in enumerate(("cosine", "projected")):
-            panels += [Panel(m, metric, k, sims[m][i], sims[m][2], full_rank=k == p) for m in MODELS]
+            panels += [Panel(m, metric, k, sims[m][i], notes[m], full_rank=k == p) for m in MODELS]
     return panels
 
 
@@ -148,19 +151,19 @@ def write_heatmaps(
     Returns the manifest entry: grid file, panel files with model / metric / k, and how they were made.
     """
     panels = heatmap_panels(X, truth, lam_denoising, lam_weight_decay, ranks)
-    out = folder / "figures"
+    out = folder / FIGURES_DIR
     out.mkdir(exist_ok=True)
     boundaries = _cluster_ticks(truth)
     entries = []
     for panel in panels:
-        rel = f"figures/{panel.stem}.png"
+        rel = f"{FIGURES_DIR}/{panel.stem}.png"
         _save_panel(panel, out.parent / rel, boundaries)
         entries.append(
             {"file": rel, "model": panel.model, "metric": panel.metric, "k": panel.k, "title": panel.title.replace("\n", ", ")}
         )
-    _save_grid(panels, out / "heatmaps.png", boundaries)
+    _save_grid(panels, folder / HEATMAP_GRID, boundaries)
     return {
-        "grid": "figures/heatmaps.png",
+        "grid": HEATMAP_GRID,
         "panels": entries,
         "order": "items sorted by true cluster, then true baseline popularity (descending)",
         "ground_truth": "cosine between the columns of the true p(u, i) (n_users x n_items)",
@@ -230,5 +233,6 @@ def _save_grid(panels: list[Panel], path: Path, ticks: tuple[np.ndarray, np.ndar
         for c, panel in enumerate(rest[r * len(MODELS) : (r + 1) * len(MODELS)]):
             _draw(axes[r, c + 1], panel, ticks, fontsize=7)
     fig.suptitle("Item-item similarity on the simulation (items by true cluster, then popularity); one colour scale", fontsize=11)
+    assert im is not None  # n_rows >= 1: fig.subplots refuses 0 rows
     fig.colorbar(im, cax=fig.add_axes((0.945, 0.3, 0.01, 0.4)), label="similarity")
     fig.savefig(path)

@@ -133,7 +133,7 @@ def side_summary(
             "pairs": by_pair,
             "shared_index": len({files[(v, metric)] for v in DENOISING_VARIANTS}) == 1,
         }
-    n_cat_queries = int(categories[queries].any(axis=1).sum()) if has_cats else 0
+    n_cat_queries = int(cats[queries].any(axis=1).sum()) if cats is not None else 0  # cats is not None iff has_cats
     return {
         "rows": m,
         "queries": int(queries.size),

@@ -86,4 +86,5 @@ def weight_decay_objective(X: sp.spmatrix | np.ndarray, A: np.ndarray, B: np.nda
 
 
 def _dense(X: sp.spmatrix | np.ndarray) -> np.ndarray:
-    return X.toarray().astype(np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+    # scipy-stubs: issparse narrows to SparseABC intersections, and the spmatrix mixin declares no toarray
+    return X.toarray().astype(np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)  # type: ignore[union-attr]

@@ -49,7 +49,8 @@ def truncated_svd(
     """
     n, p = X.shape
     k = min(k, n, p)
-    Xc = sp.csr_matrix(X)
+    # scipy-stubs: spmatrix is a bare mixin (not a _spbase), so no csr_matrix overload accepts it
+    Xc = sp.csr_matrix(X)  # type: ignore[call-overload]
     total = float(np.square(Xc.data, dtype=np.float64).sum()) or 1.0
     if k < min(n, p):
         # Items in descending popularity: the hot rows of the dense factor stay in cache, so the
@@ -88,7 +89,9 @@ def truncated_svd(
     return _result(s, V, method, Xc @ V - U * s, total, rank_tol)
 
 
-def _result(s: np.ndarray, V: np.ndarray, method: str, residual: np.ndarray, total: float, rank_tol: float) -> TruncatedSVD:
+def _result(
+    s: np.ndarray, V: np.ndarray, method: str, residual: np.ndarray, total: float, rank_tol: float | np.floating
+) -> TruncatedSVD:
     """Accuracy figures from the residual X V - U S (n_users, k) and total = ||X||_F^2.
 
     Singular values below rank_tol * s_1 are rounding noise of a rank-deficient X: they are set to 0,

@@ -92,7 +92,7 @@ def top_k_rows(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) ->
     else min(k, m). NaN scores rank last.
     """
     scores = np.asarray(scores)
-    sc = np.array(scores, dtype=np.float32 if scores.dtype == np.float32 else np.float64, copy=True)
+    sc: np.ndarray = np.array(scores, dtype=np.float32 if scores.dtype == np.float32 else np.float64, copy=True)
     b, m = sc.shape
     exclude = None if exclude is None else np.asarray(exclude, dtype=np.int64)
     sc[np.isnan(sc)] = -np.inf

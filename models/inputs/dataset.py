@@ -101,9 +101,11 @@ def _codes(ids: list[str]) -> tuple[np.ndarray, list[str]]:
 
 def item_popularity(X: sp.spmatrix) -> np.ndarray:
     """(n_items,) int64: users with a positive entry per item column of X (n_users, n_items)."""
-    return np.asarray((X > 0).sum(axis=0)).ravel().astype(np.int64)
+    # scipy-stubs: spmatrix is a bare mixin without the comparison operators every concrete sparse matrix has
+    return np.asarray((X > 0).sum(axis=0)).ravel().astype(np.int64)  # type: ignore[operator, attr-defined]
 
 
 def user_activity(X: sp.spmatrix) -> np.ndarray:
     """(n_users,) int64: items with a positive entry per user row of X (n_users, n_items)."""
-    return np.asarray((X > 0).sum(axis=1)).ravel().astype(np.int64)
+    # scipy-stubs: spmatrix is a bare mixin without the comparison operators every concrete sparse matrix has
+    return np.asarray((X > 0).sum(axis=1)).ravel().astype(np.int64)  # type: ignore[operator, attr-defined]
