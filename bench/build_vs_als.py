@@ -41,10 +41,11 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `bench` and `models` importable
     sys.path.insert(0, str(ROOT))
 
-RESULTS = ROOT / "bench" / "results"
+from bench.harness import results_path, write_results  # noqa: E402
+
 GB = 1024**3
 FULL = {"users": 200_000, "items": 50_000, "nnz": 10_000_000}
 QUICK = {"users": 20_000, "items": 5_000, "nnz": 300_000}
@@ -442,14 +443,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    path = Path(args.json) if args.json else RESULTS / ("build_vs_als.quick.json" if args.quick else "build_vs_als.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": cfg, "runs": runs}, indent=1, default=str) + "\n")  # kept if the report fails
+    path = Path(args.json) if args.json else results_path("build_vs_als", args.quick)
+    write_results(path, {"config": cfg, "runs": runs})  # kept if the report fails
     if "als" not in sides or len(sides) < 2:
         print(json.dumps(runs, indent=1, default=str))
         return 0
     out = report(cfg, runs, loads)
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    write_results(path, out)
     print(f"results: {path}")
     return 0
 

@@ -1,7 +1,7 @@
 """Latency of /compare-metrics on a large catalogue, side by side with /similar-users, and the cost of an unbounded tau.
 
-    make build-goodbooks ARTIFACTS_DIR=/tmp/gb-art && ARTIFACTS_DIR=/tmp/gb-art python -m app --port 8766 --workers 1 &
-    python docs/notes/compare_latency.py --base http://127.0.0.1:8766 --version-dir /tmp/gb-art/versions/<version>
+    ARTIFACTS_DIR=/tmp/gb-art make build-goodbooks && ARTIFACTS_DIR=/tmp/gb-art .venv/bin/python -m app --port 8766 --workers 1 &
+    .venv/bin/python bench/compare_latency.py --base http://127.0.0.1:8766 --version-dir /tmp/gb-art/versions/<version>
 
 Part 1: every request case once per round, interleaved (all see the same machine load), first round a warm-up.
 Part 2: in-process, the weighted tau of cosine vs projected user scores (denoising-symmetric) over every user
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +21,13 @@ import httpx
 import numpy as np
 from scipy.stats import weightedtau
 
-from models.diagnostics.summary import flat_view, sample_rows
-from models.fit.closed_forms import MODELS
-from models.indexes.faiss_index import read_index
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
+    sys.path.insert(0, str(ROOT))
+
+from models.diagnostics.sampling import sample_rows  # noqa: E402
+from models.diagnostics.summary import index_vectors  # noqa: E402
+from models.fit.closed_forms import MODELS  # noqa: E402
 
 
 def latency(base: str, d: Path, rounds: int) -> None:
@@ -62,9 +67,8 @@ def latency(base: str, d: Path, rounds: int) -> None:
 
 def tau_cost(d: Path, queries: int) -> None:
     manifest = json.loads((d / "manifest.json").read_text())
-    ia = read_index(d / manifest["indexes"]["users/denoising-symmetric/cosine"]["file"])
-    ib = read_index(d / manifest["indexes"]["users/denoising-symmetric/projected"]["file"])
-    A, B = flat_view(ia), flat_view(ib)
+    A = index_vectors(d / manifest["indexes"]["users/denoising-symmetric/cosine"]["file"])
+    B = index_vectors(d / manifest["indexes"]["users/denoising-symmetric/projected"]["file"])
     full_t, sample_t, diffs = [], [], []
     for q in np.random.default_rng(1).choice(A.shape[0], queries, replace=False):
         t = time.perf_counter()

@@ -1,6 +1,6 @@
-"""Held-out recall@20 of both objectives on goodbooks over a lambda grid (docs/notes/diagnostics.md).
+"""Held-out recall@20 of both objectives on goodbooks over a lambda grid (bench/README.md, docs/offline-job.md).
 
-    .venv/bin/python docs/notes/goodbooks_lambda_sweep.py [k]
+    .venv/bin/python bench/goodbooks_lambda_sweep.py [k]     # k defaults to 64
 
 Split: for each user with >= 5 books, 20% of them (at least 1) are held out (seeded); 10,000 test
 users. Scores: the model's own prediction X_train A B^T (dot product), books seen in training excluded.
@@ -8,15 +8,21 @@ users. Scores: the model's own prediction X_train A B^T (dot product), books see
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from models.build.cli import DEFAULT_GOODBOOKS
-from models.fit.closed_forms import denoising_factors, weight_decay_factors
-from models.fit.svd import truncated_svd
-from models.inputs.goodbooks import read_goodbooks
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
+    sys.path.insert(0, str(ROOT))
+
+from models.build.cli import DEFAULT_GOODBOOKS  # noqa: E402
+from models.fit.closed_forms import denoising_factors, weight_decay_factors  # noqa: E402
+from models.fit.svd import truncated_svd  # noqa: E402
+from models.inputs.goodbooks import read_goodbooks  # noqa: E402
 
 DENOISING = (50, 200, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 10000)
 WEIGHT_DECAY = (5, 10, 20, 25, 28, 30, 32, 34, 36, 40, 50, 100)
@@ -49,7 +55,9 @@ def recall_at(train: sp.csr_matrix, test: sp.csr_matrix, users: np.ndarray, A: n
 
 
 def main() -> None:
-    k = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("k", type=int, nargs="?", default=64, help="SVD rank (default 64)")
+    k = ap.parse_args().k
     rng = np.random.default_rng(0)
     X = read_goodbooks(DEFAULT_GOODBOOKS).X.tocsr()
     train, test = split(X, rng)

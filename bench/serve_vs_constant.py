@@ -22,16 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +34,25 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `bench` and `models` importable
     sys.path.insert(0, str(ROOT))
 
-RESULTS = ROOT / "bench" / "results"
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    Server,
+    get,
+    load_average,
+    machine,
+    require_wrk,
+    results_path,
+    run_wrk,
+    server_env,
+    start_app,
+    start_reference,
+    write_results,
+    write_wrk_script,
+)
+
 FULL = {
     "users": 100_000,
     "items": 50_000,
@@ -145,135 +155,6 @@ def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[st
     return version, load_manifest(store.version_dir(version))
 
 
-# --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
-
-
-class Server:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.log = name, log
-        self.port = int(cmd[cmd.index("--port") + 1])
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def wait(self, url_path: str, timeout: float, ready: Any = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
-            status, body = get(self.base + url_path, timeout=2)
-            if status == 200 and (ready is None or ready(body)):
-                return
-            time.sleep(0.25)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log}")
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) of every process in the server's process group (supervisor and workers)."""
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == self.proc.pid:  # pgrp: start_new_session made the server a group leader
-                total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)  # uvicorn's supervisor and its workers: our own process group
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-
-
-def workers_serving(n: int, version: str) -> Any:
-    """A /metrics check: n live workers report the version (each loads it before it accepts connections)."""
-
-    def check(body: bytes) -> bool:
-        lines = [
-            ln for ln in body.decode().splitlines() if ln.startswith("simserve_artifact_version_info{") and ln.endswith(" 1.0")
-        ]
-        return sum(f'version="{version}"' in ln for ln in lines) >= n
-
-    return check
-
-
-# --------------------------------------------------------------------------- wrk
-
-LUA = """
-local paths = {%(paths)s}
-local counter = 0
-setup = function(thread)
-  counter = counter + 1
-  thread:set("seed", counter)
-end
-init = function(args)
-  math.randomseed(%(seed)d + seed * 7919)
-end
-request = function()
-  return wrk.format("GET", paths[math.random(#paths)])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('BENCH_JSON {"requests": %%d, "duration_us": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
-    '"status": %%d, "timeout": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
-
-
-def write_lua(path: Path, item_ids: list[str], seed: int) -> None:
-    """Every catalogue id in a Lua table; each request picks one uniformly at random."""
-    paths = ",".join('"/similar-items?item_id=' + urllib.parse.quote(i, safe="") + '"' for i in item_ids)
-    path.write_text(LUA % {"paths": paths, "seed": seed})
-
-
-def run_wrk(server: Server, lua: Path, seconds: float, connections: int, threads: int) -> dict[str, Any]:
-    cmd = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(lua),
-        server.base,
-    ]
-    cpu0 = server.cpu_seconds()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    cpu = server.cpu_seconds() - cpu0
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
-    r = json.loads(line.removeprefix("BENCH_JSON "))
-    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    r["server_cpu_us_per_request"] = cpu * 1e6 / max(1, r["requests"])
-    return r
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -293,8 +174,7 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (Debian/Ubuntu: apt-get install -y wrk); nothing was measured", file=sys.stderr)
+    if not require_wrk():
         return 2
     cfg = QUICK if args.quick else FULL
     seconds = args.duration or (4.0 if args.quick else 15.0)
@@ -306,49 +186,37 @@ def main() -> int:
 
     workers = args.workers or Settings().workers
     item_ids = [str(it["id"]) for it in json.loads((root / "versions" / version / "items.json").read_text())]
+    request_paths = ["/similar-items?item_id=" + urllib.parse.quote(i, safe="") for i in item_ids]
     hnsw = manifest["indexes"]["items/denoising-symmetric/projected"].get("hnsw")
     if hnsw and args.ef_search:
         hnsw = {**hnsw, "ef_search": args.ef_search, "recall_at_10": None}
     alone = search_alone(root / "versions" / version, manifest, args.ef_search)
     print(f"search alone (one thread, hot loop, k = 11): {alone:.0f} us/query", flush=True)
-    load_before = os.getloadavg()  # the machine may be shared: say how busy it was
+    load_before = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     servers: list[Server] = []
     try:
-        base_env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "SEARCH_MODE", "WORKERS")}
-        app_env = {**base_env, "ARTIFACTS_DIR": str(root)}
+        base_env = server_env()
+        app_env = server_env(ARTIFACTS_DIR=str(root))
         if args.ef_search:
             app_env["HNSW_EF_SEARCH"] = str(args.ef_search)
         sides: dict[str, Server] = {}
         for name, extra in (("app", {}), ("app-exact", {"SEARCH_MODE": "exact"})):
             if name == "app-exact" and not args.exact:
                 continue
-            cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(free_port())]
-            if args.workers:
-                cmd += ["--workers", str(args.workers)]
-            sides[name] = Server(name, cmd, {**app_env, **extra}, tmp / f"{name}.log")
+            sides[name] = start_app(name, {**app_env, **extra}, tmp / f"{name}.log", args.workers)
             servers.append(sides[name])
         for s in sides.values():
-            s.wait("/metrics", 600, workers_serving(workers, version))
-        status, body = get(sides["app"].base + "/similar-items?item_id=" + urllib.parse.quote(item_ids[0], safe=""))
+            s.wait_serving(workers, version, 600)
+        status, body = get(sides["app"].base + request_paths[0], timeout=5)
         assert status == 200 and len(json.loads(body)["neighbors"]) == 10, body[:300]
         (tmp / "body.json").write_bytes(body)
-        ref_cmd = [
-            sys.executable,
-            str(ROOT / "bench" / "constant_app.py"),
-            "--port",
-            str(free_port()),
-            "--workers",
-            str(workers),
-            "--body-file",
-            str(tmp / "body.json"),
-        ]
-        sides = {"reference": Server("reference", ref_cmd, base_env, tmp / "reference.log"), **sides}
+        sides = {"reference": start_reference(tmp / "body.json", workers, base_env, tmp / "reference.log"), **sides}
         servers.append(sides["reference"])
         sides["reference"].wait("/similar-items", 120)
 
         lua = tmp / "ids.lua"
-        write_lua(lua, item_ids, cfg["seed"])
+        write_wrk_script(lua, request_paths, cfg["seed"])  # every catalogue id, one uniformly at random per request
         for s in sides.values():  # warm-up: page cache, allocator, first-use paths
             run_wrk(s, lua, min(3.0, seconds), args.connections, args.threads)
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
@@ -373,6 +241,7 @@ def main() -> int:
         s["ratio"] = s["rps"] / ref
         s["errors_total"] = sum(r["errors"] for r in results[name])
     app_s = summary["app"]
+    facts = machine()
     met = app_s["ratio"] >= TARGET_RATIO and app_s["p99_us"] / 1e3 < TARGET_P99_MS and app_s["errors_total"] == 0
     out = {
         "config": cfg,
@@ -382,19 +251,17 @@ def main() -> int:
         "wrk_threads": args.threads,
         "seconds_per_round": seconds,
         "rounds": rounds,
-        "cpus": os.cpu_count(),
+        "cpus": facts["cpus"],
         "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "python": platform.python_version(),
+        "load_average_after": load_average(),
+        "python": facts["python"],
         "served_index": {"kind": "hnsw" if hnsw else "flat", **(hnsw or {})},
         "search_alone_us": alone,
         "rounds_raw": results,
         "summary": summary,
         "target_met": met,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / ("serve_vs_constant.quick.json" if args.quick else "serve_vs_constant.json")
-    path.write_text(json.dumps(out, indent=1))
+    path = write_results(results_path("serve_vs_constant", args.quick), out)
     print()
     print(table(out))
     print(f"\nresults: {path.relative_to(ROOT)}")

@@ -10,8 +10,8 @@ a reference whose workers each read their own copy of the indexes.
 2. Servers, one at a time, for each N and each mode:
    - mmap: `python -m app --workers N`, exactly as `make demo` serves (FAISS IO_FLAG_MMAP_IFC for the
      indexes, numpy mmap for the recommend query vectors);
-   - copy (the reference): the same app and uvicorn options, except that every worker reads its indexes and
-     query vectors into its own memory (read_index without mmap, np.load without mmap_mode).
+   - copy (the reference): the same, with MMAP_INDEXES=false: every worker reads its indexes and query
+     vectors into its own memory (read_index without mmap, np.load without mmap_mode).
 3. Warm-up: every (endpoint, model, metric) queried over fresh connections, until every worker has every
    index file fully resident (checked in /proc/PID/smaps; FAISS's mmap reader already maps every page of
    a file it opens, so one round suffices) and for at least 4 x N rounds.
@@ -25,88 +25,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` and `app` importable
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `bench`, `models` and `app` importable
     sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from bench.harness import RESULTS, MiB, Server, get_json, machine, results_path, server_env, start_app, write_results  # noqa: E402
+
 FULL = {"sim_users": 25_000, "sim_items": 300, "k": 300}
 QUICK = {"sim_users": 4_000, "sim_items": 300, "k": 128}
 ENDPOINTS = (("/similar-items", "item_id", "i1"), ("/similar-users", "user_id", "u1"), ("/recommend", "user_id", "u1"))
-MiB = 1 << 20
 
 
-# --------------------------------------------------------------------------- the reference server (copy mode)
-
-
-def copy_app() -> Any:
-    """app.main.create_app, with every index and query array read into the worker's own memory."""
-    import numpy as np
-
-    import app.serving.loader as store
-    from app.main import create_app
-    from models.indexes.faiss_index import read_index
-
-    store.read_index = lambda path, mmap=True: read_index(path, mmap=False)
-    load = np.load
-
-    def load_copy(file: Any, mmap_mode: Any = None, **kwargs: Any) -> Any:
-        return load(file, **kwargs)
-
-    store.np.load = load_copy  # only this worker process: it was spawned for the benchmark
-    return create_app()
-
-
-def serve_copy(port: int, workers: int) -> int:
-    """`python -m app` with copy_app instead of app.main:create_app (same environment and uvicorn options)."""
-    from app.__main__ import prepare_environment, uvicorn_options
-
-    cleanup = prepare_environment({"PORT": str(port), "WORKERS": str(workers), "HOST": "127.0.0.1"})
-    try:
-        import uvicorn
-
-        from app.settings import Settings
-
-        uvicorn.run("worker_memory:copy_app", factory=True, app_dir=str(Path(__file__).parent), **uvicorn_options(Settings()))
-    finally:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-    return 0
-
-
-# --------------------------------------------------------------------------- harness
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
+# --------------------------------------------------------------------------- the catalogue and the servers
 
 
 def catalogue(params: dict[str, int], root: Path | None, rebuild: bool, quick: bool) -> Path:
@@ -126,64 +67,22 @@ def catalogue(params: dict[str, int], root: Path | None, rebuild: bool, quick: b
     return root
 
 
-class Server:
-    def __init__(self, mode: str, workers: int, artifacts: Path, log: Path) -> None:
-        self.mode, self.workers, self.artifacts = mode, workers, artifacts
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update({"ARTIFACTS_DIR": str(artifacts), "RELOAD_INTERVAL": "0", "LOG_LEVEL": "warning"})
-        if mode == "mmap":
-            cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
-        else:
-            cmd = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "serve-copy",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.log = log
+def start(mode: str, workers: int, artifacts: Path, log: Path) -> Server:
+    """`python -m app --workers N` on artifacts: mmap mode at the default, copy mode with MMAP_INDEXES=false."""
+    env = server_env(ARTIFACTS_DIR=str(artifacts), RELOAD_INTERVAL="0", LOG_LEVEL="warning")
+    if mode == "copy":
+        env["MMAP_INDEXES"] = "false"
+    return start_app(mode, env, log, workers)
 
-    def wait_serving(self, version: str, timeout: float = 300.0) -> None:
-        """Until every worker reports the version in /metrics (each loads it before it accepts connections)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.mode} server exited with {self.proc.returncode}; see {self.log}")
-            status, body = get(self.base + "/metrics", timeout=5)
-            if status == 200:
-                serving = [
-                    ln
-                    for ln in body.decode().splitlines()
-                    if ln.startswith("simserve_artifact_version_info{") and f'version="{version}"' in ln and ln.endswith(" 1.0")
-                ]
-                if len(serving) >= self.workers:
-                    return
-            time.sleep(0.25)
-        raise RuntimeError(f"{self.mode} server: {self.workers} workers not serving after {timeout}s; see {self.log}")
 
-    def processes(self) -> list[psutil.Process]:
-        root = psutil.Process(self.proc.pid)
-        return [root, *root.children(recursive=True)]
+def processes(server: Server) -> list[psutil.Process]:
+    root = psutil.Process(server.proc.pid)
+    return [root, *root.children(recursive=True)]
 
-    def worker_processes(self) -> list[psutil.Process]:
-        kids = [p for p in self.processes()[1:] if "multiprocessing.spawn" in " ".join(p.cmdline())]
-        return kids or [psutil.Process(self.proc.pid)]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)  # our own process group: uvicorn's supervisor and its workers
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+def worker_processes(server: Server) -> list[psutil.Process]:
+    kids = [p for p in processes(server)[1:] if "multiprocessing.spawn" in " ".join(p.cmdline())]
+    return kids or [psutil.Process(server.proc.pid)]
 
 
 def index_files(version_dir: Path) -> dict[str, int]:
@@ -200,7 +99,9 @@ def resident_fraction(proc: psutil.Process, files: dict[str, int]) -> float:
     return min(rss.get(path, 0) / size for path, size in files.items() if path.endswith(".faiss"))
 
 
-def warm_up(server: Server, models: list[str], metrics: list[str], files: dict[str, int], max_rounds: int = 60) -> dict:
+def warm_up(
+    server: Server, workers: int, models: list[str], metrics: list[str], files: dict[str, int], max_rounds: int = 60
+) -> dict:
     """Query every index over fresh connections for 4 x N rounds, and (mmap mode) until every worker has every
     .faiss file resident."""
     queries = [
@@ -212,25 +113,23 @@ def warm_up(server: Server, models: list[str], metrics: list[str], files: dict[s
     rounds, fraction = 0, 0.0
     for rounds in range(1, max_rounds + 1):
         for q in queries:
-            status, body = get(server.base + q)
-            if status != 200:
-                raise RuntimeError(f"{q}: {status} {body[:300]!r}")
-        if server.mode == "mmap":
-            fraction = min(resident_fraction(p, files) for p in server.worker_processes())
-        if rounds >= 4 * server.workers and (server.mode != "mmap" or fraction >= 0.99):
+            get_json(server.base + q)  # a RuntimeError unless 200
+        if server.name == "mmap":
+            fraction = min(resident_fraction(p, files) for p in worker_processes(server))
+        if rounds >= 4 * workers and (server.name != "mmap" or fraction >= 0.99):
             break
     return {
         "rounds": rounds,
         "requests": rounds * len(queries),
-        "min_resident_fraction": round(fraction, 4) if server.mode == "mmap" else None,
+        "min_resident_fraction": round(fraction, 4) if server.name == "mmap" else None,
     }
 
 
 def measure(server: Server) -> dict[str, Any]:
     time.sleep(1.0)  # let allocations from the warm-up settle
-    procs = server.processes()
+    procs = processes(server)
     infos = {p.pid: p.memory_full_info() for p in procs}
-    workers = [p.pid for p in server.worker_processes()]
+    workers = [p.pid for p in worker_processes(server)]
     return {
         "pss": sum(i.pss for i in infos.values()),
         "rss": sum(i.rss for i in infos.values()),
@@ -255,12 +154,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for n in args.workers:
             for mode in ("mmap", "copy"):  # side by side for each N
-                server = Server(mode, n, artifacts, logs / f"{mode}-{n}.log")
+                server = start(mode, n, artifacts, logs / f"{mode}-{n}.log")
                 try:
                     t0 = time.monotonic()
-                    server.wait_serving(version)
+                    server.wait_serving(n, version)
                     started = time.monotonic() - t0
-                    warm = warm_up(server, models, metrics, files)
+                    warm = warm_up(server, n, models, metrics, files)
                     mem = measure(server)
                 finally:
                     server.stop()
@@ -287,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "index_bytes": index_bytes,
         "index_files": len(files),
         "counts": manifest["counts"],
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "rows": rows,
     }
 
@@ -314,23 +213,15 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command")
-    copy = sub.add_parser("serve-copy", help="(internal) serve with every index copied into each worker")
-    copy.add_argument("--port", type=int, required=True)
-    copy.add_argument("--workers", type=int, required=True)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--quick", action="store_true", help="a small catalogue: a smoke test of the benchmark")
     ap.add_argument("--artifacts", help="an existing artifacts root (default: build a simulation catalogue)")
     ap.add_argument("--rebuild", action="store_true")
     args = ap.parse_args(argv)
-    if args.command == "serve-copy":
-        return serve_copy(args.port, args.workers)
     result = run(args)
     print()
     print(table(result))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"worker_memory{'.quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(result, indent=1))
+    out = write_results(results_path("worker_memory", args.quick), result)
     print(f"\nresults: {out}")
     return 0
 

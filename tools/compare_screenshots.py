@@ -1,30 +1,26 @@
 """Screenshots of the comparison page for the README (docs/img/compare-*.png), with Debian's headless chromium.
 
-    python docs/notes/compare_screenshots.py --base http://127.0.0.1:8000 --item 208 --out docs/img/compare-goodbooks.png
-    python docs/notes/compare_screenshots.py --base http://127.0.0.1:8001 --summary --out docs/img/compare-summary.png
+    .venv/bin/python tools/compare_screenshots.py --base http://127.0.0.1:8000 --item 208 --out docs/img/compare-goodbooks.png
+    .venv/bin/python tools/compare_screenshots.py --base http://127.0.0.1:8001 --summary --out docs/img/compare-summary.png
 
 --item: open the comparison of that item (typed into the search box and picked from the suggestions, as a person would);
 --summary: the summary tab (tables and heatmaps). Needs `python -m app` running on the version to show.
+A relative --out is relative to the repository root (docs/img/ holds the README's screenshots).
+Chromium: $CHROMIUM, default /usr/bin/chromium (Debian's package; never `playwright install`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import urllib.request
+import sys
+import urllib.parse
+from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make `bench` importable
+    sys.path.insert(0, str(ROOT))
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, get_json  # noqa: E402
 
 
 def main() -> None:
@@ -35,15 +31,18 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--width", type=int, default=1400)
     a = ap.parse_args()
+    out = ROOT / a.out
+    from playwright.sync_api import sync_playwright  # after --help: a dev dependency
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": a.width, "height": 900})
         page.set_default_timeout(30_000)
         page.goto(a.base + "/")
         page.wait_for_function("() => !document.getElementById('version').textContent.startsWith('loading')")
         if a.item:
-            with urllib.request.urlopen(f"{a.base}/items/search?q={a.item}&limit=1") as r:
-                title = json.load(r)["items"][0]["title"]
+            found = get_json(f"{a.base}/items/search?{urllib.parse.urlencode({'q': a.item, 'limit': 1})}")
+            title = found["items"][0]["title"]
             page.fill("#search", title[:12])
             page.wait_for_selector(f"#suggestions li[data-id='{a.item}']")
             page.click(f"#suggestions li[data-id='{a.item}']")
@@ -55,9 +54,9 @@ def main() -> None:
             page.wait_for_function(
                 "() => { const i = document.getElementById('heatmap-grid'); return !i || (i.complete && i.naturalWidth > 0); }"
             )
-        page.screenshot(path=a.out, full_page=True)
+        page.screenshot(path=str(out), full_page=True)
         browser.close()
-    print(a.out)
+    print(out)
 
 
 if __name__ == "__main__":
