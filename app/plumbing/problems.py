@@ -1,7 +1,7 @@
 """RFC 9457 problem details: every error the API returns is `application/problem+json`.
 
 Body: {"type", "title", "status", "detail", "instance", "artifact_version", ...extensions}.
-Problem types are relative URIs under /problems/ (documented in docs/notes/api.md); framework
+Problem types are relative URIs under /problems/ (documented in docs/api.md#errors); framework
 errors without a specific type (unknown route, wrong method) use "about:blank".
 """
 

@@ -218,5 +218,5 @@ class SummaryResponse(BaseModel):
     summary: dict[str, Any] = Field(
         description="summary.json as the build wrote it: per side (items, users) and model x metric category precision@k "
         "and popularity bias; per model the mean Jaccard@k, RBO and weighted tau of each metric pair; per metric the "
-        "D-sensitivity (mean Jaccard@k between the denoising D-variants). See docs/notes/diagnostics.md."
+        "D-sensitivity (mean Jaccard@k between the denoising D-variants). See docs/offline-job.md#diagnostics."
     )

@@ -55,7 +55,7 @@ class BuildParams:
     diagnostics_sample: int = 2000
     diagnostics_user_sample: int = 500
     # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
-    precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see README)
+    precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see docs/offline-job.md)
 
     def validate(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
