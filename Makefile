@@ -8,7 +8,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export ARTIFACTS_DIR
 
-.PHONY: install demo serve build-sim build-goodbooks test docker-test openapi lint fmt bench-build bench-serve clean
+LINTED := models app tests bench tools
+
+.PHONY: install demo serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
+	bench-build bench-serve bench-memory clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +35,16 @@ build-sim: install
 build-goodbooks: install
 	$(PY) -m models.build --dataset goodbooks --input ../shared/data/goodbooks --out $(ARTIFACTS_DIR) --k 64 --lambda-denoising 5000 --lambda-weight-decay 30 --precompute-neighbours 100
 
-test: install
-	$(PY) -m ruff check models app tests bench
+# Everything but the Docker stack: lint, format check, type check, then every test.
+test: install lint typecheck
 	$(PY) -m pytest -q -m "not docker"
+
+# The unit and job tests, in-process, in seconds (no server processes, no slow builds).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not docker" tests/unit tests/job
+
+typecheck: install
+	$(PY) -m mypy
 
 # The docker-compose stack end to end (tests/docker/test_stack.py): image build, offline job, API,
 # a new version picked up without restart, teardown. Starts a private Docker engine for the run.
@@ -42,21 +52,26 @@ docker-test: install
 	REQUIRE_DOCKER=1 ../shared/container/with-docker $(PY) -m pytest -q -s -m docker tests/docker
 
 # Rewrite tests/openapi.json (the reviewed public contract) from the app, after a deliberate API change;
-# review and commit the diff: tests/test_contract.py fails while the served schema differs from it.
+# review and commit the diff: tests/api/test_contract.py fails while the served schema differs from it.
 openapi: install
 	$(PY) tests/openapi_schema.py
 
 lint: install
-	$(PY) -m ruff check models app tests bench
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 fmt: install
-	$(PY) -m ruff check --fix models app tests bench
+	$(PY) -m ruff format $(LINTED)
+	$(PY) -m ruff check --fix $(LINTED)
 
 bench-build: install
 	$(PY) bench/build_vs_als.py
 
 bench-serve: install
 	$(PY) bench/serve_vs_constant.py
+
+bench-memory: install
+	$(PY) bench/worker_memory.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

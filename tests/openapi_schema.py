@@ -1,7 +1,7 @@
 """The API's OpenAPI schema as the app generates it, and the reviewed copy checked in beside this file.
 
 `make openapi` rewrites tests/openapi.json from the app (run it after a deliberate change of the public
-contract and review the diff); tests/test_contract.py fails while the running server's schema differs
+contract and review the diff); tests/api/test_contract.py fails while the running server's schema differs
 from the checked-in one, and generates its property tests from the checked-in one.
 """
 

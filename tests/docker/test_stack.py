@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 import yaml
 from compose_ci import ROOT, host_network_variant
+from support.servers import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -54,12 +54,6 @@ def require_docker() -> None:
     if os.environ.get("REQUIRE_DOCKER") == "1":  # set by `make docker-test`: there, a skip would hide a broken setup
         pytest.fail("REQUIRE_DOCKER=1 but no Docker engine or docker-compose answers", pytrace=False)
     pytest.skip("no Docker engine or docker-compose: run `make docker-test` (../shared/container/with-docker)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Every figure of a response is recomputed here independently: the lists against /similar-items
 (/similar-users), Jaccard and RBO from those lists by their definitions (written out below), the
-weighted tau with scipy on the dense float64 scores of conftest's oracle (PAPER.md's closed forms, no
-index, no models/ code), popularity ratios from interactions.npz and category shares from items.json.
+weighted tau with scipy on the dense float64 scores of the dense oracle (support.oracle: PAPER.md's
+closed forms, no index, no models/ code), popularity ratios from interactions.npz and category shares
+from items.json.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from itertools import combinations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import API_BUILD, dense_oracle
 from scipy.stats import weightedtau
+from support.artifacts import API_BUILD
+from support.oracle import dense_oracle
+from support.problems import PROBLEM
 
 from models.artifact.manifest import METRICS
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
-PROBLEM = "application/problem+json"
 K = 10
 ITEM_QUERIES = (0, 17, 123)
 USER_QUERIES = (1, 400)

@@ -1,24 +1,18 @@
 """Fault 1: reload under load. A load generator runs against `python -m app` (2 workers) while the
 offline job publishes 5 new versions: no request fails, every response comes whole from one complete
-published version, and no worker keeps superseded versions mapped or grows in memory."""
+published version, and no worker keeps superseded versions mapped or grows in memory. Slow (6 builds under
+load); reload itself is checked fast, in-process, by tests/api/test_api_reload.py's twins."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-from conftest import ApiArtifact, api_build, start_api_server
-from reliability import (
-    LoadGenerator,
-    mapped_versions,
-    memory,
-    metric,
-    metrics_text,
-    neighbour_queries,
-    wait_for,
-    wait_serving,
-    worker_processes,
-)
+from support.artifacts import ApiArtifact, api_build
+from support.load import LoadGenerator, neighbour_queries
+from support.processes import mapped_versions, memory, worker_processes
+from support.prometheus import metric
+from support.servers import metrics_text, start_api_server, wait_for, wait_serving
 
 from models.artifact.manifest import METRICS
 from models.artifact.store import verify_version
@@ -37,6 +31,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> ApiArtifact:
     return ApiArtifact(root, api_build(root, **BUILD))
 
 
+@pytest.mark.slow
 def test_five_reloads_under_load_lose_nothing_and_leak_nothing(artifact, tmp_path, monkeypatch):
     # One BLAS thread in the builds: next to a busy server, spinning BLAS threads make a 2 s build take 20 s.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -1,9 +1,13 @@
-"""Hot reload against a running server: new versions, corrupted versions, the admin endpoint, no version."""
+"""Hot reload against a running server: new versions, corrupted versions, the admin endpoint, no version.
+
+Each test starts its own `python -m app` and builds versions with subprocesses (slow); the fast twins
+at the end check the same reload behaviour on the API in this process (create_app + TestClient) with
+versions built in this process. Counts per worker, the log and the process itself are the slow tests'.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -14,30 +18,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import API_BUILD, ROOT, ApiServer, api_build, copy_artifacts, dense_oracle, start_api_server
+from support.artifacts import API_BUILD, ROOT, ApiArtifact, api_build, api_build_in_process, build_args, copy_artifacts
+from support.in_process import in_process_server
+from support.oracle import dense_oracle
+from support.prometheus import metric
+from support.servers import metrics_text, start_api_server, wait_for
 
 from models.artifact.store import ArtifactStore
-
-TIMEOUT = 30.0
-
-
-def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def metric(server: ApiServer, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in server.client.get("/metrics").text.splitlines():
-        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +34,7 @@ def spares(tmp_path_factory) -> dict[str, Path]:
     procs = {}
     for name, overrides in builds.items():
         out = tmp_path_factory.mktemp(f"spare-{name}")
-        args = [a for k, v in {**API_BUILD, **overrides}.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        args = build_args({**API_BUILD, **overrides})
         cmd = [sys.executable, "-m", "models.build", "--out", str(out), "--quiet", "--no-diagnostics", *args]
         procs[name] = (out, subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     found = {}
@@ -74,6 +61,7 @@ def publish_copy(root: Path, version_dir: Path, corrupt: bool = False) -> str:
     return version_dir.name
 
 
+@pytest.mark.slow
 def test_new_version_is_picked_up_without_restart_and_requests_never_fail(api_artifact, tmp_path):
     art = copy_artifacts(api_artifact, tmp_path / "art")
     oracles = {art.version: dense_oracle(art.version_dir, API_BUILD["lambda_denoising"], API_BUILD["lambda_weight_decay"])}
@@ -98,14 +86,15 @@ def test_new_version_is_picked_up_without_restart_and_requests_never_fail(api_ar
             time.sleep(0.5)
             new = api_build(art.root, lambda_denoising=300.0)
             wait_for(
-                lambda: metric(server, "simserve_artifact_version_info", version=new) == 2, what="both workers on the new version"
+                lambda: metric(metrics_text(server), "simserve_artifact_version_info", version=new) == 2,
+                what="both workers on the new version",
             )
             time.sleep(0.3)
         finally:
             stop.set()
             worker.join()
         assert server.client.get("/readyz").json()["artifact_version"] == new
-        assert metric(server, "simserve_reloads_total", trigger="poll") == 2
+        assert metric(metrics_text(server), "simserve_reloads_total", trigger="poll") == 2
         assert server.proc.poll() is None  # same process: no restart
     oracles[new] = dense_oracle(art.root / "versions" / new, 300.0, API_BUILD["lambda_weight_decay"])
     assert {status for status, *_ in seen} == {200}
@@ -123,6 +112,7 @@ def test_new_version_is_picked_up_without_restart_and_requests_never_fail(api_ar
     assert not np.allclose(before, after, atol=1e-3)  # the check above can tell the versions apart
 
 
+@pytest.mark.slow
 def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(api_artifact, spares, tmp_path):
     art = copy_artifacts(api_artifact, tmp_path / "art")
     with start_api_server(art.root, tmp_path, RELOAD_INTERVAL="0.3") as server:
@@ -135,14 +125,15 @@ def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(api_artifact
         r = server.client.get("/similar-items", params={"item_id": "i1"})
         assert r.status_code == 200 and r.json()["artifact_version"] == art.version
         time.sleep(1.0)  # several polls: a refused version is not re-verified again and again
-        assert metric(server, "simserve_reload_refused_total", trigger="poll") == 1
-        assert metric(server, "simserve_last_refusal_info", version=bad) == 1
-        assert metric(server, "simserve_artifact_version_info", version=art.version) == 1
+        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="poll") == 1
+        assert metric(metrics_text(server), "simserve_last_refusal_info", version=bad) == 1
+        assert metric(metrics_text(server), "simserve_artifact_version_info", version=art.version) == 1
         assert "refused artifact version" in server.logs() and bad in server.logs()
         good = publish_copy(art.root, spares["lam400"])  # a good version after a bad one is served
         wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == good, what="the next good version")
 
 
+@pytest.mark.slow
 def test_admin_reload_forces_a_check_and_needs_the_token(api_artifact, spares, tmp_path):
     art = copy_artifacts(api_artifact, tmp_path / "art")
     with start_api_server(art.root, tmp_path, RELOAD_INTERVAL="0", ADMIN_TOKEN="s3cret-token") as server:
@@ -166,9 +157,10 @@ def test_admin_reload_forces_a_check_and_needs_the_token(api_artifact, spares, t
         assert r.status_code == 409 and r.json()["refused_version"] == bad and "sha256" in r.json()["detail"]
         assert r.json()["artifact_version"] == new
         assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
-        assert metric(server, "simserve_reload_refused_total", trigger="admin") == 1
+        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin") == 1
 
 
+@pytest.mark.slow
 def test_no_version_then_a_bad_name_then_a_good_version(spares, tmp_path):
     root = tmp_path / "art"
     (root / "versions").mkdir(parents=True)
@@ -188,3 +180,106 @@ def test_no_version_then_a_bad_name_then_a_good_version(spares, tmp_path):
         version = publish_copy(root, spares["lam400"])
         wait_for(lambda: c.get("/readyz").status_code == 200, what="readiness after the first good version")
         assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == version
+
+
+# --------------------------------------------------------------------------- in-process (fast)
+
+
+@pytest.fixture(scope="module")
+def spares_in_process(tmp_path_factory) -> dict[str, Path]:
+    """`spares`, built in this process: name -> version folder."""
+    found = {}
+    for name, overrides in {"lam250": {"lambda_denoising": 250.0}, "lam400": {"lambda_denoising": 400.0}}.items():
+        out = tmp_path_factory.mktemp(f"spare-{name}-here")
+        found[name] = out / "versions" / api_build_in_process(out, **overrides)
+    return found
+
+
+@pytest.fixture(scope="module")
+def artifact_in_process(tmp_path_factory) -> ApiArtifact:
+    """An artifacts root with one version of the API build, built in this process (read-only: copy it)."""
+    root = tmp_path_factory.mktemp("reload-here")
+    return ApiArtifact(root, api_build_in_process(root))
+
+
+def scores_match(client, oracles: dict, item_ids: list[str], queries=(0, 17, 123)) -> set[str]:
+    """/similar-items answers equal the oracle of the version each names; the versions that answered."""
+    index = {x: i for i, x in enumerate(item_ids)}
+    versions = set()
+    for q in queries:
+        r = client.get("/similar-items", params={"item_id": item_ids[q], "k": 5})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        truth = oracles[body["artifact_version"]].items("denoising-symmetric", "projected")[q]
+        neighbors = body["neighbors"]
+        np.testing.assert_allclose(
+            [n["score"] for n in neighbors], truth[[index[n["item_id"]] for n in neighbors]], rtol=2e-4, atol=2e-5
+        )
+        versions.add(body["artifact_version"])
+    return versions
+
+
+def test_new_version_is_picked_up_without_restart_in_process(artifact_in_process, tmp_path):
+    art = copy_artifacts(artifact_in_process, tmp_path / "art")
+    oracles = {art.version: dense_oracle(art.version_dir, API_BUILD["lambda_denoising"], API_BUILD["lambda_weight_decay"])}
+    item_ids = [it["id"] for it in json.loads((art.version_dir / "items.json").read_text())]
+    with in_process_server(art.root, tmp_path, RELOAD_INTERVAL="0.1") as server:
+        c = server.client
+        assert scores_match(c, oracles, item_ids) == {art.version}
+        new = api_build_in_process(art.root, lambda_denoising=300.0)
+        oracles[new] = dense_oracle(art.root / "versions" / new, 300.0, API_BUILD["lambda_weight_decay"])
+        wait_for(lambda: c.get("/readyz").json()["artifact_version"] == new, what="the new version")
+        assert scores_match(c, oracles, item_ids) == {new}  # each answer wholly from the version it names
+        assert c.get("/healthz").json()["artifact_version"] == new
+    before = oracles[art.version].items("denoising-symmetric", "projected")
+    after = oracles[new].items("denoising-symmetric", "projected")
+    assert not np.allclose(before, after, atol=1e-3)  # the check above can tell the versions apart
+
+
+def test_corrupted_version_is_refused_and_the_old_one_keeps_serving_in_process(artifact_in_process, spares_in_process, tmp_path):
+    art = copy_artifacts(artifact_in_process, tmp_path / "art")
+    with in_process_server(art.root, tmp_path, RELOAD_INTERVAL="0.1") as server:
+        bad = publish_copy(art.root, spares_in_process["lam250"], corrupt=True)
+        refusal = wait_for(lambda: server.client.get("/readyz").json()["last_refusal"], what="the refusal")
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["artifact_version"] == art.version
+        assert refusal["version"] == bad and refusal["trigger"] == "poll"
+        assert "indexes/items-denoising-projected.faiss" in refusal["reason"] and "sha256" in refusal["reason"]
+        r = server.client.get("/similar-items", params={"item_id": "i1"})
+        assert r.status_code == 200 and r.json()["artifact_version"] == art.version
+        good = publish_copy(art.root, spares_in_process["lam400"])  # a good version after a bad one is served
+        wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == good, what="the next good version")
+
+
+def test_admin_reload_forces_a_check_and_needs_the_token_in_process(artifact_in_process, spares_in_process, tmp_path):
+    art = copy_artifacts(artifact_in_process, tmp_path / "art")
+    with in_process_server(art.root, tmp_path, RELOAD_INTERVAL="0", ADMIN_TOKEN="s3cret-token") as server:
+        c = server.client
+        refused_before = metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin")
+        new = publish_copy(art.root, spares_in_process["lam400"])
+        time.sleep(0.5)
+        assert c.get("/readyz").json()["artifact_version"] == art.version  # polling is off
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"}):
+            r = c.post("/admin/reload", headers=headers)
+            assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/admin/reload").status_code == 405
+        auth = {"Authorization": "Bearer s3cret-token"}
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json() | {"pid": 0} == {"artifact_version": new, "previous_version": art.version, "changed": True, "pid": 0}
+        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
+        assert c.post("/admin/reload", headers=auth).json()["changed"] is False
+        bad = publish_copy(art.root, spares_in_process["lam250"], corrupt=True)
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 409 and r.json()["refused_version"] == bad and "sha256" in r.json()["detail"]
+        assert r.json()["artifact_version"] == new
+        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
+        # one process: this app's refusal is one more on the process's counter
+        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin") - refused_before == 1
+
+
+def test_no_version_then_a_bad_name_then_a_good_version_in_process(spares_in_process, tmp_path, monkeypatch):
+    """The slow test's body, on the API in this process."""
+    monkeypatch.setattr(sys.modules[__name__], "start_api_server", in_process_server)
+    test_no_version_then_a_bad_name_then_a_good_version(spares_in_process, tmp_path)

@@ -1,10 +1,10 @@
 """GET /compare-metrics/summary, /figures and /figures/{name} over HTTP against `python -m app`.
 
-On conftest's `diag_artifact` (a small simulation built WITH diagnostics): the summary served is the
-build's summary.json, and its item-side figures equal the means, over every item, of what
-/compare-metrics answers per query (two independent paths: the build's batch computation over the
-index files vs the API's per-query one); figures are exactly the manifest's PNGs, and nothing else is
-served. On the shared `api_artifact` (built with --no-diagnostics): 404 problems, an empty listing.
+On the session's `diag_artifact` (tests/conftest.py: a small simulation built WITH diagnostics): the
+summary served is the build's summary.json, and its item-side figures equal the means, over every item,
+of what /compare-metrics answers per query (two independent paths: the build's batch computation over
+the index files vs the API's per-query one); figures are exactly the manifest's PNGs, and nothing else
+is served. On the shared `api_artifact` (built with --no-diagnostics): 404 problems, an empty listing.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import json
 
 import numpy as np
 import pytest
+from support.problems import PROBLEM
 
 from models.artifact.manifest import METRICS
 from models.fit.closed_forms import DENOISING_VARIANTS
-
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,19 @@
 (2 workers) serves under load. The API keeps serving the previous complete version without a single
 failed request, and the next build cleans up the leftovers and is picked up.
 
-(tests/test_crash_publish.py checks the artifact side: CURRENT and versions/ after each kill.)"""
+(tests/job/test_crash_publish.py checks the artifact side: CURRENT and versions/ after each kill.) Slow: the
+point is real processes, SIGKILLed builds next to a serving multi-worker server, so there is no in-process twin."""
 
 from __future__ import annotations
 
 import signal
 
-from conftest import api_build, copy_artifacts, start_api_server
-from reliability import LoadGenerator, each_worker, kill_build_when, metric, metrics_text, neighbour_queries, wait_serving
+import pytest
+from support.artifacts import api_build, copy_artifacts
+from support.load import LoadGenerator, neighbour_queries
+from support.prometheus import metric
+from support.servers import each_worker, metrics_text, start_api_server, wait_serving
+from support.versions import kill_build_when
 
 from models.artifact.store import ArtifactStore, verify_version
 
@@ -21,6 +26,7 @@ MARKERS = [
 ]
 
 
+@pytest.mark.slow
 def test_api_serves_the_previous_version_through_killed_builds(api_artifact, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # builds next to a busy server: no spinning BLAS threads
     art = copy_artifacts(api_artifact, tmp_path / "art")

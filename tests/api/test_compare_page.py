@@ -1,11 +1,12 @@
 """The page at / in a real headless Chromium (Debian's `chromium`, driven by Playwright; never `playwright install`).
 
-Against `python -m app` on conftest's diag_artifact (with summary and heatmaps): the page loads without
-errors, a search shows the same suggestions as /items/search, picking one shows a column per metric
-with the titles /compare-metrics returns and its agreement figures, the across-models view shows
-projected lists identical for the four D-variants, a user can be compared by id, and the summary tab
-shows the summary tables and the heatmap images. Screenshots go to the test's tmp folder (the path is
-printed; SCREENSHOT_DIR overrides it). Skips, saying why, only when no Chromium can be found or launched.
+Against `python -m app` on the session's diag_artifact (tests/conftest.py; with summary and heatmaps):
+the page loads without errors, a search shows the same suggestions as /items/search, picking one shows
+a column per metric with the titles /compare-metrics returns and its agreement figures, the
+across-models view shows projected lists identical for the four D-variants, a user can be compared by
+id, and the summary tab shows the summary tables and the heatmap images. Screenshots go to the test's
+tmp folder (the path is printed; SCREENSHOT_DIR overrides it). Skips, saying why, only when no Chromium
+can be found or launched. Marked slow: a browser end to end, which an in-process test cannot stand in for.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
+pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless",

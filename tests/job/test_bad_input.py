@@ -1,4 +1,8 @@
-"""Every bad input: a message naming the file, line or parameter, exit 2, nothing published."""
+"""Every bad input: a message naming the file, line or parameter, exit 2, nothing published.
+
+The offline job runs as a subprocess in the tests marked slow; each has a fast twin at the end, the same
+test body with the CLI called in this process (support.artifacts.build_in_process).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.artifacts import ROOT, build_in_process
 
 from models.artifact.store import ArtifactStore
 from models.errors import InputError
 from models.inputs.csv_file import read_interactions_csv
 
-ROOT = Path(__file__).resolve().parent.parent
 GOOD_CSV = "user_id,item_id,value\n" + "".join(f"u{u},i{(u * 7 + j) % 9},1\n" for u in range(30) for j in range(3))
 
 
@@ -62,6 +66,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_rejected_and_nothing_published(published, tmp_path, case):
     out, version, versions = published
@@ -83,6 +88,7 @@ def test_bad_input_rejected_and_nothing_published(published, tmp_path, case):
     assert not list(out.glob(".staging-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_unreadable_path(published, tmp_path, kind):
     out, version, _ = published
@@ -95,6 +101,7 @@ def test_unreadable_path(published, tmp_path, kind):
     assert ArtifactStore(out).current_version() == version
 
 
+@pytest.mark.slow
 def test_csv_without_input_flag(published):
     out, version, _ = published
     proc = build(out, "--dataset", "csv")
@@ -102,6 +109,7 @@ def test_csv_without_input_flag(published):
     assert ArtifactStore(out).current_version() == version
 
 
+@pytest.mark.slow
 def test_goodbooks_folder_missing_files(published, tmp_path):
     out, version, _ = published
     proc = build(out, "--dataset", "goodbooks", "--input", str(tmp_path))
@@ -109,6 +117,7 @@ def test_goodbooks_folder_missing_files(published, tmp_path):
     assert ArtifactStore(out).current_version() == version
 
 
+@pytest.mark.slow
 def test_unwritable_out(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -146,3 +155,51 @@ def test_reader_raises_input_error_type(tmp_path):
     p.write_text("user_id,item_id,value\nu,i,-1\n")
     with pytest.raises(InputError, match=r"x\.csv: line 2"):
         read_interactions_csv(p)
+
+
+# --------------------------------------------------------------------------- in-process (fast)
+# The subprocess tests above with the CLI called in this process (`make test-fast`): the same bodies.
+
+
+def build_in_this_process(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return build_in_process(["--out", str(out), "--quiet", *args])
+
+
+@pytest.fixture
+def in_process(monkeypatch) -> None:
+    """This module's build() calls the CLI in this process instead of a subprocess."""
+    monkeypatch.setattr(sys.modules[__name__], "build", build_in_this_process)
+
+
+@pytest.fixture(scope="module")
+def published_in_process(tmp_path_factory) -> tuple[Path, str, list[str]]:
+    """`published`, built in this process."""
+    root = tmp_path_factory.mktemp("root-in-process")
+    good = root / "good.csv"
+    good.write_text(GOOD_CSV)
+    proc = build_in_this_process(root / "art", "--dataset", "csv", "--input", str(good), "--k", "4")
+    assert proc.returncode == 0, proc.stderr
+    store = ArtifactStore(root / "art")
+    return root / "art", store.current_version(), store.list_versions()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_rejected_and_nothing_published_in_process(in_process, published_in_process, tmp_path, case):
+    test_bad_input_rejected_and_nothing_published(published_in_process, tmp_path, case)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_path_in_process(in_process, published_in_process, tmp_path, kind):
+    test_unreadable_path(published_in_process, tmp_path, kind)
+
+
+def test_csv_without_input_flag_in_process(in_process, published_in_process):
+    test_csv_without_input_flag(published_in_process)
+
+
+def test_goodbooks_folder_missing_files_in_process(in_process, published_in_process, tmp_path):
+    test_goodbooks_folder_missing_files(published_in_process, tmp_path)
+
+
+def test_unwritable_out_in_process(in_process, tmp_path):
+    test_unwritable_out(tmp_path)

@@ -4,8 +4,9 @@ application/problem+json, including the ones the HTTP layer answers (malformed r
 request heads: app.plumbing.limits).
 
 - schemathesis (v4) on the schema the server serves, positive and negative data, NUL bytes allowed,
-  HOSTILE_MAX_EXAMPLES (default 300) per operation. tests/test_contract.py checks conformance to the
-  checked-in schema with a small budget; this one checks robustness with a large one.
+  HOSTILE_MAX_EXAMPLES (default 300) per operation. tests/api/test_contract.py checks conformance to the
+  checked-in schema with a small budget; this one checks robustness with a large one (slow: through the
+  real HTTP stack, which is the point, so there is no in-process twin).
 - hand-written cases: huge / negative / non-numeric k, 100 KB and unicode ids, repeated and unknown
   parameters, path tricks in every parameter and in the path, over-long URLs and headers (and that a
   worker does not grow from them), large bodies, malformed HTTP, and the admin token.
@@ -23,11 +24,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 import schemathesis
-from conftest import ApiArtifact, ApiServer, start_api_server
 from hypothesis import HealthCheck, settings
-from reliability import PROBLEM, assert_problem, memory, wait_serving, worker_processes
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
+from support.artifacts import ApiArtifact
+from support.problems import PROBLEM, assert_problem
+from support.processes import memory, worker_processes
+from support.servers import ApiServer, start_api_server, wait_serving
 
 from app.settings import MAX_HEAD_BYTES, MAX_URL_BYTES
 
@@ -110,6 +113,7 @@ def errors_are_problems(ctx, response, case) -> None:
         assert response.json()["status"] == response.status_code
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_never_fail_and_errors_are_problems(case, server):

@@ -1,7 +1,10 @@
 """Fault 3: corrupt artifacts published as CURRENT by hand (a good version folder copied, damaged, and
 switched to with ArtifactStore.switch_current). Every worker refuses the version, keeps serving the
 previous one and says so in /readyz, /metrics and the log; a server that starts with only a corrupt
-version stays not-ready (503) with the reason, and recovers when CURRENT names a good version."""
+version stays not-ready (503) with the reason, and recovers when CURRENT names a good version.
+
+Starting a server on a corrupt version is slow (a server per case); its fast twin starts the API in this
+process (create_app + TestClient) on every damage, on a version built in this process."""
 
 from __future__ import annotations
 
@@ -15,17 +18,12 @@ import faiss
 import httpx
 import numpy as np
 import pytest
-from conftest import ApiServer, copy_artifacts, start_api_server
-from reliability import (
-    assert_problem,
-    copy_version,
-    each_worker,
-    metric,
-    metrics_text,
-    publish_by_hand,
-    wait_for,
-    wait_serving,
-)
+from support.artifacts import ApiArtifact, api_build_in_process, copy_artifacts
+from support.in_process import in_process_server
+from support.problems import assert_problem
+from support.prometheus import metric
+from support.servers import ApiServer, each_worker, metrics_text, start_api_server, wait_for, wait_serving
+from support.versions import copy_version, publish_by_hand
 
 from models.artifact.store import MANIFEST, sha256_file
 
@@ -184,6 +182,7 @@ def test_an_intact_copy_is_served(served):
         wait_serving(server, good, WORKERS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["truncated-index", "manifest-not-json", "garbage-index-with-matching-checksum"])
 def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_path, case):
     damage, reason = CORRUPTIONS[case]
@@ -213,3 +212,39 @@ def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_
         wait_serving(server, art.version, WORKERS)  # ready again
         for body in each_worker(server, "/readyz", WORKERS).values():
             assert body["artifact_version"] == art.version and body["last_refusal"]["version"] == bad
+
+
+# --------------------------------------------------------------------------- in-process (fast)
+
+
+@pytest.fixture(scope="module")
+def artifact_in_process(tmp_path_factory) -> ApiArtifact:
+    """A version of the API build (300 items, k = 16: the shapes the reasons name), built in this process."""
+    root = tmp_path_factory.mktemp("corrupt-here")
+    return ApiArtifact(root, api_build_in_process(root))
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_starting_with_only_a_corrupt_version_stays_not_ready_in_process(artifact_in_process, tmp_path, case):
+    damage, reason = CORRUPTIONS[case]
+    art = copy_artifacts(artifact_in_process, tmp_path / "art")
+    bad = publish_corrupt(art.root, art.version, damage)
+    with in_process_server(art.root, tmp_path, ready="/healthz", RELOAD_INTERVAL="0.1") as server:
+        c = server.client
+        polls = metric(metrics_text(server), "simserve_reload_refused_total", trigger="poll")  # this process's
+        time.sleep(0.3)  # several polls: the refused version is not re-verified on every poll
+        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="poll") == polls
+        r = c.get("/readyz")
+        body = assert_problem(r, 503)
+        assert body["type"] == "/problems/not-ready" and r.headers["retry-after"]
+        assert body["detail"].startswith(f"version {bad} refused: ") and reason in body["detail"], body
+        assert body["last_refusal"]["version"] == bad and body["artifact_version"] is None
+        assert body["last_refusal"]["trigger"] == "startup"
+        body = assert_problem(c.get("/similar-items", params={"item_id": "i3"}), 503)
+        assert reason in body["detail"]
+        # recovery without a restart: CURRENT names a good version again
+        publish_by_hand(art.root, art.version)
+        wait_for(lambda: c.get("/readyz").status_code == 200, what="readiness on the good version")
+        body = c.get("/readyz").json()
+        assert body["artifact_version"] == art.version and body["last_refusal"]["version"] == bad
+        assert c.get("/similar-items", params={"item_id": "i3"}).json()["artifact_version"] == art.version

@@ -1,14 +1,18 @@
 """Fault 5, the light variant: with 2 workers every index file is memory-mapped in every worker, and the
 workers share one copy of it: each worker has the whole file resident (RSS), yet the PSS of the file
 summed over the workers is one copy, not two. The measurement with 1, 2 and 4 workers on a ~425 MB
-catalogue, next to a copy-per-worker reference, is bench/worker_memory.py (docs/notes/reliability.md)."""
+catalogue, next to a copy-per-worker reference, is bench/worker_memory.py (bench/README.md#worker-memory).
+Slow: what is measured is memory shared between worker processes, so there is no in-process twin."""
 
 from __future__ import annotations
 
 import json
 
-from conftest import copy_artifacts, start_api_server
-from reliability import LoadGenerator, neighbour_queries, wait_for, wait_serving, worker_processes
+import pytest
+from support.artifacts import copy_artifacts
+from support.load import LoadGenerator, neighbour_queries
+from support.processes import worker_processes
+from support.servers import start_api_server, wait_for, wait_serving
 
 from models.artifact.manifest import METRICS
 from models.fit.closed_forms import MODELS
@@ -17,6 +21,7 @@ WORKERS = 2
 PAGE = 4096
 
 
+@pytest.mark.slow
 def test_workers_share_one_copy_of_every_index(api_artifact, tmp_path):
     # A private copy: PSS divides a page among every process mapping it, including other tests' servers.
     art = copy_artifacts(api_artifact, tmp_path / "art")

@@ -1,12 +1,15 @@
 """The build's exact neighbour lists (`models.build --precompute-neighbours N`) and /similar-items served from them.
 
 - Lists: each item index's stored (ids, scores) equal an independent brute force: numpy over the
-  stored vectors, and the dense oracle (conftest.dense_oracle: PAPER.md's closed forms, no index,
+  stored vectors, and the dense oracle (support.oracle.dense_oracle: PAPER.md's closed forms, no index,
   no models/ code), the row itself excluded.
 - API: two builds of the same data, with lists (N = 20) and without (N = 0: every answer is a
   search); /similar-items answers are equal for k <= N (a lookup) and k > N (the fallback search).
 Ties (the weight-decay model collapses some items onto one direction) may be ordered differently:
 as in test_api_scores, the score lists must agree, and the ids wherever the score is not tied.
+
+The builds (subprocesses) and servers (`python -m app`) make those tests slow; their fast twins at the
+end run the same bodies on builds made in this process, and the API in this process (TestClient).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from dataclasses import replace
 import faiss
 import numpy as np
 import pytest
-from conftest import API_BUILD, ROOT, ApiArtifact, api_build, dense_oracle, start_api_server
+from support.artifacts import API_BUILD, ROOT, ApiArtifact, api_build, api_build_in_process, build_in_process
+from support.in_process import in_process_server
+from support.oracle import dense_oracle
+from support.servers import start_api_server
 
 from app.query.neighbours import neighbours_of_row
 from app.serving.loader import load_version
@@ -47,6 +53,7 @@ def manifest_of(art: ApiArtifact) -> dict:
     return json.loads((art.version_dir / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_lists_equal_brute_force(builds):
     art = builds[0]
     manifest = manifest_of(art)
@@ -104,6 +111,7 @@ def test_exact_neighbours_edge_cases():
     assert exact_neighbours(flat_index(x[:1]), x[:1], 5)[0].shape == (1, 0)
 
 
+@pytest.mark.slow
 def test_store_serves_the_lists_and_they_equal_the_search(builds):
     version = load_version(builds[0].version_dir)
     for key, index in version.indexes.items():
@@ -134,6 +142,7 @@ def same_answer(rows, scores, ref_rows, ref_scores) -> None:
     assert above(rows, scores) == above(ref_rows, ref_scores)
 
 
+@pytest.mark.slow
 def test_api_answers_equal_the_search_path(builds, tmp_path):
     with_lists, without = builds
     m_with, m_without = manifest_of(with_lists), manifest_of(without)
@@ -162,6 +171,7 @@ def test_api_answers_equal_the_search_path(builds, tmp_path):
                         assert all({**n, "score": None} == by_id[n["item_id"]] for n in na if n["item_id"] in by_id)
 
 
+@pytest.mark.slow
 def test_negative_count_is_refused(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "models.build", "--out", str(tmp_path), "--precompute-neighbours", "-1", "--quiet"],
@@ -170,5 +180,38 @@ def test_negative_count_is_refused(tmp_path):
         text=True,
         timeout=120,
     )
+    assert proc.returncode == 2 and "--precompute-neighbours" in proc.stderr
+    assert not (tmp_path / "CURRENT").exists()
+
+
+# --------------------------------------------------------------------------- in-process (fast)
+
+
+@pytest.fixture(scope="module")
+def builds_in_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[ApiArtifact, ApiArtifact]:
+    """`builds`, made by the offline job's CLI called in this process."""
+    with_lists, without = tmp_path_factory.mktemp("with-lists-here"), tmp_path_factory.mktemp("without-lists-here")
+    return (
+        ApiArtifact(with_lists, api_build_in_process(with_lists, precompute_neighbours=N)),
+        ApiArtifact(without, api_build_in_process(without, precompute_neighbours=0)),
+    )
+
+
+def test_lists_equal_brute_force_in_process(builds_in_process):
+    test_lists_equal_brute_force(builds_in_process)
+
+
+def test_store_serves_the_lists_and_they_equal_the_search_in_process(builds_in_process):
+    test_store_serves_the_lists_and_they_equal_the_search(builds_in_process)
+
+
+def test_api_answers_equal_the_search_path_in_process(builds_in_process, tmp_path, monkeypatch):
+    """The same requests to the API in this process (create_app + TestClient) instead of two servers."""
+    monkeypatch.setattr(sys.modules[__name__], "start_api_server", in_process_server)
+    test_api_answers_equal_the_search_path(builds_in_process, tmp_path)
+
+
+def test_negative_count_is_refused_in_process(tmp_path):
+    proc = build_in_process(["--out", str(tmp_path), "--precompute-neighbours", "-1", "--quiet"])
     assert proc.returncode == 2 and "--precompute-neighbours" in proc.stderr
     assert not (tmp_path / "CURRENT").exists()

@@ -1,5 +1,6 @@
 """Diagnostics: the paper's full-rank claims on the simulation, the build-time summary against a dense
-recomputation, the heatmap panels against their definitions, and the job end to end."""
+recomputation, the heatmap panels against their definitions, and the job end to end (a subprocess,
+slow; its fast twin calls the CLI in this process with the heatmaps' rendering stubbed out)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 import scipy.sparse as sp
 from matplotlib.image import imread
 from scipy.stats import weightedtau
+from support.artifacts import ROOT, build_in_process
 
+import models.diagnostics.heatmaps
 from models.artifact.store import ArtifactStore, verify_version
 from models.build.pipeline import BuildParams, build_into
 from models.build.progress import Progress
@@ -29,9 +32,6 @@ from models.fit.svd import truncated_svd
 from models.indexes.neighbour_lists import top_neighbours
 from models.inputs.dataset import Dataset
 from models.inputs.simulation import SimulationSpec, simulate, simulation_truth, spec_from_source
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 # --- the paper's claims at full rank ---------------------------------------------------------------
 
@@ -277,6 +277,7 @@ def test_heatmap_panels_follow_their_definitions():
 # --- the job end to end ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_build_writes_summary_and_figures(tmp_path):
     args = [
         "--sim-users",
@@ -323,6 +324,38 @@ def test_build_writes_summary_and_figures(tmp_path):
         text=True,
         timeout=300,
     )
+    assert proc.returncode == 0, proc.stderr
+    manifest = verify_version(store.version_dir(store.current_version()))
+    assert manifest["diagnostics"] is None and "summary.json" not in manifest["files"]
+
+
+def test_build_writes_summary_and_figures_in_process(tmp_path, monkeypatch):
+    """The job end to end in this process: summary.json and every figure file written, listed and checksummed,
+    the report on stdout; --no-diagnostics writes none. Rendering the 22 PNGs with matplotlib (most of the
+    slow test's time) is replaced by writing a PNG signature: the images themselves are the slow test's."""
+    png = b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr(models.diagnostics.heatmaps, "_save_panel", lambda panel, path, boundaries: path.write_bytes(png))
+    monkeypatch.setattr(models.diagnostics.heatmaps, "_save_grid", lambda panels, path, boundaries: path.write_bytes(png))
+    args = ["--out", str(tmp_path), "--sim-users", "300", "--sim-items", "60", "--k", "8"]
+    args += ["--lambda-denoising", "100", "--lambda-weight-decay", "5", "--diagnostics-user-sample", "50"]
+    proc = build_in_process(args)
+    assert proc.returncode == 0, proc.stderr
+    store = ArtifactStore(tmp_path)
+    vdir = store.version_dir(store.current_version())
+    manifest = verify_version(vdir)  # summary and figures are checksummed with the rest
+    diag = manifest["diagnostics"]
+    assert diag["summary"] in manifest["files"]
+    summary = json.loads((vdir / diag["summary"]).read_text())
+    assert summary["sides"]["users"]["queries"] == 50 and summary["sides"]["items"]["queries"] == 60
+    figures = diag["heatmaps"]
+    assert figures["grid"] in manifest["files"] and len(figures["panels"]) == 21
+    assert {(p["metric"], p["k"]) for p in figures["panels"][1:]} == {(m, k) for m in ("cosine", "projected") for k in (60, 50)}
+    for entry in [{"file": figures["grid"]}, *figures["panels"]]:
+        assert entry["file"] in manifest["files"]
+        assert (vdir / entry["file"]).read_bytes() == png
+    assert "D-sensitivity" in proc.stdout and "cat.prec@10" in proc.stdout and "heatmaps.png" in proc.stdout
+
+    proc = build_in_process([*args, "--no-diagnostics"])
     assert proc.returncode == 0, proc.stderr
     manifest = verify_version(store.version_dir(store.current_version()))
     assert manifest["diagnostics"] is None and "summary.json" not in manifest["files"]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.problems import PROBLEM
+from support.prometheus import metric
 
 from models.artifact.manifest import METRICS
 from models.fit.closed_forms import MODELS
-
-PROBLEM = "application/problem+json"
 
 
 def problem(r, status: int) -> dict:
@@ -197,16 +196,6 @@ def test_healthz_and_readyz(api_server, api_artifact):
     assert body["artifact_version"] == api_artifact.version and body["last_refusal"] is None
 
 
-def _samples(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of one metric whose labels include `labels` (over workers)."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
-
-
 def test_metrics_count_requests_errors_latency_across_workers(api_server, api_artifact, users):
     client = api_server.client
     before = client.get("/metrics").text
@@ -226,7 +215,7 @@ def test_metrics_count_requests_errors_latency_across_workers(api_server, api_ar
     after = r.text
 
     def delta(name: str, **extra: str) -> float:
-        return _samples(after, name, **labels, **extra) - _samples(before, name, **labels, **extra)
+        return metric(after, name, **labels, **extra) - metric(before, name, **labels, **extra)
 
     assert delta("simserve_requests_total", status="200") == n
     assert delta("simserve_requests_total", status="404") == 3
@@ -234,9 +223,9 @@ def test_metrics_count_requests_errors_latency_across_workers(api_server, api_ar
     assert delta("simserve_request_errors_total", status="200") == 0
     assert delta("simserve_request_duration_seconds_count") == n + 3
     assert delta("simserve_request_duration_seconds_bucket", le="+Inf") == n + 3
-    assert _samples(after, "simserve_artifact_version_info", version=api_artifact.version) == 2  # one per worker
-    assert _samples(after, "simserve_reloads_total", trigger="startup") == 2
-    assert _samples(after, "simserve_reload_refused_total") == 0
+    assert metric(after, "simserve_artifact_version_info", version=api_artifact.version) == 2  # one per worker
+    assert metric(after, "simserve_reloads_total", trigger="startup") == 2
+    assert metric(after, "simserve_reload_refused_total") == 0
 
 
 def test_every_response_names_the_artifact_version(api_server, api_artifact):

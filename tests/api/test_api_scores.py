@@ -1,18 +1,25 @@
 """The scores the API serves equal the same quantities computed directly from the embeddings.
 
-The oracle (conftest.dense_oracle) rebuilds A, B from svd.npz with PAPER.md's closed forms, P = X A
+The oracle (support.oracle.dense_oracle) rebuilds A, B from svd.npz with PAPER.md's closed forms, P = X A
 from interactions.npz, the dense Xhat = P B^T, and every cosine by its definition: no index, no
 models/ code. For each response: its scores equal the oracle's at the returned (query, neighbour)
 pairs, and the score list equals the oracle's best k (so the neighbours are the true top k, ties aside).
+
+test_zero_vectors_score_zero_not_nan builds its own version and server (slow); its fast twin runs the
+same body on a version built in this process and the API in this process (TestClient).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
-from conftest import API_BUILD, api_build, dense_oracle, start_api_server
+from support.artifacts import API_BUILD, api_build, api_build_in_process
+from support.in_process import in_process_server
+from support.oracle import dense_oracle
+from support.servers import start_api_server
 
 from models.artifact.manifest import METRICS
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
@@ -125,6 +132,7 @@ def test_cosine_depends_on_the_d_variant(api_server, ids):
     assert len({tuple(v) for v in lists.values()}) > 1
 
 
+@pytest.mark.slow
 def test_zero_vectors_score_zero_not_nan(tmp_path):
     """Weight decay with lambda above every singular value kills every dimension: all embeddings are 0."""
     version = api_build(tmp_path / "art", lambda_weight_decay=1e9)
@@ -145,3 +153,10 @@ def test_zero_vectors_score_zero_not_nan(tmp_path):
                 if path != "/recommend":  # all scores tie at 0: the query row must still be left out
                     query = params.get("item_id") or params.get("user_id")
                     assert query not in {n.get("item_id") or n.get("user_id") for n in neighbors}
+
+
+def test_zero_vectors_score_zero_not_nan_in_process(tmp_path, monkeypatch):
+    """The slow test's body, with the version built in this process and the API in this process."""
+    monkeypatch.setattr(sys.modules[__name__], "api_build", api_build_in_process)
+    monkeypatch.setattr(sys.modules[__name__], "start_api_server", in_process_server)
+    test_zero_vectors_score_zero_not_nan(tmp_path)

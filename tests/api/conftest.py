@@ -1,0 +1,23 @@
+"""Servers of the HTTP tests of tests/api/: real `python -m app` processes on the session's fixture artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support.artifacts import ApiArtifact
+from support.servers import ApiServer, start_api_server
+
+
+@pytest.fixture(scope="session")
+def api_server(api_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """The API as `make demo` runs it (2 workers), on the session's fixture artifact; `.client` is an httpx.Client."""
+    with start_api_server(api_artifact.root, tmp_path_factory.mktemp("api-server"), workers=2) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def diag_server(diag_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """`python -m app` (1 worker) on diag_artifact."""
+    with start_api_server(diag_artifact.root, tmp_path_factory.mktemp("diag-server"), workers=1) as server:
+        yield server
