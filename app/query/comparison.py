@@ -111,14 +111,17 @@ def compare(
     entry = version.item_entry if side == "items" else version.user_entry
     tau_at = tau_rows_of(m, row, tau_rows)
     found = {t.name: neighbours_of_row(index, row, k) for t, index in zip(targets, indexes, strict=True)}
-    tau_scores = {t.name: _scores(index, row, tau_at)[None, :] for t, index in zip(targets, indexes, strict=True)}
+    tau_scores = (
+        {t.name: _scores(index, row, tau_at)[None, :] for t, index in zip(targets, indexes, strict=True)} if tau_at.size else None
+    )
     figures = compare_lists(
         np.array([row]),
         {name: rows[None, :] for name, (rows, _) in found.items()},
         pop,
         cats,
         rbo_p,
-        tau_scores if tau_at.size else None,
+        tau_scores,
+        popularity_median=median,
     )
     lists = []
     for t, index in zip(targets, indexes, strict=True):

@@ -16,7 +16,7 @@ from app.plumbing.problems import ProblemError
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response
 from app.query.comparison import Target, compare
 from app.routers.neighbours import check_k, current_version
-from app.schemas.common import DEFAULT_MODEL, Problem, ValidationProblem
+from app.schemas.common import DEFAULT_MODEL, NOT_READY, Problem, ValidationProblem
 from app.schemas.compare import DEFAULT_MODELS_METRIC, CompareQuery, CompareResponse, SummaryQuery, SummaryResponse
 from app.serving.version import Side, Version
 from models.artifact.manifest import METRICS
@@ -24,10 +24,6 @@ from models.diagnostics.report import format_summary
 from models.fit.closed_forms import MODELS
 
 router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
-
-NOT_READY: dict[int | str, dict[str, Any]] = {
-    503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}
-}
 
 
 @router.get(

@@ -12,14 +12,11 @@ from app.plumbing.metrics import VERSION_HEADER
 from app.plumbing.problems import ProblemError
 from app.plumbing.query_route import json_response
 from app.routers.neighbours import current_version
-from app.schemas.common import Problem
+from app.schemas.common import NOT_READY, Problem
 from app.schemas.figures import FiguresResponse
 from app.serving.version import Version
 
 router = APIRouter(tags=["diagnostics"])
-NOT_READY: dict[int | str, dict[str, Any]] = {
-    503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}
-}
 
 
 def figures_of(version: Version) -> tuple[list[dict[str, Any]], dict[str, str]]:

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from app.plumbing.query_route import QueryModelRoute, json_response
 from app.query.item_lookup import find_items
 from app.routers.neighbours import current_version
-from app.schemas.common import Problem, ValidationProblem
+from app.schemas.common import NOT_READY, ValidationProblem
 from app.schemas.items import ItemSearchQuery, ItemSearchResponse
 
 router = APIRouter(route_class=QueryModelRoute, tags=["items"])
@@ -21,7 +21,7 @@ router = APIRouter(route_class=QueryModelRoute, tags=["items"])
     response_model=ItemSearchResponse,
     responses={
         422: {"model": ValidationProblem, "description": "q missing, empty or longer than 200 characters; limit outside 1..50."},
-        503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."},
+        **NOT_READY,
     },
     summary="Find items by id or title",
     description="Items whose id or title contains `q` (case-insensitive), best matches first: exact id, title prefix, "

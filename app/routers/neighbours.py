@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response
 from app.query import neighbours as search
-from app.schemas.common import Problem, ValidationProblem
+from app.schemas.common import NOT_READY, Problem, ValidationProblem
 from app.schemas.neighbours import (
     RecommendQuery,
     RecommendResponse,
@@ -33,7 +33,7 @@ def errors(kind: str) -> dict[int | str, dict[str, Any]]:
             "description": "Missing or invalid parameter: unknown model or metric "
             "(the allowed values are listed), k outside 1..1000.",
         },
-        503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."},
+        **NOT_READY,
     }
 
 

@@ -139,3 +139,9 @@ class ValidationProblem(Problem):
         },
     )
     errors: list[ParamError] = Field(description="One entry per invalid or missing parameter.")
+
+
+# The 503 every endpoint that needs a loaded version documents (OpenAPI `responses=`).
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "No artifact version is loaded yet (see /readyz)."}
+}

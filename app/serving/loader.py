@@ -34,7 +34,7 @@ from models.artifact.manifest import (
     referenced_files,
 )
 from models.artifact.store import ArtifactError, verify_version
-from models.indexes.faiss_index import read_index
+from models.indexes.faiss_index import flat_vectors, read_index
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,7 @@ def _open_index(version_dir: Path, entry: IndexEntry, options: LoadOptions, cach
         storage = index
     if not isinstance(storage, faiss.IndexFlat) or storage.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise ArtifactError(f"{version_dir.name}: {rel} is not an inner-product index over flat float32 vectors")
-    raw = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
-    vectors = np.asarray(_Pinned(raw, index))
+    vectors = np.asarray(_Pinned(flat_vectors(storage), index))
     if not _all_finite(vectors):  # checked once here, so no request can produce a NaN score
         raise ArtifactError(f"{version_dir.name}: {rel} holds non-finite values")
     loaded = VectorIndex(
@@ -211,7 +210,7 @@ class _Pinned:
     """Memory owned by a FAISS index as a read-only array interface that holds the index.
 
     np.asarray(_Pinned(...)) has this object as its base, so the vectors keep the mapping alive
-    on their own (a bare rev_swig_ptr view would dangle once the index is freed).
+    on their own (a bare flat_vectors view would dangle once the index is freed).
     """
 
     def __init__(self, view: np.ndarray, owner: faiss.Index) -> None:

@@ -64,16 +64,20 @@ def compare_lists(
     categories: np.ndarray | None = None,
     rbo_p: float = RBO_P,
     tau_scores: Mapping[str, np.ndarray] | None = None,
+    popularity_median: float | None = None,
 ) -> Comparison:
     """Figures of the named lists (name -> ids (q, kk), one row per query row of queries (q,)).
 
-    popularity (m,) per catalogue row (None: popularity_ratio is NaN); categories (m, c) bool or
+    popularity (m,) per catalogue row (None: popularity_ratio is NaN), popularity_median its median
+    (computed when not given; callers that compare often pass the cached one); categories (m, c) bool or
     None; tau_scores: name -> (q_tau, r) score vectors of the first q_tau queries over r shared
     catalogue rows (None: no weighted tau, q_tau = 0).
     """
     queries = np.asarray(queries, dtype=np.int64)
     names = list(lists)
-    median = float(np.median(popularity)) if popularity is not None else 0.0
+    median = popularity_median
+    if median is None:
+        median = float(np.median(popularity)) if popularity is not None else 0.0
     out_lists = {}
     for name in names:
         ids = lists[name]

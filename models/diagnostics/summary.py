@@ -36,7 +36,7 @@ from models.diagnostics.comparison import compare_lists
 from models.diagnostics.report import pair_name
 from models.diagnostics.sampling import sample_rows, tau_query_count
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
-from models.indexes.faiss_index import read_index
+from models.indexes.faiss_index import flat_vectors, read_index
 from models.indexes.neighbour_lists import top_neighbours
 from models.inputs.dataset import Dataset, item_popularity, user_activity
 
@@ -66,7 +66,7 @@ def score_vectors(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def side_summary(
-    load: Callable[[str], np.ndarray | faiss.Index],
+    load: Callable[[str], np.ndarray | faiss.IndexFlat],
     files: Mapping[tuple[str, str], str],
     m: int,
     popularity: np.ndarray,
@@ -91,8 +91,8 @@ def side_summary(
     for key in files.values():
         if key not in computed:
             loaded = load(key)
-            if isinstance(loaded, faiss.Index):
-                index, vectors = loaded, loaded.reconstruct_n(0, loaded.ntotal)
+            if isinstance(loaded, faiss.IndexFlat):  # a view of the mmapped vectors, valid while `loaded` lives
+                index, vectors = loaded, flat_vectors(loaded)
             else:
                 index, vectors = None, np.asarray(loaded, dtype=np.float32)
             lists, _ = top_neighbours(vectors, queries, params.k, index)
@@ -109,6 +109,7 @@ def side_summary(
             cats,
             params.rbo_p,
             {metric: full for metric, (_, full) in by_metric.items()},
+            popularity_median=median,
         )
         per_metric = {
             metric: {
@@ -164,8 +165,11 @@ def catalogue_summary(
     user_act = user_activity(ds.X).astype(np.float64)
     categories = category_matrix(ds.item_categories)[0] if ds.item_categories is not None else None
 
-    def load(rel: str) -> faiss.Index:
-        return read_index(folder / rel)
+    def load(rel: str) -> faiss.IndexFlat:
+        index = read_index(folder / rel)
+        if not isinstance(index, faiss.IndexFlat):  # the build writes exact indexes only; HNSW twins are not read here
+            raise TypeError(f"{rel} is a {type(index).__name__}, not a flat index")
+        return index
 
     sides: dict[str, Any] = {}
     for side, pop, cats, what, n in (

@@ -25,6 +25,11 @@ def flat_index(vectors: np.ndarray) -> faiss.IndexFlatIP:
     return index
 
 
+def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
+    """The stored vectors (ntotal, d) float32 of a flat (IndexFlat) index as a view, no copy: valid while `index` lives."""
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
 def hnsw_index(vectors: np.ndarray, params: HnswParams) -> faiss.IndexHNSWFlat:
     """Approximate HNSW inner-product index over vectors (m, k)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
