@@ -61,6 +61,51 @@ def publish_copy(root: Path, version_dir: Path, corrupt: bool = False) -> str:
     return version_dir.name
 
 
+def check_corrupt_version_refused(server, art: ApiArtifact, spares: dict[str, Path]) -> str:
+    """Publish a corrupted version: the poller refuses it with the reason and the served one stays; its name."""
+    bad = publish_copy(art.root, spares["lam250"], corrupt=True)
+    refusal = wait_for(lambda: server.client.get("/readyz").json()["last_refusal"], what="the refusal")
+    ready = server.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["artifact_version"] == art.version
+    assert refusal["version"] == bad and refusal["trigger"] == "poll"
+    assert "indexes/items-denoising-projected.faiss" in refusal["reason"] and "sha256" in refusal["reason"]
+    r = server.client.get("/similar-items", params={"item_id": "i1"})
+    assert r.status_code == 200 and r.json()["artifact_version"] == art.version
+    return bad
+
+
+def check_next_good_version_served(server, art: ApiArtifact, spares: dict[str, Path]) -> None:
+    """A good version published after a refused one is served."""
+    good = publish_copy(art.root, spares["lam400"])
+    wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == good, what="the next good version")
+
+
+def check_admin_reload(server, art: ApiArtifact, spares: dict[str, Path], refused_before: float) -> None:
+    """POST /admin/reload with polling off: 401 without the token, a forced swap with it, 409 on a corrupt
+    version (the served one stays); the admin refusal counter rises by exactly one from refused_before."""
+    c = server.client
+    new = publish_copy(art.root, spares["lam400"])
+    time.sleep(0.5)
+    assert c.get("/readyz").json()["artifact_version"] == art.version  # polling is off
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"}):
+        r = c.post("/admin/reload", headers=headers)
+        assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    assert c.get("/admin/reload").status_code == 405
+    auth = {"Authorization": "Bearer s3cret-token"}
+    r = c.post("/admin/reload", headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json() | {"pid": 0} == {"artifact_version": new, "previous_version": art.version, "changed": True, "pid": 0}
+    assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
+    assert c.post("/admin/reload", headers=auth).json()["changed"] is False
+    bad = publish_copy(art.root, spares["lam250"], corrupt=True)
+    r = c.post("/admin/reload", headers=auth)
+    assert r.status_code == 409 and r.json()["refused_version"] == bad and "sha256" in r.json()["detail"]
+    assert r.json()["artifact_version"] == new
+    assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
+    assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin") - refused_before == 1
+
+
 @pytest.mark.slow
 def test_new_version_is_picked_up_without_restart_and_requests_never_fail(api_artifact, tmp_path):
     art = copy_artifacts(api_artifact, tmp_path / "art")
@@ -116,48 +161,20 @@ def test_new_version_is_picked_up_without_restart_and_requests_never_fail(api_ar
 def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(api_artifact, spares, tmp_path):
     art = copy_artifacts(api_artifact, tmp_path / "art")
     with start_api_server(art.root, tmp_path, RELOAD_INTERVAL="0.3") as server:
-        bad = publish_copy(art.root, spares["lam250"], corrupt=True)
-        refusal = wait_for(lambda: server.client.get("/readyz").json()["last_refusal"], what="the refusal")
-        ready = server.client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["artifact_version"] == art.version
-        assert refusal["version"] == bad and refusal["trigger"] == "poll"
-        assert "indexes/items-denoising-projected.faiss" in refusal["reason"] and "sha256" in refusal["reason"]
-        r = server.client.get("/similar-items", params={"item_id": "i1"})
-        assert r.status_code == 200 and r.json()["artifact_version"] == art.version
+        bad = check_corrupt_version_refused(server, art, spares)
         time.sleep(1.0)  # several polls: a refused version is not re-verified again and again
         assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="poll") == 1
         assert metric(metrics_text(server), "simserve_last_refusal_info", version=bad) == 1
         assert metric(metrics_text(server), "simserve_artifact_version_info", version=art.version) == 1
         assert "refused artifact version" in server.logs() and bad in server.logs()
-        good = publish_copy(art.root, spares["lam400"])  # a good version after a bad one is served
-        wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == good, what="the next good version")
+        check_next_good_version_served(server, art, spares)
 
 
 @pytest.mark.slow
 def test_admin_reload_forces_a_check_and_needs_the_token(api_artifact, spares, tmp_path):
     art = copy_artifacts(api_artifact, tmp_path / "art")
     with start_api_server(art.root, tmp_path, RELOAD_INTERVAL="0", ADMIN_TOKEN="s3cret-token") as server:
-        c = server.client
-        new = publish_copy(art.root, spares["lam400"])
-        time.sleep(0.5)
-        assert c.get("/readyz").json()["artifact_version"] == art.version  # polling is off
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"}):
-            r = c.post("/admin/reload", headers=headers)
-            assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
-            assert r.headers["www-authenticate"].startswith("Bearer")
-        assert c.get("/admin/reload").status_code == 405
-        auth = {"Authorization": "Bearer s3cret-token"}
-        r = c.post("/admin/reload", headers=auth)
-        assert r.status_code == 200, r.text
-        assert r.json() | {"pid": 0} == {"artifact_version": new, "previous_version": art.version, "changed": True, "pid": 0}
-        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
-        assert c.post("/admin/reload", headers=auth).json()["changed"] is False
-        bad = publish_copy(art.root, spares["lam250"], corrupt=True)
-        r = c.post("/admin/reload", headers=auth)
-        assert r.status_code == 409 and r.json()["refused_version"] == bad and "sha256" in r.json()["detail"]
-        assert r.json()["artifact_version"] == new
-        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
-        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin") == 1
+        check_admin_reload(server, art, spares, refused_before=0)
 
 
 @pytest.mark.slow
@@ -239,44 +256,15 @@ def test_new_version_is_picked_up_without_restart_in_process(artifact_in_process
 def test_corrupted_version_is_refused_and_the_old_one_keeps_serving_in_process(artifact_in_process, spares_in_process, tmp_path):
     art = copy_artifacts(artifact_in_process, tmp_path / "art")
     with in_process_server(art.root, tmp_path, RELOAD_INTERVAL="0.1") as server:
-        bad = publish_copy(art.root, spares_in_process["lam250"], corrupt=True)
-        refusal = wait_for(lambda: server.client.get("/readyz").json()["last_refusal"], what="the refusal")
-        ready = server.client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["artifact_version"] == art.version
-        assert refusal["version"] == bad and refusal["trigger"] == "poll"
-        assert "indexes/items-denoising-projected.faiss" in refusal["reason"] and "sha256" in refusal["reason"]
-        r = server.client.get("/similar-items", params={"item_id": "i1"})
-        assert r.status_code == 200 and r.json()["artifact_version"] == art.version
-        good = publish_copy(art.root, spares_in_process["lam400"])  # a good version after a bad one is served
-        wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == good, what="the next good version")
+        check_corrupt_version_refused(server, art, spares_in_process)
+        check_next_good_version_served(server, art, spares_in_process)
 
 
 def test_admin_reload_forces_a_check_and_needs_the_token_in_process(artifact_in_process, spares_in_process, tmp_path):
     art = copy_artifacts(artifact_in_process, tmp_path / "art")
     with in_process_server(art.root, tmp_path, RELOAD_INTERVAL="0", ADMIN_TOKEN="s3cret-token") as server:
-        c = server.client
         refused_before = metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin")
-        new = publish_copy(art.root, spares_in_process["lam400"])
-        time.sleep(0.5)
-        assert c.get("/readyz").json()["artifact_version"] == art.version  # polling is off
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"}):
-            r = c.post("/admin/reload", headers=headers)
-            assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
-            assert r.headers["www-authenticate"].startswith("Bearer")
-        assert c.get("/admin/reload").status_code == 405
-        auth = {"Authorization": "Bearer s3cret-token"}
-        r = c.post("/admin/reload", headers=auth)
-        assert r.status_code == 200, r.text
-        assert r.json() | {"pid": 0} == {"artifact_version": new, "previous_version": art.version, "changed": True, "pid": 0}
-        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
-        assert c.post("/admin/reload", headers=auth).json()["changed"] is False
-        bad = publish_copy(art.root, spares_in_process["lam250"], corrupt=True)
-        r = c.post("/admin/reload", headers=auth)
-        assert r.status_code == 409 and r.json()["refused_version"] == bad and "sha256" in r.json()["detail"]
-        assert r.json()["artifact_version"] == new
-        assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
-        # one process: this app's refusal is one more on the process's counter
-        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin") - refused_before == 1
+        check_admin_reload(server, art, spares_in_process, refused_before)  # one process: counters are the process's
 
 
 def test_no_version_then_a_bad_name_then_a_good_version_in_process(spares_in_process, tmp_path, monkeypatch):

@@ -31,16 +31,20 @@ def build(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory) -> tuple[Path, str, list[str]]:
-    """An artifacts root holding one good version, to check that failures leave it untouched."""
-    root = tmp_path_factory.mktemp("root")
+def publish_good(root: Path, run) -> tuple[Path, str, list[str]]:
+    """Publish GOOD_CSV into root/art with `run` (a build function): (artifacts root, live version, versions)."""
     good = root / "good.csv"
     good.write_text(GOOD_CSV)
-    proc = build(root / "art", "--dataset", "csv", "--input", str(good), "--k", "4")
+    proc = run(root / "art", "--dataset", "csv", "--input", str(good), "--k", "4")
     assert proc.returncode == 0, proc.stderr
     store = ArtifactStore(root / "art")
     return root / "art", store.current_version(), store.list_versions()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, str, list[str]]:
+    """An artifacts root holding one good version, to check that failures leave it untouched."""
+    return publish_good(tmp_path_factory.mktemp("root"), build)
 
 
 CASES = {
@@ -174,13 +178,7 @@ def in_process(monkeypatch) -> None:
 @pytest.fixture(scope="module")
 def published_in_process(tmp_path_factory) -> tuple[Path, str, list[str]]:
     """`published`, built in this process."""
-    root = tmp_path_factory.mktemp("root-in-process")
-    good = root / "good.csv"
-    good.write_text(GOOD_CSV)
-    proc = build_in_this_process(root / "art", "--dataset", "csv", "--input", str(good), "--k", "4")
-    assert proc.returncode == 0, proc.stderr
-    store = ArtifactStore(root / "art")
-    return root / "art", store.current_version(), store.list_versions()
+    return publish_good(tmp_path_factory.mktemp("root-in-process"), build_in_this_process)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -277,6 +277,32 @@ def test_heatmap_panels_follow_their_definitions():
 # --- the job end to end ---------------------------------------------------------------------------
 
 
+def check_summary_and_figures(proc, store: ArtifactStore, user_queries: int) -> Path:
+    """A build of the 60-item simulation with diagnostics: summary.json and the 22 figure files written,
+    listed and checksummed with the rest (verify_version), the report on stdout; the version folder."""
+    assert proc.returncode == 0, proc.stderr
+    vdir = store.version_dir(store.current_version())
+    manifest = verify_version(vdir)  # summary and figures are checksummed with the rest
+    diag = manifest["diagnostics"]
+    assert diag["summary"] in manifest["files"]
+    summary = json.loads((vdir / diag["summary"]).read_text())
+    assert summary["sides"]["users"]["queries"] == user_queries and summary["sides"]["items"]["queries"] == 60
+    figures = diag["heatmaps"]
+    assert figures["grid"] in manifest["files"] and len(figures["panels"]) == 21
+    assert {(p["metric"], p["k"]) for p in figures["panels"][1:]} == {(m, k) for m in ("cosine", "projected") for k in (60, 50)}
+    for entry in [{"file": figures["grid"]}, *figures["panels"]]:
+        assert entry["file"] in manifest["files"]
+    assert "D-sensitivity" in proc.stdout and "cat.prec@10" in proc.stdout and "heatmaps.png" in proc.stdout
+    return vdir
+
+
+def check_no_diagnostics(proc, store: ArtifactStore) -> None:
+    """A build with --no-diagnostics publishes no summary and no figures."""
+    assert proc.returncode == 0, proc.stderr
+    manifest = verify_version(store.version_dir(store.current_version()))
+    assert manifest["diagnostics"] is None and "summary.json" not in manifest["files"]
+
+
 @pytest.mark.slow
 def test_build_writes_summary_and_figures(tmp_path):
     args = [
@@ -300,22 +326,12 @@ def test_build_writes_summary_and_figures(tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr
     store = ArtifactStore(tmp_path)
-    vdir = store.version_dir(store.current_version())
-    manifest = verify_version(vdir)  # summary and figures are checksummed with the rest
-    diag = manifest["diagnostics"]
-    assert diag["summary"] in manifest["files"]
-    summary = json.loads((vdir / diag["summary"]).read_text())
-    assert summary["sides"]["users"]["queries"] == 200 and summary["sides"]["items"]["queries"] == 60
-    figures = diag["heatmaps"]
-    assert figures["grid"] in manifest["files"] and len(figures["panels"]) == 21
-    assert {(p["metric"], p["k"]) for p in figures["panels"][1:]} == {(m, k) for m in ("cosine", "projected") for k in (60, 50)}
-    for entry in [{"file": figures["grid"]}, *figures["panels"]]:
-        assert entry["file"] in manifest["files"]
+    vdir = check_summary_and_figures(proc, store, user_queries=200)
+    heatmaps = verify_version(vdir)["diagnostics"]["heatmaps"]
+    for entry in [{"file": heatmaps["grid"]}, *heatmaps["panels"]]:
         image = imread(vdir / entry["file"])
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
-    assert "D-sensitivity" in proc.stdout and "cat.prec@10" in proc.stdout and "heatmaps.png" in proc.stdout
 
     proc = subprocess.run(
         [sys.executable, "-m", "models.build", "--out", str(tmp_path), *args, "--no-diagnostics"],
@@ -324,9 +340,7 @@ def test_build_writes_summary_and_figures(tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr
-    manifest = verify_version(store.version_dir(store.current_version()))
-    assert manifest["diagnostics"] is None and "summary.json" not in manifest["files"]
+    check_no_diagnostics(proc, store)
 
 
 def test_build_writes_summary_and_figures_in_process(tmp_path, monkeypatch):
@@ -339,23 +353,11 @@ def test_build_writes_summary_and_figures_in_process(tmp_path, monkeypatch):
     args = ["--out", str(tmp_path), "--sim-users", "300", "--sim-items", "60", "--k", "8"]
     args += ["--lambda-denoising", "100", "--lambda-weight-decay", "5", "--diagnostics-user-sample", "50"]
     proc = build_in_process(args)
-    assert proc.returncode == 0, proc.stderr
     store = ArtifactStore(tmp_path)
-    vdir = store.version_dir(store.current_version())
-    manifest = verify_version(vdir)  # summary and figures are checksummed with the rest
-    diag = manifest["diagnostics"]
-    assert diag["summary"] in manifest["files"]
-    summary = json.loads((vdir / diag["summary"]).read_text())
-    assert summary["sides"]["users"]["queries"] == 50 and summary["sides"]["items"]["queries"] == 60
-    figures = diag["heatmaps"]
-    assert figures["grid"] in manifest["files"] and len(figures["panels"]) == 21
-    assert {(p["metric"], p["k"]) for p in figures["panels"][1:]} == {(m, k) for m in ("cosine", "projected") for k in (60, 50)}
-    for entry in [{"file": figures["grid"]}, *figures["panels"]]:
-        assert entry["file"] in manifest["files"]
+    vdir = check_summary_and_figures(proc, store, user_queries=50)
+    heatmaps = verify_version(vdir)["diagnostics"]["heatmaps"]
+    for entry in [{"file": heatmaps["grid"]}, *heatmaps["panels"]]:
         assert (vdir / entry["file"]).read_bytes() == png
-    assert "D-sensitivity" in proc.stdout and "cat.prec@10" in proc.stdout and "heatmaps.png" in proc.stdout
 
     proc = build_in_process([*args, "--no-diagnostics"])
-    assert proc.returncode == 0, proc.stderr
-    manifest = verify_version(store.version_dir(store.current_version()))
-    assert manifest["diagnostics"] is None and "summary.json" not in manifest["files"]
+    check_no_diagnostics(proc, store)
