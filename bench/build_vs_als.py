@@ -7,7 +7,7 @@ Each side runs in its own subprocess (so peak RSS is measured per side, with os.
 the same seeded matrix (not timed), then times its work:
 - job: models.build.pipeline.build_into (SVD, all five models, dot / cosine / projected indexes for
   items and users, id maps, interactions) plus ArtifactStore.publish (sha256 of every file,
-  fsync, rename, CURRENT switch): what models/build.py's run() does after reading the input, with
+  fsync, rename, CURRENT switch): what models/build/cli.py's run() does after reading the input, with
   BuildParams' defaults (no neighbour lists, no diagnostics: --diagnostics adds those);
 - job-lists (only with --sides job,job-lists,als): the same plus exact top-N neighbour lists of
   every item index (--neighbours, default 100, as the make targets build);
@@ -171,7 +171,7 @@ def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
     progress = Progress(quiet=not cfg["progress"])
     store = ArtifactStore(cfg["out"])
     t0 = time.perf_counter()
-    # What models/build.py's run() does once the input is read: version name, stage, build, publish.
+    # What models/build/cli.py's run() does once the input is read: version name, stage, build, publish.
     version = store.new_version(ds.fingerprint(), {"bench": cfg, "side": side})
     with store.staging(version) as staging:
         manifest = build_into(staging, ds, params, progress)

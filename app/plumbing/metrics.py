@@ -72,7 +72,7 @@ REFUSAL = Gauge(
 
 
 def reload_events() -> ReloadEvents:
-    """Hooks for app.serving.loader.Reloader that keep the version gauges and reload counters current."""
+    """Hooks for app.serving.reload.Reloader that keep the version gauges and reload counters current."""
     last_refusal: list[tuple[str, str]] = []
 
     def loaded(new: Version, old: Version | None, trigger: str) -> None:

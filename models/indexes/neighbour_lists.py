@@ -35,6 +35,8 @@ def top_neighbours(
         return ids, scores
     if kk + 2 > m:
         redo = np.arange(rows.size)
+    elif rows.size == 1 and index is not None:
+        redo = _one_query(index, vectors, int(rows[0]), kk, ids[0], scores[0])
     else:
         if index is None:
             index = faiss.IndexFlatIP(int(vectors.shape[1]))
@@ -56,6 +58,27 @@ def top_neighbours(
         ids[r] = best
         scores[r] = np.take_along_axis(exact, best, axis=1)
     return ids, scores
+
+
+def _one_query(index: faiss.Index, vectors: np.ndarray, row: int, kk: int, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """top_neighbours' batch steps for the one query of an API request, with a few small-array operations
+    instead of the batch's masks and sorts (this is every /similar-* request's path). Fills ids (kk,)
+    and scores (kk,); returns [0] when the query must be redone exactly, else []."""
+    found_scores, found = index.search(np.ascontiguousarray(vectors[row : row + 1], dtype=np.float32), kk + 2)
+    s, i = found_scores[0], found[0]
+    keep = i != row
+    if keep.all():
+        keep[-1] = False
+    s, i = s[keep], i[keep]
+    if s[kk] == s[kk - 1] or i[kk] < 0:  # FAISS marks missing results at the end, so i[kk] < 0 covers them all
+        return np.zeros(1, dtype=np.int64)
+    s, i = s[:kk], i[:kk]
+    if kk > 1 and (s[1:] == s[:-1]).any():  # equal scores inside the list: order them by id
+        order = np.lexsort((i, -s))
+        s, i = s[order], i[order]
+    ids[:] = i
+    scores[:] = s
+    return np.empty(0, dtype=np.int64)
 
 
 def exact_neighbours(index: faiss.IndexFlatIP, vectors: np.ndarray, n: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
