@@ -106,10 +106,11 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
             }
             for side, M in (("items", B), ("users", P)):
                 lists = side == "items"  # /similar-items lookups; users and recommend keep searching
-                for metric, vectors in (("dot", M), ("cosine", normalize_rows(M))):
-                    indexes[IndexKey(side, model, metric)] = writer.write(
-                        contract.index_stem(side, model, metric), vectors, lists
-                    )
+                # the normalised copy is made only after the dot index is written, and freed with its own:
+                # one (rows, k) float64 copy at a time at peak
+                stem = contract.index_stem
+                indexes[IndexKey(side, model, "dot")] = writer.write(stem(side, model, "dot"), M, lists)
+                indexes[IndexKey(side, model, "cosine")] = writer.write(stem(side, model, "cosine"), normalize_rows(M), lists)
             group = DENOISING_GROUP if model in DENOISING_VARIANTS else model
             if group not in projected:
                 projected[group] = _write_projected(writer, folder, group, P, B)
