@@ -29,7 +29,7 @@ def neighbours_of_row(index: VectorIndex, row: int, k: int) -> tuple[np.ndarray,
     lists = index.neighbours
     if lists is not None and (k <= lists.n or lists.complete):
         return lists.ids[row, :k].astype(np.int64), np.array(lists.scores[row, :k])
-    rows, scores = top_neighbours(index.vectors, np.array([row]), k, index.searcher)
+    rows, scores = top_neighbours(index.vectors, np.array([row]), k, index.searcher, index.exact)
     return rows[0], scores[0]
 
 

@@ -5,26 +5,41 @@ lists, the build-time summary, GET /compare-metrics): rows by descending inner p
 query row, equal scores by the lower row id, the query row itself never listed. A catalogue of m
 rows gives min(k, m - 1) neighbours.
 
-`top_neighbours` asks a FAISS index (flat, or HNSW) for k + 2 candidates per query and orders them
-by the rule; a query whose k-th and (k + 1)-th candidates tie (the index may have picked either),
-or for which an approximate index found too few, is redone exactly over every row (`top_k_rows`).
+`top_neighbours` asks a FAISS index for k + 2 candidates per query and orders them by the rule.
+With an exact (flat) index, a query whose k-th and (k + 1)-th candidates tie (the index may have
+kept any of the tied rows) is searched again exactly with twice as many candidates, and again,
+until the last candidate scores below the k-th (every tied row is then among the candidates) or
+every row is. An approximate (HNSW) index orders the candidates it found; only a query for which it
+found too few is searched again exactly. `top_k_rows` states the same rule over a dense score matrix.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import faiss
 import numpy as np
 
-SCORE_BLOCK = 1 << 23  # floats of one block of exact query x catalogue scores (32 MB)
+
+class Searcher(Protocol):
+    """What top_neighbours needs of an index: FAISS's search(queries (q, d) float32, n) -> (scores, ids)."""
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def top_neighbours(
-    vectors: np.ndarray, rows: np.ndarray, k: int, index: faiss.Index | None = None
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    index: faiss.Index | None = None,
+    exact: faiss.Index | Searcher | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids (q, kk) int64, scores (q, kk) float32) of query rows (q,) of vectors (m, d), kk = min(k, m - 1).
 
     index: a FAISS inner-product index over exactly `vectors` (row i of the index is vectors[i]),
-    flat or approximate; None: a flat one is built. Scores are <vectors[row], vectors[j]> in float32.
+    flat or approximate; None: a flat one is built. exact: an exact searcher over the same vectors
+    for the queries searched again (None: `index` when it is flat, else a flat one is built).
+    Scores are <vectors[row], vectors[j]> in float32, as FAISS computes them.
     """
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     m = int(vectors.shape[0])
@@ -33,52 +48,87 @@ def top_neighbours(
     scores = np.empty((rows.size, kk), dtype=np.float32)
     if kk == 0 or rows.size == 0:
         return ids, scores
-    if kk + 2 > m:
-        redo = np.arange(rows.size)
-    elif rows.size == 1 and index is not None:
-        redo = _one_query(index, vectors, int(rows[0]), kk, ids[0], scores[0])
+    if index is None:
+        index = _flat(vectors)
+    is_exact = isinstance(index, faiss.IndexFlat)
+    if rows.size == 1:
+        redo = _one_query(index, vectors, int(rows[0]), kk, is_exact, ids[0], scores[0])
     else:
-        if index is None:
-            index = faiss.IndexFlatIP(int(vectors.shape[1]))
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        found_scores, found = index.search(np.ascontiguousarray(vectors[rows], dtype=np.float32), kk + 2)
-        drop = found == rows[:, None]
-        drop[~drop.any(axis=1), -1] = True  # one dropped per row: FAISS never repeats a row
-        found = found[~drop].reshape(rows.size, kk + 1)
-        found_scores = found_scores[~drop].reshape(rows.size, kk + 1)
-        redo = np.flatnonzero((found_scores[:, kk] == found_scores[:, kk - 1]) | (found < 0).any(axis=1))
-        order = np.lexsort((found[:, :kk], -found_scores[:, :kk]), axis=1)
-        ids[:] = np.take_along_axis(found[:, :kk], order, axis=1)
-        scores[:] = np.take_along_axis(found_scores[:, :kk], order, axis=1)
-    step = max(1, SCORE_BLOCK // m)
-    for start in range(0, redo.size, step):
-        r = redo[start : start + step]
-        exact = np.asarray(vectors[rows[r]], dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
-        best = top_k_rows(exact, kk, exclude=rows[r])
-        ids[r] = best
-        scores[r] = np.take_along_axis(exact, best, axis=1)
+        redo = _candidates(index, vectors, rows, kk, min(kk + 2, m), is_exact, ids, scores)
+    if redo.size:
+        exact = exact if exact is not None else index if is_exact else _flat(vectors)
+        pending, n = redo, min(2 * (kk + 2), m)
+        while pending.size:
+            pending = pending[_candidates(exact, vectors, rows[pending], kk, n, True, ids, scores, pending)]
+            n = min(2 * n, m)
     return ids, scores
 
 
-def _one_query(index: faiss.Index, vectors: np.ndarray, row: int, kk: int, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """top_neighbours' batch steps for the one query of an API request, with a few small-array operations
-    instead of the batch's masks and sorts (this is every /similar-* request's path). Fills ids (kk,)
-    and scores (kk,); returns [0] when the query must be redone exactly, else []."""
-    found_scores, found = index.search(np.ascontiguousarray(vectors[row : row + 1], dtype=np.float32), kk + 2)
+def _candidates(
+    index: faiss.Index | Searcher,
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    kk: int,
+    n: int,
+    is_exact: bool,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    at: np.ndarray | None = None,
+) -> np.ndarray:
+    """Search n candidates for each query row, order them by the rule and write the first kk into
+    ids[at], scores[at] (at: positions of `rows` in the output, default all). Returns the positions
+    within `rows` still unresolved: too few found, or (exact index, n < m) the last candidate ties
+    the kk-th."""
+    m = int(vectors.shape[0])
+    found_scores, found = index.search(np.ascontiguousarray(vectors[rows], dtype=np.float32), n)
+    drop = found == rows[:, None]
+    drop[~drop.any(axis=1), -1] = True  # one dropped per row: FAISS never repeats a row
+    found = found[~drop].reshape(rows.size, n - 1)
+    found_scores = found_scores[~drop].reshape(rows.size, n - 1)
+    short = (found[:, :kk] < 0).any(axis=1)
+    # every row is a candidate once n = m: nothing can be missing
+    tied = found_scores[:, -1] >= found_scores[:, kk - 1] if is_exact and n < m else np.zeros(rows.size, dtype=bool)
+    unresolved = short | tied
+    order = np.lexsort((found, -found_scores), axis=1)[:, :kk]
+    done = np.flatnonzero(~unresolved)
+    out = done if at is None else at[done]
+    ids[out] = np.take_along_axis(found, order, axis=1)[done]
+    scores[out] = np.take_along_axis(found_scores, order, axis=1)[done]
+    return np.flatnonzero(unresolved)
+
+
+def _one_query(
+    index: faiss.Index, vectors: np.ndarray, row: int, kk: int, is_exact: bool, ids: np.ndarray, scores: np.ndarray
+) -> np.ndarray:
+    """_candidates for the one query of an API request (every /similar-* search), with a few small-array
+    operations instead of the batch's masks and sorts. Fills ids (kk,) and scores (kk,); returns [0]
+    when the query must be searched again exactly, else []."""
+    m = int(vectors.shape[0])
+    n = min(kk + 2, m)
+    found_scores, found = index.search(np.ascontiguousarray(vectors[row : row + 1], dtype=np.float32), n)
     s, i = found_scores[0], found[0]
     keep = i != row
     if keep.all():
         keep[-1] = False
     s, i = s[keep], i[keep]
-    if s[kk] == s[kk - 1] or i[kk] < 0:  # FAISS marks missing results at the end, so i[kk] < 0 covers them all
-        return np.zeros(1, dtype=np.int64)
-    s, i = s[:kk], i[:kk]
-    if kk > 1 and (s[1:] == s[:-1]).any():  # equal scores inside the list: order them by id
-        order = np.lexsort((i, -s))
-        s, i = s[order], i[order]
-    ids[:] = i
-    scores[:] = s
+    if i[kk - 1] < 0 or (is_exact and n < m and s[-1] >= s[kk - 1]):
+        return np.zeros(1, dtype=np.int64)  # FAISS puts missing results (-1) last; the tie as in _candidates
+    order: np.ndarray | slice
+    if n - 1 > kk and s[kk] == s[kk - 1]:
+        order = np.lexsort((i, -s))[:kk]  # an approximate index's tied candidates: ordered by the rule
+    elif kk > 1 and (s[1:kk] == s[: kk - 1]).any():
+        order = np.lexsort((i[:kk], -s[:kk]))  # equal scores inside the list: order them by id
+    else:
+        order = slice(0, kk)
+    ids[:] = i[order]
+    scores[:] = s[order]
     return np.empty(0, dtype=np.int64)
+
+
+def _flat(vectors: np.ndarray) -> faiss.IndexFlatIP:
+    index = faiss.IndexFlatIP(int(vectors.shape[1]))
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
 
 
 def exact_neighbours(index: faiss.IndexFlatIP, vectors: np.ndarray, n: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
