@@ -25,14 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: make `models` importable
     sys.path.insert(0, str(ROOT))
 
+from models.artifact.manifest import ITEMS, MANIFEST, USERS, IndexKey  # noqa: E402
 from models.diagnostics.sampling import sample_rows  # noqa: E402
 from models.diagnostics.summary import index_vectors  # noqa: E402
 from models.fit.closed_forms import MODELS  # noqa: E402
 
 
 def latency(base: str, d: Path, rounds: int) -> None:
-    users = json.loads((d / "users.json").read_text())
-    items = [it["id"] for it in json.loads((d / "items.json").read_text())]
+    users = json.loads((d / USERS).read_text())
+    items = [it["id"] for it in json.loads((d / ITEMS).read_text())]
     c = httpx.Client(base_url=base, timeout=60)
     models = list(MODELS)
     cases = {
@@ -66,9 +67,9 @@ def latency(base: str, d: Path, rounds: int) -> None:
 
 
 def tau_cost(d: Path, queries: int) -> None:
-    manifest = json.loads((d / "manifest.json").read_text())
-    A = index_vectors(d / manifest["indexes"]["users/denoising-symmetric/cosine"]["file"])
-    B = index_vectors(d / manifest["indexes"]["users/denoising-symmetric/projected"]["file"])
+    manifest = json.loads((d / MANIFEST).read_text())
+    A = index_vectors(d / manifest["indexes"][str(IndexKey("users", "denoising-symmetric", "cosine"))]["file"])
+    B = index_vectors(d / manifest["indexes"][str(IndexKey("users", "denoising-symmetric", "projected"))]["file"])
     full_t, sample_t, diffs = [], [], []
     for q in np.random.default_rng(1).choice(A.shape[0], queries, replace=False):
         t = time.perf_counter()

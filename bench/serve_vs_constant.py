@@ -52,6 +52,7 @@ from bench.harness import (  # noqa: E402
     write_results,
     write_wrk_script,
 )
+from models.artifact.manifest import ITEMS, VERSIONS_DIR, IndexKey  # noqa: E402
 
 FULL = {
     "users": 100_000,
@@ -68,6 +69,9 @@ FULL = {
     "precompute_neighbours": 100,
 }
 QUICK = {**FULL, "users": 10_000, "items": 5_000, "k": 32, "clusters": 20}
+# What `python -m models.build` builds without expert flags: exact flat indexes only, no HNSW, no lists.
+CLI_DEFAULTS = {"hnsw": False, "precompute_neighbours": 0}
+SERVED = IndexKey("items", "denoising-symmetric", "projected")  # what /similar-items?item_id=... serves by default
 TARGET_RATIO, TARGET_P99_MS = 0.70, 20.0
 
 
@@ -122,7 +126,8 @@ def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[st
             print(f"catalogue: reusing {root / 'versions' / current}", flush=True)
             return current, manifest
     shutil.rmtree(root, ignore_errors=True)
-    print(f"catalogue: building {cfg['items']} items x {cfg['users']} users, k={cfg['k']}, HNSW (a few minutes) ...", flush=True)
+    what = "HNSW" if cfg.get("hnsw", True) else "flat indexes only"
+    print(f"catalogue: building {cfg['items']} items x {cfg['users']} users, k={cfg['k']}, {what} (minutes) ...", flush=True)
     t0 = time.perf_counter()
     X, cluster = clustered_power_law(cfg["users"], cfg["items"], cfg["clusters"], cfg["mean_items"], cfg["seed"])
     ds = Dataset(
@@ -142,7 +147,7 @@ def ensure_catalogue(root: Path, cfg: dict[str, Any], rebuild: bool) -> tuple[st
         lambda_denoising=cfg["lambda_denoising"],
         lambda_weight_decay=cfg["lambda_weight_decay"],
         seed=cfg["seed"],
-        hnsw=True,
+        hnsw=cfg.get("hnsw", True),
         hnsw_params=HnswParams(M=cfg["hnsw_m"], ef_construction=cfg["hnsw_ef_construction"], ef_search=cfg["hnsw_ef_search"]),
         diagnostics=False,
         precompute_neighbours=cfg["precompute_neighbours"],
@@ -167,6 +172,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=None, help="seconds per round (default 15, quick 4)")
     ap.add_argument("--rounds", type=int, default=None, help="measured rounds per server (default 3, quick 1)")
     ap.add_argument("--exact", action="store_true", help="also measure the app with SEARCH_MODE=exact (flat search)")
+    ap.add_argument(
+        "--cli-defaults",
+        action="store_true",
+        help="build the catalogue as the CLI does without flags (no HNSW, no neighbour lists): what users run",
+    )
     ap.add_argument("--artifacts", type=Path, default=None, help="catalogue cache folder")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the catalogue even if a matching one is cached")
     ap.add_argument(
@@ -177,20 +187,24 @@ def main() -> int:
     if not require_wrk():
         return 2
     cfg = QUICK if args.quick else FULL
+    if args.cli_defaults:
+        cfg = {**cfg, **CLI_DEFAULTS}
+    result_name = "serve_vs_constant" + ("_cli_defaults" if args.cli_defaults else "")
     seconds = args.duration or (4.0 if args.quick else 15.0)
     rounds = args.rounds or (1 if args.quick else 3)
-    root = args.artifacts or RESULTS / ("serve-artifacts-quick.tmp" if args.quick else "serve-artifacts.tmp")
+    root = args.artifacts or RESULTS / f"{result_name.replace('_', '-')}{'-quick' if args.quick else ''}.tmp"
     version, manifest = ensure_catalogue(root, cfg, args.rebuild)
 
     from app.settings import Settings
 
     workers = args.workers or Settings().workers
-    item_ids = [str(it["id"]) for it in json.loads((root / "versions" / version / "items.json").read_text())]
+    item_ids = [str(it["id"]) for it in json.loads((root / VERSIONS_DIR / version / ITEMS).read_text())]
     request_paths = ["/similar-items?item_id=" + urllib.parse.quote(i, safe="") for i in item_ids]
-    hnsw = manifest["indexes"]["items/denoising-symmetric/projected"].get("hnsw")
+    hnsw = manifest["indexes"][str(SERVED)].get("hnsw")
+    lists = manifest["indexes"][str(SERVED)].get("neighbours")
     if hnsw and args.ef_search:
         hnsw = {**hnsw, "ef_search": args.ef_search, "recall_at_10": None}
-    alone = search_alone(root / "versions" / version, manifest, args.ef_search)
+    alone = search_alone(root / VERSIONS_DIR / version, manifest, args.ef_search)
     print(f"search alone (one thread, hot loop, k = 11): {alone:.0f} us/query", flush=True)
     load_before = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -256,12 +270,13 @@ def main() -> int:
         "load_average_after": load_average(),
         "python": facts["python"],
         "served_index": {"kind": "hnsw" if hnsw else "flat", **(hnsw or {})},
+        "neighbour_lists": lists["n"] if lists else None,
         "search_alone_us": alone,
         "rounds_raw": results,
         "summary": summary,
         "target_met": met,
     }
-    path = write_results(results_path("serve_vs_constant", args.quick), out)
+    path = write_results(results_path(result_name, args.quick), out)
     print()
     print(table(out))
     print(f"\nresults: {path.relative_to(ROOT)}")
@@ -273,15 +288,15 @@ def search_alone(version_dir: Path, manifest: dict[str, Any], ef_search: int | N
     """us per query of the index /similar-items searches by default, in a tight single-thread loop (a lower bound)."""
     import faiss
 
-    from models.indexes.faiss_index import read_index
+    from models.indexes.faiss_index import flat_vectors, read_index
 
     faiss.omp_set_num_threads(1)
-    entry = manifest["indexes"]["items/denoising-symmetric/projected"]
+    entry = manifest["indexes"][str(SERVED)]
     index = read_index(version_dir / (entry["hnsw"]["file"] if "hnsw" in entry else entry["file"]))
     if "hnsw" in entry:
         index.hnsw.efSearch = ef_search or entry["hnsw"]["ef_search"]
     store = faiss.downcast_index(index.storage) if "hnsw" in entry else index
-    vectors = faiss.rev_swig_ptr(store.get_xb(), store.ntotal * store.d).reshape(store.ntotal, store.d)
+    vectors = flat_vectors(store)
     rows = np.random.default_rng(1).integers(0, store.ntotal, n)
     t0 = time.process_time()
     for r in rows.tolist():
@@ -298,7 +313,9 @@ def table(out: dict[str, Any]) -> str:
     cfg, idx = out["config"], out["served_index"]
     label = {
         "reference": "reference: constant JSON, minimal FastAPI",
-        "app": f"app /similar-items ({idx['kind']}"
+        "app": f"app /similar-items (k = 10: a lookup in the exact top-{out['neighbour_lists']} lists)"
+        if out.get("neighbour_lists")
+        else f"app /similar-items ({idx['kind']}"
         + (
             f", recall@10 {idx['recall_at_10'] if idx['recall_at_10'] is None else format(idx['recall_at_10'], '.3f')}, "
             f"efSearch {idx['ef_search']})"

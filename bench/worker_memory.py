@@ -41,6 +41,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: make `bench`, `m
 import psutil  # noqa: E402
 
 from bench.harness import RESULTS, MiB, Server, get_json, machine, results_path, server_env, start_app, write_results  # noqa: E402
+from models.artifact.manifest import INDEXES_DIR, MANIFEST  # noqa: E402
+from models.artifact.store import ArtifactStore  # noqa: E402
 
 FULL = {"sim_users": 25_000, "sim_items": 300, "k": 300}
 QUICK = {"sim_users": 4_000, "sim_items": 300, "k": 128}
@@ -56,7 +58,7 @@ def catalogue(params: dict[str, int], root: Path | None, rebuild: bool, quick: b
         return root
     root = RESULTS / f"worker-memory-artifacts{'-quick' if quick else ''}.tmp"
     stamp = root / "bench-params.json"
-    if not rebuild and stamp.exists() and json.loads(stamp.read_text()) == params and (root / "CURRENT").exists():
+    if not rebuild and stamp.exists() and json.loads(stamp.read_text()) == params and ArtifactStore(root).current_version():
         return root
     shutil.rmtree(root, ignore_errors=True)
     args = [arg for key, value in params.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
@@ -87,7 +89,7 @@ def worker_processes(server: Server) -> list[psutil.Process]:
 
 def index_files(version_dir: Path) -> dict[str, int]:
     """{absolute path: bytes} of the version's index files (.faiss) and query arrays (.npy under indexes/)."""
-    return {str(p.resolve()): p.stat().st_size for p in sorted((version_dir / "indexes").iterdir())}
+    return {str(p.resolve()): p.stat().st_size for p in sorted((version_dir / INDEXES_DIR).iterdir())}
 
 
 def resident_fraction(proc: psutil.Process, files: dict[str, int]) -> float:
@@ -143,9 +145,10 @@ def measure(server: Server) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     params = QUICK if args.quick else FULL
     artifacts = catalogue(params, Path(args.artifacts).resolve() if args.artifacts else None, args.rebuild, args.quick)
-    version = (artifacts / "CURRENT").read_text().strip()
-    version_dir = artifacts / "versions" / version
-    manifest = json.loads((version_dir / "manifest.json").read_text())
+    store = ArtifactStore(artifacts)
+    version = store.current_version() or ""
+    version_dir = store.version_dir(version)
+    manifest = json.loads((version_dir / MANIFEST).read_text())
     files = index_files(version_dir)
     index_bytes = sum(files.values())
     models, metrics = list(manifest["models"]), list(manifest["metrics"])
