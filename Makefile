@@ -23,17 +23,17 @@ install: $(VENV)/.installed
 
 # Fit the paper's simulation once (if no version is published yet), then serve it.
 demo: install
-	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours 100
+	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours 100 --evaluate
 	$(PY) -m app --host $(HOST) --port $(PORT)
 
 serve: install
 	$(PY) -m app --host $(HOST) --port $(PORT)
 
 build-sim: install
-	$(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours 100
+	$(PY) -m models.build --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours 100 --evaluate
 
 build-goodbooks: install
-	$(PY) -m models.build --dataset goodbooks --input ../shared/data/goodbooks --out $(ARTIFACTS_DIR) --k 64 --lambda-denoising 5000 --lambda-weight-decay 30 --precompute-neighbours 100
+	$(PY) -m models.build --dataset goodbooks --input ../shared/data/goodbooks --out $(ARTIFACTS_DIR) --k 64 --lambda-denoising 5000 --lambda-weight-decay 30 --precompute-neighbours 100 --train als --evaluate
 
 # Everything but the Docker stack: lint, format check, type check, then every test.
 test: install lint typecheck

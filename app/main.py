@@ -19,7 +19,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from app.plumbing import metrics, problems
 from app.plumbing.problems import PROBLEM_MEDIA_TYPE
-from app.routers import compare, figures, items, neighbours, ops, page
+from app.routers import compare, figures, items, neighbours, ops, page, quality
 from app.serving.loader import LoadOptions
 from app.serving.reload import Reloader, VersionHolder
 from app.settings import Settings
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     _include_flat(app, neighbours.router)
     app.include_router(ops.router)
-    for router in (compare.router, figures.router, items.router, page.router):
+    for router in (compare.router, figures.router, items.router, page.router, quality.router, quality.evaluation_router):
         app.include_router(router)
     if settings.admin_token:
         app.include_router(ops.admin_router)

@@ -6,7 +6,8 @@ fixtures only; never import it (`from conftest import` is ambiguous with one con
 
 - `api_artifact`: an artifacts root with one published simulation version (models.build as a
   subprocess, 2,000 users x 300 items, k = 16), read-only: copy it (`copy_artifacts`) to publish more.
-- `diag_artifact`: a smaller version built WITH diagnostics (summary.json, heatmaps).
+- `diag_artifact`: a smaller version built WITH diagnostics (summary.json, heatmaps), an implicit ALS model,
+  the gauge probe and the held-out evaluation (evaluation.json).
 The servers on them (`api_server`, `diag_server`) are tests/api/conftest.py's.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # before anything imports support.*
 
 import pytest
-from support.artifacts import DIAG_BUILD, ApiArtifact, api_build
+from support.artifacts import DIAG_BUILD, DIAG_FLAGS, ApiArtifact, api_build
 
 
 @pytest.fixture(scope="session")
@@ -30,4 +31,4 @@ def api_artifact(tmp_path_factory: pytest.TempPathFactory) -> ApiArtifact:
 @pytest.fixture(scope="session")
 def diag_artifact(tmp_path_factory: pytest.TempPathFactory) -> ApiArtifact:
     root = tmp_path_factory.mktemp("diag-artifacts")
-    return ApiArtifact(root, api_build(root, diagnostics=True, **DIAG_BUILD))
+    return ApiArtifact(root, api_build(root, diagnostics=True, flags=DIAG_FLAGS, **DIAG_BUILD))

@@ -46,9 +46,18 @@ def json_response(body: Any, version: str | None, status_code: int = 200) -> Res
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers)
 
 
-def invalid(param: str, message: str, value: Any, allowed: dict[str, list[Any]] | None = None) -> QueryValidationError:
-    """A 422 for one query parameter, in the same shape as a failed model validation."""
-    return QueryValidationError([{"type": "value_error", "loc": ("query", param), "msg": message, "input": value}], allowed or {})
+def invalid(
+    param: str, message: str, value: Any, allowed: dict[str, list[Any]] | None = None, where: str = "query"
+) -> QueryValidationError:
+    """A 422 for one query (or path) parameter, in the same shape as a failed model validation."""
+    return QueryValidationError([{"type": "value_error", "loc": (where, param), "msg": message, "input": value}], allowed or {})
+
+
+def require_model(models: tuple[str, ...], version: str, model: str, param: str = "model", where: str = "query") -> None:
+    """A 422 naming the models of the served version when `model` is not one of them."""
+    if model not in models:
+        message = f"unknown model {model!r}; artifact version {version} serves {', '.join(models)}"
+        raise invalid(param, message, model, {param: list(models)}, where)
 
 
 class QueryModelRoute(APIRoute):
@@ -86,7 +95,7 @@ class QueryModelRoute(APIRoute):
                 params = validate(raw)
             except ValidationError as e:
                 errors = [{**err, "loc": ("query", *err["loc"])} for err in e.errors(include_url=False)]
-                raise QueryValidationError(errors, allowed) from None
+                raise QueryValidationError(*_with_unknown_models(request, raw, errors, allowed)) from None
             if has_labels:
                 scope[SCOPE_LABELS] = (params.model, params.metric)  # type: ignore[attr-defined]
             kwargs: dict[str, Any] = {query_name: params}
@@ -95,6 +104,29 @@ class QueryModelRoute(APIRoute):
             return await endpoint(**kwargs)
 
         return handler
+
+
+def _with_unknown_models(
+    request: Request, raw: dict[str, Any], errors: list[Any], allowed: dict[str, list[Any]]
+) -> tuple[list[Any], dict[str, list[Any]]]:
+    """A request refused for another parameter also hears about its model names, as the endpoint would check them
+    (require_model): every problem of the request in one 422."""
+    holder = getattr(request.app.state, "holder", None)
+    version = getattr(holder, "current", None)
+    if version is None:
+        return errors, allowed
+    models: tuple[str, ...] = version.models
+    named = {loc[1] for loc in (tuple(err["loc"]) for err in errors) if len(loc) > 1}
+    out, allowed = list(errors), dict(allowed)
+    for param in ("model", "models"):
+        values = raw.get(param)
+        names = values if isinstance(values, list) else [values] if isinstance(values, str) and values else []
+        unknown = [name for name in names if name not in models]
+        if unknown and param not in named:
+            message = f"unknown model {unknown[0]!r}; artifact version {version.name} serves {', '.join(models)}"
+            out.append({"type": "value_error", "loc": ("query", param), "msg": message, "input": unknown[0]})
+            allowed[param] = list(models)
+    return out, allowed
 
 
 def _is_list(annotation: Any) -> bool:

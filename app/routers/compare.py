@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import weakref
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.plumbing.metrics import NONE, SCOPE_LABELS, VERSION_HEADER
-from app.plumbing.problems import ProblemError
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response
 from app.query.comparison import Target, compare
-from app.routers.neighbours import check_k, current_version
+from app.query.documents import version_document
+from app.routers.neighbours import check_k, check_model, current_version
 from app.schemas.common import DEFAULT_MODEL, NOT_READY, Problem, ValidationProblem
 from app.schemas.compare import DEFAULT_MODELS_METRIC, CompareQuery, CompareResponse, SummaryQuery, SummaryResponse
 from app.serving.version import Side, Version
 from models.artifact.manifest import METRICS
 from models.diagnostics.report import format_summary
-from models.fit.closed_forms import MODELS
 
 router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
 
@@ -50,11 +46,13 @@ router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
 async def compare_metrics(q: Annotated[CompareQuery, Query()], request: Request) -> Response:
     request.scope[SCOPE_LABELS] = (NONE, NONE)  # until the lists are known (QueryModelRoute put the raw, maybe null, values)
     targets, labels = _targets(q)
-    request.scope[SCOPE_LABELS] = labels
     if (q.item_id is None) == (q.user_id is None):
         given = "both" if q.item_id is not None else "neither"
         raise invalid("item_id", f"give exactly one of item_id and user_id ({given} given)", q.item_id or q.user_id)
     version = current_version(request)
+    for t in targets:
+        check_model(request, version, t.model, "model" if q.models is None else "models")
+    request.scope[SCOPE_LABELS] = labels
     check_k(request, q.k)
     side: Side = "items" if q.item_id is not None else "users"
     external_id = q.item_id if q.item_id is not None else q.user_id
@@ -94,36 +92,15 @@ def _targets(q: CompareQuery) -> tuple[list[Target], tuple[str, str]]:
         raise invalid("model", "give model (compare its metrics) or models (compare models), not both", q.model)
     models = list(dict.fromkeys(q.models))  # repeated names once, in the order given
     if len(models) < 2:
-        raise invalid("models", "give at least two different models", ",".join(q.models), {"models": list(MODELS)})
+        raise invalid("models", "give at least two different models", ",".join(q.models))
     metric = q.metric or DEFAULT_MODELS_METRIC
     return [Target(model, model, metric) for model in models], ("several", metric)
 
 
-_summaries: weakref.WeakKeyDictionary[Version, dict[str, Any]] = weakref.WeakKeyDictionary()
-_summary_lock = threading.Lock()
-
-
 def _summary(version: Version) -> dict[str, Any]:
-    """summary.json of a version (read once per loaded version; its checksum was verified at load)."""
-    cached = _summaries.get(version)
-    if cached is not None:
-        return cached
+    """summary.json of a version (404 when it was built with --no-diagnostics)."""
     entry = version.manifest.get("diagnostics") or {}
-    rel = entry.get("summary")
-    if not rel or rel not in version.manifest.get("files", {}):
-        raise ProblemError(
-            404,
-            "No summary in this version",
-            f"artifact version {version.name} has no metric summary (built with --no-diagnostics)",
-            "/problems/summary-unavailable",
-        )
-    try:
-        summary = orjson.loads((version.path / rel).read_bytes())
-    except OSError as e:  # the version folder was removed (garbage-collected) under us
-        raise ProblemError(503, "Summary unreadable", f"{rel} of {version.name}: {e}", "/problems/summary-unreadable") from e
-    with _summary_lock:
-        _summaries[version] = summary
-    return summary
+    return version_document(version, entry.get("summary"), "summary", "has no metric summary (built with --no-diagnostics)")
 
 
 @router.get(

@@ -8,7 +8,8 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.plumbing.query_route import QueryModelRoute, invalid, json_response
+from app.plumbing.metrics import NONE, SCOPE_LABELS
+from app.plumbing.query_route import QueryModelRoute, invalid, json_response, require_model
 from app.query import neighbours as search
 from app.schemas.common import NOT_READY, Problem, ValidationProblem
 from app.schemas.neighbours import (
@@ -30,8 +31,8 @@ def errors(kind: str) -> dict[int | str, dict[str, Any]]:
         404: {"model": Problem, "description": f"Unknown {kind} id in the served artifact version."},
         422: {
             "model": ValidationProblem,
-            "description": "Missing or invalid parameter: unknown model or metric "
-            "(the allowed values are listed), k outside 1..1000.",
+            "description": "Missing or invalid parameter: a model the served version does not have, an unknown "
+            "metric (the allowed values are listed), k outside 1..1000.",
         },
         **NOT_READY,
     }
@@ -40,6 +41,16 @@ def errors(kind: str) -> dict[int | str, dict[str, Any]]:
 def current_version(request: Request) -> Version:
     """The version this request uses from start to end (NotLoaded -> 503)."""
     return request.app.state.holder.require()
+
+
+def check_model(request: Request, version: Version, model: str, param: str = "model") -> None:
+    """Models are data: the name must be one the served version lists (422 listing them otherwise).
+
+    A refused name is not a metric label: request metrics keep one series per served model.
+    """
+    if model not in version.models:
+        request.scope[SCOPE_LABELS] = (NONE, NONE)
+        require_model(version.models, version.name, model, param)
 
 
 def check_k(request: Request, k: int) -> None:
@@ -71,6 +82,7 @@ def user_neighbours(version: Version, rows: np.ndarray, scores: np.ndarray) -> l
 )
 async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Request) -> Response:
     version = current_version(request)
+    check_model(request, version, q.model)
     check_k(request, q.k)
     rows, scores = search.similar(version, "items", q.item_id, q.model, q.metric, q.k)
     return _answer(version, {"item_id": q.item_id}, q, item_neighbours(version, rows, scores))
@@ -86,6 +98,7 @@ async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Reque
 )
 async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Request) -> Response:
     version = current_version(request)
+    check_model(request, version, q.model)
     check_k(request, q.k)
     rows, scores = search.similar(version, "users", q.user_id, q.model, q.metric, q.k)
     return _answer(version, {"user_id": q.user_id}, q, user_neighbours(version, rows, scores))
@@ -101,6 +114,7 @@ async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Reque
 )
 async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> Response:
     version = current_version(request)
+    check_model(request, version, q.model)
     check_k(request, q.k)
     rows, scores = search.recommend(version, q.user_id, q.model, q.metric, q.k, q.exclude_seen)
     return _answer(version, {"user_id": q.user_id}, q, item_neighbours(version, rows, scores), exclude_seen=q.exclude_seen)

@@ -48,7 +48,8 @@ def models_body(version: Version) -> dict[str, Any]:
         for (model, metric), pair in version.recommend_pairs.items():
             if model == name:
                 indexes[f"recommend/{metric}"] = _index_info(pair.items, m["recommend"][model][metric]["items"])
-        models[name] = {**info, "indexes": indexes}
+        gauge = f"/models/{name}/gauge" if m.get("gauge") else None
+        models[name] = {"source": "closed-form", **info, "gauge": gauge, "indexes": indexes}
     svd = {k: v for k, v in m.get("svd", {}).items() if k != "singular_values"}
     svd["singular_values"] = m.get("svd", {}).get("singular_values", [])
     return {
@@ -58,6 +59,7 @@ def models_body(version: Version) -> dict[str, Any]:
         "defaults": {"model": DEFAULT_MODEL, "metric": DEFAULT_METRIC, "k": DEFAULT_K},
         "metrics": list(version.metrics),
         "models": models,
+        "evaluation": "/evaluation" if m.get("evaluation") else None,
         "counts": m["counts"],
         "params": m.get("params", {}),
         "svd": svd,

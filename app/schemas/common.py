@@ -6,15 +6,17 @@ models are documentation only (endpoints build their JSON directly).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.settings import K_LIMIT
 from models.artifact.manifest import METRICS
 from models.fit.closed_forms import MODELS
 
-ModelName = Literal[MODELS]  # type: ignore[valid-type]
+# Models are data: each version serves the models its manifest lists (GET /models), so the name is
+# checked against the served version on every request (plumbing.query_route.require_model), not here.
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 MetricName = Literal[METRICS]  # type: ignore[valid-type]
@@ -30,9 +32,11 @@ DEFAULT_K = 10
 
 
 MODEL_DESCRIPTION = (
-    "Embedding model. `denoising-*`: objective 1 (product-regularised) under four diagonal rescalings D of the "
-    "same solution (symmetric, item-orthonormal, user-orthonormal, sigma-matched); `weight-decay`: objective 2 "
-    "(factor-regularised MF). Default `denoising-symmetric`."
+    "Embedding model: one of the models the served artifact version lists at GET /models (a 422 lists them "
+    f"otherwise). Every version has the paper's closed forms: {', '.join(f'`{m}`' for m in MODELS[:-1])} "
+    "(objective 1, product-regularised, under four diagonal rescalings D of the same solution) and "
+    f"`{MODELS[-1]}` (objective 2, factor-regularised); a build may add `als` and `bpr` (trained with implicit) "
+    "and imported factor models under their own names. Default `denoising-symmetric`."
 )
 
 

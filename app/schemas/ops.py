@@ -33,14 +33,34 @@ class IndexInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    objective: Literal["denoising", "weight-decay"] = Field(
-        description="Which of the paper's two objectives.", examples=["denoising"]
+    model_config = ConfigDict(extra="allow")  # each source adds its own parameters (implicit's, an import's path)
+    source: Literal["closed-form", "implicit", "imported"] = Field(
+        "closed-form",
+        description="closed-form: the paper's objectives solved from the SVD; implicit: ALS or BPR trained by the job with "
+        "implicit; imported: factors trained elsewhere (--import-factors).",
+        examples=["closed-form"],
+    )
+    users: str = Field(
+        "P = X A",
+        description="Where the user vectors come from: the model's user factors, or P = X Q (a user is the sum of the item "
+        "vectors it consumed) for closed forms and imports without user factors.",
+        examples=["P = X A"],
+    )
+    k: int | None = Field(None, description="Embedding dimension.", examples=[50])
+    objective: Literal["denoising", "weight-decay"] | None = Field(
+        None, description="Closed forms: which of the paper's two objectives.", examples=["denoising"]
     )
     d_variant: str | None = Field(
-        description="The diagonal rescaling of the denoising solution (null for weight-decay).", examples=["symmetric"]
+        None, description="The diagonal rescaling of the denoising solution (null otherwise).", examples=["symmetric"]
     )
-    lambda_: float = Field(alias="lambda", description="Regularisation strength of the objective.", examples=[10000.0])
-    surviving_dims: int = Field(description="Embedding dimensions not shrunk to zero.", examples=[50])
+    lambda_: float | None = Field(
+        None, alias="lambda", description="Closed forms: regularisation strength of the objective.", examples=[10000.0]
+    )
+    surviving_dims: int | None = Field(None, description="Closed forms: dimensions not shrunk to zero.", examples=[50])
+    algorithm: str | None = Field(None, description="implicit: als or bpr.", examples=[None])
+    gauge: str | None = Field(
+        None, description="URL of the model's gauge probe, when the build ran it.", examples=["/models/als/gauge"]
+    )
     zero_items: int = Field(description="Items with an all-zero embedding.", examples=[0])
     zero_users: int = Field(description="Users with an all-zero embedding.", examples=[0])
     indexes: dict[str, IndexInfo] = Field(description='Per "{side}/{metric}" (side items|users), and "recommend/{metric}".')
@@ -56,7 +76,13 @@ class ModelsResponse(BaseModel):
         examples=[{"model": DEFAULT_MODEL, "metric": DEFAULT_METRIC, "k": DEFAULT_K}],
     )
     metrics: list[str] = Field(description="Metrics served.", examples=[list(METRICS)])
-    models: dict[str, ModelInfo] = Field(description="Every model of the version with its parameters and indexes.")
+    models: dict[str, ModelInfo] = Field(
+        description="Every model of the version with its source, parameters and indexes: the names the `model` parameter "
+        "of every endpoint accepts for this version."
+    )
+    evaluation: str | None = Field(
+        None, description="URL of the held-out evaluation, when the build ran it.", examples=["/evaluation"]
+    )
     counts: dict[str, int] = Field(
         description="users, items, interactions, k.", examples=[{"users": 20000, "items": 1000, "interactions": 123456, "k": 50}]
     )

@@ -1,8 +1,10 @@
 // The comparison page: plain DOM + fetch against this server's own API; no framework, no build step.
 // Every value from the API is put into the page with textContent (never innerHTML).
+// The view lives in the URL: ?item_id= (or user_id=) &model= &k= [&compare=models&metric=] and #tab, so a link reopens it.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
   const METRIC_INFO = {
     dot: "inner product of the raw embeddings: long (popular) vectors win",
     cosine: "cosine of the raw embeddings: moves with the arbitrary D of the denoising objective",
@@ -15,8 +17,21 @@
     "denoising-sigma-matched": "objective 1, D mimics weight decay",
     "weight-decay": "objective 2 (usual MF), unique up to rotation",
   };
+  const SOURCE_INFO = {
+    "closed-form": "fitted in closed form from the SVD (the paper's objectives)",
+    implicit: "trained by the implicit library",
+    imported: "factors imported from files",
+  };
+  const TABS = ["compare", "models", "evaluation", "summary"];
+  // No endpoint lists items by popularity; /items/search orders equally good matches by popularity, so the most
+  // popular of its answers to a few one-letter queries is a popular item (on the simulation, whose titles all start
+  // with "item", the query "i" alone returns the whole catalogue in popularity order).
+  const POPULAR_PROBES = ["i", "e", "a", "o", "1"];
   const state = { side: "items", mode: "metrics", model: null, metric: "cosine", k: 10, id: null, models: [] };
-  let suggestTimer = null, suggestSeq = 0, compareSeq = 0, activeSuggestion = -1, summaryLoaded = false;
+  let catalog = null;  // the /models document of the served version
+  let suggestTimer = null, suggestSeq = 0, compareSeq = 0, activeSuggestion = -1, shownSearch = null;
+  const loaded = { models: false, evaluation: false, summary: false };
+  const gauges = new Map();  // model -> Promise of its /models/{model}/gauge document, or null when it has none
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -28,8 +43,16 @@
     for (const child of children) if (child != null) node.append(child);
     return node;
   }
+  function svg(tag, attrs = {}, text = null) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+    if (text !== null) node.textContent = text;
+    return node;
+  }
   const fmt = (v, digits = 3) => (v === null || v === undefined ? "n/a" : Number(v).toFixed(digits));
+  const dash = (v, digits = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
   const pct = (v) => (v === null || v === undefined ? "n/a" : `${Math.round(v * 100)}%`);
+  const short = (name) => name.replace(/^denoising-/, "");  // model names: the D-variant is enough in tight places
 
   function chip(text) {
     const c = el("span", { class: "chip", text });
@@ -40,37 +63,50 @@
     return c;
   }
 
+  function swatch(metric) { return el("span", { class: `swatch m-${metric}` }); }
+
   async function api(path) {
     const r = await fetch(path, { headers: { Accept: "application/json" } });
     const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(body.detail || `${r.status} ${r.statusText}`);
+    if (!r.ok) {
+      const e = new Error(body.detail || `${r.status} ${r.statusText}`);
+      e.status = r.status;
+      throw e;
+    }
     return body;
+  }
+
+  function gaugeOf(model) {
+    if (!gauges.has(model)) {
+      const listed = catalog && catalog.models[model] && catalog.models[model].gauge;
+      gauges.set(model, listed ? api(listed).catch(() => null) : Promise.resolve(null));
+    }
+    return gauges.get(model);
   }
 
   // ------------------------------------------------------------------ setup
 
   async function init() {
-    readUrl();
     try {
-      const models = await api("/models");
-      $("version").textContent = `artifact ${models.artifact_version} · ${describeDataset(models)}`;
-      state.models = Object.keys(models.models);
-      if (!state.model) state.model = models.defaults.model;
-      for (const name of state.models) $("model").append(el("option", { value: name, text: name }));
-      for (const m of models.metrics) $("metric").append(el("option", { value: m, text: m }));
-      $("model").value = state.model;
-      $("metric").value = state.metric;
-      $("k").value = String(state.k);
+      catalog = await api("/models");
     } catch (e) {
       $("version").textContent = "no artifact version loaded";
       $("status").textContent = `The API is not ready: ${e.message}`;
       $("status").className = "error";
       return;
     }
+    $("version").textContent = `artifact ${catalog.artifact_version} · ${describeDataset(catalog)}`;
+    state.models = Object.keys(catalog.models);
+    for (const [name, info] of Object.entries(catalog.models)) {
+      $("model").append(el("option", { value: name, text: `${name} · ${info.source || "closed-form"}` }));
+    }
+    for (const m of catalog.metrics) $("metric").append(el("option", { value: m, text: m }));
+    readUrl();
     wire();
     syncControls();
     route();
-    if (state.id) loadComparison();
+    if (state.id) loadComparison("replace");
+    else openPopular();
   }
 
   function describeDataset(models) {
@@ -80,35 +116,61 @@
 
   function readUrl() {
     const p = new URLSearchParams(location.search);
+    state.side = "items";
+    state.id = null;
     if (p.get("user_id")) { state.side = "users"; state.id = p.get("user_id"); }
     else if (p.get("item_id")) { state.side = "items"; state.id = p.get("item_id"); }
-    if (p.get("models") !== null || p.get("metric")) state.mode = "models";
-    if (p.get("model")) state.model = p.get("model");
-    if (p.get("metric")) state.metric = p.get("metric");
-    if (p.get("k")) state.k = Number(p.get("k")) || 10;
+    const compare = p.get("compare");
+    if (compare === "models" || compare === "metrics") state.mode = compare;
+    else state.mode = p.get("models") !== null || p.get("metric") ? "models" : "metrics";  // links from before compare=
+    state.model = p.get("model") || catalog.defaults.model;
+    state.metric = p.get("metric") || state.metric;
+    const k = Number(p.get("k"));
+    state.k = Number.isInteger(k) && k > 0 ? k : catalog.defaults.k;
+    syncSelects();
   }
 
-  function writeUrl() {
+  function syncSelects() {
+    if (![...$("k").options].some((o) => o.value === String(state.k))) $("k").append(el("option", { text: String(state.k) }));
+    $("model").value = state.model;
+    $("metric").value = state.metric;
+    $("k").value = String(state.k);
+  }
+
+  function currentQuery() {
     const p = new URLSearchParams();
-    p.set(state.side === "items" ? "item_id" : "user_id", state.id);
-    if (state.mode === "models") p.set("metric", state.metric); else p.set("model", state.model);
+    if (state.id) p.set(state.side === "items" ? "item_id" : "user_id", state.id);
+    p.set("model", state.model);
+    if (state.mode === "models") { p.set("compare", "models"); p.set("metric", state.metric); }
     p.set("k", String(state.k));
-    history.replaceState(null, "", `/?${p.toString()}${location.hash}`);
+    return `?${p}`;
+  }
+
+  // push: a new query item or user (its own history entry); otherwise the entry is replaced.
+  function writeUrl(push) {
+    const search = currentQuery();
+    shownSearch = search;
+    if (search === location.search) return;
+    const url = `${location.pathname}${search}${location.hash}`;
+    if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
   }
 
   function wire() {
     for (const b of $("side").querySelectorAll("button")) b.addEventListener("click", () => {
+      if (b.dataset.side === state.side) return;
       state.side = b.dataset.side; state.id = null; $("search").value = ""; syncControls();
       $("result").classList.add("hidden");
       $("status").className = "hint";
       $("status").textContent = state.side === "items" ? "Search for an item above, then pick it." : "Type a user id and press Enter.";
+      writeUrl(false);
     });
     for (const b of $("mode").querySelectorAll("button")) b.addEventListener("click", () => {
-      state.mode = b.dataset.mode; syncControls(); if (state.id) loadComparison();
+      state.mode = b.dataset.mode; syncControls(); if (state.id) loadComparison("replace"); else writeUrl(false);
     });
-    $("model").addEventListener("change", () => { state.model = $("model").value; if (state.id) loadComparison(); });
-    $("metric").addEventListener("change", () => { state.metric = $("metric").value; if (state.id) loadComparison(); });
-    $("k").addEventListener("change", () => { state.k = Number($("k").value); if (state.id) loadComparison(); });
+    const onChange = () => { if (state.id) loadComparison("replace"); else writeUrl(false); };
+    $("model").addEventListener("change", () => { state.model = $("model").value; onChange(); });
+    $("metric").addEventListener("change", () => { state.metric = $("metric").value; onChange(); });
+    $("k").addEventListener("change", () => { state.k = Number($("k").value); onChange(); });
     const input = $("search");
     input.addEventListener("input", () => {
       if (state.side !== "items") return;
@@ -119,6 +181,15 @@
     input.addEventListener("blur", () => setTimeout(hideSuggestions, 150));
     $("controls").addEventListener("submit", (e) => e.preventDefault());
     window.addEventListener("hashchange", route);
+    window.addEventListener("popstate", () => {  // back / forward: a fragment change only switches the tab
+      route();
+      if (location.search === shownSearch) return;
+      readUrl();
+      syncControls();
+      $("search").value = "";
+      if (state.id) loadComparison(null);
+      else { $("result").classList.add("hidden"); openPopular(); }
+    });
   }
 
   function syncControls() {
@@ -131,12 +202,31 @@
   }
 
   function route() {
-    const summary = location.hash === "#summary";
-    $("view-compare").classList.toggle("hidden", summary);
-    $("view-summary").classList.toggle("hidden", !summary);
-    $("tab-compare").classList.toggle("active", !summary);
-    $("tab-summary").classList.toggle("active", summary);
-    if (summary && !summaryLoaded) { summaryLoaded = true; loadSummary(); loadFigures(); }
+    const tab = TABS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "compare";
+    for (const t of TABS) {
+      $(`view-${t}`).classList.toggle("hidden", t !== tab);
+      $(`tab-${t}`).classList.toggle("active", t === tab);
+    }
+    if (tab === "models" && !loaded.models) { loaded.models = true; loadModels(); }
+    if (tab === "evaluation" && !loaded.evaluation) { loaded.evaluation = true; loadEvaluation(); }
+    if (tab === "summary" && !loaded.summary) { loaded.summary = true; loadSummary(); loadFigures(); }
+  }
+
+  async function openPopular() {
+    $("status").className = "hint";
+    $("status").textContent = "Opening a popular item…";
+    const answers = await Promise.allSettled(
+      POPULAR_PROBES.map((q) => api(`/items/search?${new URLSearchParams({ q, limit: "50" })}`)));
+    if (state.id || state.side !== "items") return;  // the reader chose something meanwhile
+    let best = null;
+    for (const a of answers) {
+      if (a.status !== "fulfilled") continue;
+      for (const item of a.value.items) if (!best || item.popularity > best.popularity) best = item;
+    }
+    if (!best) { $("status").textContent = "Search for an item above (or switch to Users and type a user id), then pick it."; return; }
+    state.id = best.item_id;
+    loadComparison("replace",
+      `A popular item to start with (${best.popularity.toLocaleString()} users). Search for any other above, or switch to Users.`);
   }
 
   // ------------------------------------------------------------------ search box
@@ -187,12 +277,13 @@
     state.id = id;
     $("search").value = title || id;
     hideSuggestions();
-    loadComparison();
+    loadComparison("push");
   }
 
   // ------------------------------------------------------------------ one query
 
-  async function loadComparison() {
+  // how: "push" (a new item or user: its own history entry), "replace" (the same entry), null (the URL is already right).
+  async function loadComparison(how = "replace", note = null) {
     const p = new URLSearchParams();
     p.set(state.side === "items" ? "item_id" : "user_id", state.id);
     if (state.mode === "models") { for (const m of state.models) p.append("models", m); p.set("metric", state.metric); }
@@ -201,19 +292,21 @@
     const seq = ++compareSeq;
     $("status").className = "hint";
     $("status").textContent = "Comparing…";
-    let body;
-    try { body = await api(`/compare-metrics?${p}`); }
+    const probed = state.mode === "models" ? state.models : [state.model];
+    let body, probes;
+    try { [body, probes] = await Promise.all([api(`/compare-metrics?${p}`), Promise.all(probed.map(gaugeOf))]); }
     catch (e) {
       if (seq !== compareSeq) return;
       $("status").className = "error"; $("status").textContent = e.message; $("result").classList.add("hidden"); return;
     }
     if (seq !== compareSeq) return;
-    writeUrl();
+    if (how) writeUrl(how === "push"); else shownSearch = location.search;
     $("status").textContent = "";
-    render(body);
+    render(body, new Map(probed.map((m, i) => [m, probes[i]])));
+    if (note) $("query").append(el("span", { class: "note", id: "opened-note", text: note }));
   }
 
-  function render(body) {
+  function render(body, probes) {
     renderQuery(body);
     const counts = new Map();
     const key = body.side === "items" ? "item_id" : "user_id";
@@ -223,13 +316,20 @@
     cols.replaceChildren();
     cols.className = `columns n${body.lists.length}`;
     for (const l of body.lists) {
-      const info = body.compare === "metrics" ? METRIC_INFO[l.metric] : `${l.metric} · ${MODEL_INFO[l.model] || ""}`;
+      const info = body.compare === "metrics" ? METRIC_INFO[l.metric] : `${l.metric} · ${modelLine(l.model)}`;
       const stats = el("div", { class: "stats" },
         el("span", { class: "stat", title: "median popularity of the neighbours / catalogue median" },
           "popularity ", el("b", { text: l.popularity_ratio === null ? "n/a" : `×${fmt(l.popularity_ratio, 2)}` }), " median"));
       if (l.category_share !== null) {
         stats.append(el("span", { class: "stat", title: "neighbours sharing a category with the query" },
           "same category ", el("b", { text: pct(l.category_share) })));
+      }
+      const probe = probes.get(body.compare === "metrics" ? body.model : l.model);
+      const gauge = probe && probe.sides[body.side] && probe.sides[body.side][l.metric];
+      if (gauge) {
+        stats.append(el("span", { class: "stat", title: `gauge probe: mean Jaccard@${probe.k} of such lists under ${probe.transforms} `
+          + "random diagonal rescalings D that leave every prediction unchanged (1 = not arbitrary; see the Models tab)" },
+        "under random D ", el("b", { text: fmt(gauge.jaccard_mean, 2) })));
       }
       const ol = el("ol", { class: "neighbours" });
       for (const n of l.neighbors) {
@@ -249,7 +349,7 @@
         ol.append(li);
       }
       if (!l.neighbors.length) ol.append(el("li", { text: "no neighbours" }));
-      cols.append(el("div", { class: "col", "data-list": l.name },
+      cols.append(el("div", { class: "col", "data-list": l.name, "data-metric": l.metric },
         el("header", {}, el("h3", { text: l.name }), el("div", { class: "what", text: info }), stats), ol));
     }
     renderPairs(body);
@@ -277,8 +377,8 @@
         : "Every denoising variant makes the same predictions: lists that differ between them show how arbitrary that metric is." }));
   }
 
-  function bar(v) {
-    const b = el("span", { class: "bar" });
+  function bar(v, metric = null) {
+    const b = el("span", { class: metric ? `bar m-${metric}` : "bar" });
     b.style.width = `${Math.max(0, Math.min(1, v || 0)) * 50}px`;
     return b;
   }
@@ -289,7 +389,6 @@
     const tau = body.weighted_tau;
     t.append(el("tr", {}, el("th", { text: "pair" }), el("th", { text: `Jaccard@${body.k}` }),
       el("th", { text: `RBO (p = ${body.rbo_p})` }), el("th", { text: "weighted τ" })));
-    const short = (name) => name.replace(/^denoising-/, "");  // model names: the D-variant is enough here
     for (const p of body.pairs) {
       t.append(el("tr", { "data-pair": `${p.a}~${p.b}` }, el("td", { text: `${short(p.a)} ~ ${short(p.b)}` }),
         el("td", {}, fmt(p.jaccard), bar(p.jaccard)), el("td", {}, fmt(p.rbo), bar(p.rbo)),
@@ -308,6 +407,276 @@
 
   function highlight(id, on) {
     for (const li of $("columns").querySelectorAll("li[data-id]")) if (li.dataset.id === id) li.classList.toggle("hl", on);
+  }
+
+  // ------------------------------------------------------------------ models and their gauge probe
+
+  function modelLine(name) {
+    const info = catalog.models[name] || {};
+    if (MODEL_INFO[name]) return MODEL_INFO[name];
+    if (info.source === "implicit") return `${String(info.algorithm || name).toUpperCase()} (implicit), ${info.factors ?? info.k} factors`;
+    if (info.source === "imported") return `imported ${info.format || ""} factors, k = ${info.k}`;
+    return info.source || "";
+  }
+
+  function modelDetails(name, info) {
+    const parts = [];
+    const source = info.source || "closed-form";
+    if (source === "closed-form") {
+      if (!MODEL_INFO[name]) {  // MODEL_INFO already names the objective and the D-variant of the paper's five models
+        parts.push(info.objective === "weight-decay" ? "objective 2 (weight decay)" : `objective 1 (${info.objective || "denoising"})`);
+        if (info.d_variant) parts.push(`D-variant ${info.d_variant}`);
+      }
+      if (info.lambda !== undefined && info.lambda !== null) parts.push(`λ = ${Number(info.lambda).toLocaleString()}`);
+      if (info.surviving_dims !== undefined) parts.push(`${info.surviving_dims} of ${info.k} dimensions survive`);
+    } else if (source === "implicit") {
+      parts.push(`${info.algorithm} from the ${info.library || "implicit"} library`);
+      for (const [key, label] of [["factors", "factors"], ["regularization", "regularization"], ["alpha", "alpha"],
+        ["learning_rate", "learning rate"], ["iterations", "iterations"]]) {
+        if (info[key] !== undefined && info[key] !== null) parts.push(`${label} ${info[key]}`);
+      }
+    } else if (source === "imported") {
+      parts.push(`${info.format || "factors"} from ${info.path}`, `k = ${info.k}`);
+      if (info.items_without_factors) parts.push(`${info.items_without_factors} items without factors (zero rows)`);
+    }
+    return parts.join(" · ");
+  }
+
+  async function loadModels() {
+    const names = Object.keys(catalog.models);
+    const probes = await Promise.all(names.map(gaugeOf));
+    const any = probes.find((p) => p);
+    const status = $("models-status");
+    if (any) {
+      const q = Object.entries(any.queries || {}).map(([side, n]) => `${n.toLocaleString()} ${side}`).join(" and ");
+      status.textContent = `${names.length} models. Each probe: ${any.transforms} random D (entries log-uniform in `
+        + `[${(any.range || []).join(", ")}]), top-${any.k} lists of ${q} (a seeded sample), compared with the served lists.`;
+    } else {
+      status.textContent = `${names.length} models. This version has no gauge probe (built with --gauge-transforms 0).`;
+    }
+    const out = $("models-list");
+    out.replaceChildren(...names.map((name, i) => modelCard(name, catalog.models[name], probes[i])));
+  }
+
+  function modelCard(name, info, probe) {
+    const source = info.source || "closed-form";
+    const card = el("div", { class: "card model-card", "data-model": name },
+      el("header", {}, el("h3", { text: name }),
+        el("span", { class: `source src-${source}`, text: source, title: SOURCE_INFO[source] || source })),
+      el("p", { class: "what", text: [MODEL_INFO[name], modelDetails(name, info)].filter(Boolean).join(" · ") }),
+      el("p", { class: "users" }, "user vectors: ", el("b", { class: "users-origin", text: info.users || "–" })));
+    if (probe) card.append(gaugeTable(probe));
+    else {
+      card.append(el("p", { class: "noprobe", text: info.gauge
+        ? "no probe: the gauge endpoint has none for this model"
+        : "no probe: this version was built without the gauge probe (--gauge-transforms 0)" }));
+    }
+    const open = el("button", { type: "button", class: "open", text: "Compare its lists →" });
+    open.addEventListener("click", () => {
+      state.model = name; state.mode = "metrics";
+      syncControls(); syncSelects();
+      location.hash = "#compare";
+      if (state.id) loadComparison("replace");
+    });
+    card.append(open);
+    return card;
+  }
+
+  function gaugeTable(probe) {
+    const sides = Object.keys(probe.sides);
+    const metrics = catalog.metrics.filter((m) => sides.some((s) => probe.sides[s][m]));
+    const t = el("table", { class: "grid gauge" });
+    const sideName = (s) => (s === "items" ? "item → item lists" : s === "users" ? "user → user lists" : s);
+    t.append(el("tr", {}, el("th", {}), ...sides.map((s) => el("th", { class: "group sep", colspan: "3", text: sideName(s) }))));
+    t.append(el("tr", {}, el("th", { text: "metric" }), ...sides.flatMap(() => [
+      el("th", { class: "sep", text: `Jaccard@${probe.k}`, title: "mean over queries × transforms" }),
+      el("th", { text: "5th pct", title: "5th percentile of the Jaccard: the worst lists" }),
+      el("th", { text: "RBO", title: "rank-biased overlap, weighted to the top ranks" })])));
+    for (const m of metrics) {
+      const cells = sides.flatMap((s) => {
+        const f = probe.sides[s][m] || {};
+        const cell = (fig, cls) => el("td", { class: cls, "data-side": s, "data-figure": fig }, dash(f[fig]));
+        const first = cell("jaccard_mean", "sep");
+        first.append(bar(f.jaccard_mean, m));
+        return [first, cell("jaccard_p05", ""), cell("rbo_mean", "")];
+      });
+      t.append(el("tr", { "data-metric": m }, el("td", {}, swatch(m), m), ...cells));
+    }
+    return t;
+  }
+
+  // ------------------------------------------------------------------ held-out evaluation
+
+  const MEASURES = [
+    { key: "recall_at_20", label: "Recall@20", task: "user → item", best: "max" },
+    { key: "ndcg_at_100", label: "nDCG@100", task: "user → item", best: "max" },
+    { key: "category_precision_at_10", label: "Category precision@10", task: "item → item", best: "max",
+      missing: "the dataset has no categories" },
+    { key: "popularity_ratio", label: "Popularity ratio", task: "item → item", best: "one" },
+    { key: "coverage_at_10", label: "Coverage@10", task: "item → item", best: "max" },
+    { key: "spearman_truth", label: "Spearman vs truth", task: "item → item", best: "max",
+      missing: "only a simulation has true similarities" },
+  ];
+  const isBaseline = (r) => r.metric === null || r.source === "baseline";
+
+  async function loadEvaluation() {
+    if (!catalog.evaluation) { explainNoEvaluation(); return; }
+    let body;
+    try { body = await api(catalog.evaluation); }
+    catch (e) {
+      if (e.status === 404) explainNoEvaluation();
+      else { $("evaluation-status").className = "error"; $("evaluation-status").textContent = `No evaluation: ${e.message}`; }
+      return;
+    }
+    $("evaluation-status").classList.add("hidden");
+    renderEvaluation(body);
+    $("evaluation").classList.remove("hidden");
+  }
+
+  function explainNoEvaluation() {
+    const kind = (catalog.dataset || {}).kind || "…";
+    const box = $("evaluation-status");
+    box.className = "card noeval";
+    box.replaceChildren(
+      el("h2", { class: "section", text: "No held-out evaluation in this version" }),
+      el("p", { text: `Artifact version ${catalog.artifact_version} was built without --evaluate, so there is no `
+        + "ranking of the models and metrics on held-out data to show." }),
+      el("p", { text: "Build a version with it (the same flags as before, plus --evaluate): every model is refitted on a seeded "
+        + "per-user split and each model × metric is scored on the held-out interactions (evaluation.json); what is served "
+        + "does not change." }),
+      el("pre", {}, el("code", { text: `python -m models.build --dataset ${kind} --out ARTIFACTS_DIR … --evaluate` })),
+      el("p", { class: "hint", text: "The server picks the new version up by itself; reload this page then." }));
+  }
+
+  function renderEvaluation(body) {
+    const s = body.split || {};
+    const n = (v) => (typeof v === "number" ? v.toLocaleString() : "?");
+    $("evaluation-how").textContent = `${s.method || "held-out split"}: ${pct(s.fraction)} of each user's interactions held out `
+      + `(users with at least ${n(s.min_interactions)}; seed ${n(s.seed)}), ${n(s.eval_users)} users evaluated on `
+      + `${n(s.test_interactions)} held-out interactions after refitting on ${n(s.train_interactions)}. `
+      + "What is served is fitted on all the data. Bars: one per metric, grouped by model; lines: the baselines.";
+    const defs = body.definitions || {};
+    const rows = body.results.filter((r) => !isBaseline(r));
+    const baselines = body.results.filter(isBaseline);
+    const metrics = catalog.metrics.filter((m) => rows.some((r) => r.metric === m));
+    const legend = $("chart-legend");
+    legend.replaceChildren(...metrics.map((m) => el("span", { class: "key" }, swatch(m), m)),
+      ...baselines.map((b) => el("span", { class: "key" }, el("span", { class: `refkey ref-${b.model}` }), `${b.model} (baseline)`)));
+    const charts = $("eval-charts");
+    charts.replaceChildren();
+    const absent = [];
+    for (const m of MEASURES) {
+      if (!body.results.some((r) => r[m.key] !== null && r[m.key] !== undefined)) { absent.push(`${m.label}: ${m.missing || "not measured"}`); continue; }
+      charts.append(chartFor(m, rows, baselines, metrics, defs[m.key] || ""));
+    }
+    if (absent.length) charts.append(el("p", { class: "hint absent", text: `Not in this evaluation: ${absent.join("; ")}.` }));
+    renderEvaluationTable(body.results, defs);
+  }
+
+  function bestValues(rows) {
+    const best = {};
+    for (const m of MEASURES) {
+      const shown = rows.map((r) => r[m.key]).filter((v) => v !== null && v !== undefined).map((v) => Number(Number(v).toFixed(3)));
+      if (!shown.length) continue;
+      best[m.key] = m.best === "one"
+        ? shown.reduce((a, b) => (Math.abs(b - 1) < Math.abs(a - 1) ? b : a))
+        : Math.max(...shown);
+    }
+    return best;
+  }
+
+  function renderEvaluationTable(results, defs) {
+    const t = $("eval-table");
+    t.replaceChildren();
+    const measures = MEASURES.filter((m) => results.some((r) => r[m.key] !== null && r[m.key] !== undefined));
+    t.append(el("tr", {}, el("th", { text: "model" }), el("th", { class: "left", text: "metric" }),
+      el("th", { class: "left", text: "source" }), el("th", { class: "left", text: "refitted", title: defs.refitted || "" }),
+      ...measures.map((m) => el("th", { class: "measure", title: defs[m.key] || "", "data-measure": m.key },
+        el("span", { class: "task", text: m.task }), el("br"), m.label))));
+    const best = bestValues(results.filter((r) => !isBaseline(r)));
+    let previous = null;
+    for (const r of results) {
+      const baseline = isBaseline(r);
+      const first = r.model !== previous;
+      previous = r.model;
+      const tr = el("tr", { "data-model": r.model, "data-metric": r.metric || "", class: `${baseline ? "baseline" : ""}${first ? " first" : ""}` },
+        el("td", { class: "model", text: first ? r.model : "" }),
+        el("td", { class: "left" }, ...(r.metric ? [swatch(r.metric), r.metric] : ["–"])),
+        el("td", { class: "left", text: first ? r.source : "" }),
+        el("td", { class: "left", text: baseline ? "" : r.refitted ? "yes" : "no (as given)" }));
+      for (const m of measures) {
+        const v = r[m.key];
+        const td = el("td", { "data-measure": m.key, text: dash(v) });
+        if (!baseline && v !== null && v !== undefined && Number(Number(v).toFixed(3)) === best[m.key]) {
+          td.classList.add("best");
+          td.title = m.best === "one" ? "closest to 1 (no popularity bias) of the models" : "best of the models";
+        }
+        tr.append(td);
+      }
+      t.append(tr);
+    }
+    $("eval-legend").textContent = "Highlighted: the best model × metric of each column (the baselines are there for scale "
+      + "and are not ranked; for the popularity ratio the best is the closest to 1, no lean to popular or unpopular items). "
+      + "– : not measured.";
+    const labels = Object.fromEntries(MEASURES.map((m) => [m.key, m.label]));
+    $("eval-definitions").replaceChildren(...Object.entries(defs).flatMap(([key, text]) => [
+      el("dt", { text: labels[key] || key }), el("dd", { text })]));
+  }
+
+  function niceTicks(lo, hi) {
+    const raw = (hi - lo) / 4;
+    const pow = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 2.5, 5, 10].map((f) => f * pow).find((s) => s >= raw);
+    const ticks = [];
+    for (let t = Math.floor(lo / step + 1e-9) * step; t <= Math.ceil(hi / step - 1e-9) * step + step / 2; t += step) {
+      ticks.push(Number(t.toFixed(10)));
+    }
+    return ticks;
+  }
+
+  // One measure: per model a group of bars (one per metric), the baselines as vertical reference lines. Inline SVG.
+  function chartFor(m, rows, baselines, metrics, definition) {
+    const models = [...new Set(rows.map((r) => r.model))];
+    const refs = baselines.filter((b) => b[m.key] !== null && b[m.key] !== undefined);
+    const values = [...rows.map((r) => r[m.key]), ...refs.map((r) => r[m.key])].filter((v) => v !== null && v !== undefined);
+    const W = 480, left = 166, right = 16, top = 14 + 11 * refs.length, barH = 7, gap = 1, groupGap = 9, axis = 20;
+    const groupH = metrics.length * (barH + gap) - gap + groupGap;
+    const H = top + models.length * groupH + axis;
+    const lo0 = Math.min(0, ...values), hi0 = Math.max(0, ...values);
+    const ticks = niceTicks(lo0, hi0 > lo0 ? hi0 : lo0 + 1);
+    const lo = ticks[0], hi = ticks[ticks.length - 1];
+    const x = (v) => left + ((v - lo) / (hi - lo)) * (W - left - right);
+    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${m.label} per model and metric` });
+    for (const t of ticks) {
+      s.append(svg("line", { x1: x(t), x2: x(t), y1: top - 3, y2: H - axis, class: t === 0 ? "axis" : "gridline" }),
+        svg("text", { x: x(t), y: H - 6, "text-anchor": "middle", class: "tick" }, String(t)));
+    }
+    models.forEach((model, gi) => {
+      const y0 = top + gi * groupH + groupGap / 2;
+      s.append(svg("text", { x: left - 8, y: y0 + (groupH - groupGap) / 2 + 4, "text-anchor": "end", class: "label" }, model));
+      metrics.forEach((metric, mi) => {
+        const r = rows.find((row) => row.model === model && row.metric === metric);
+        const v = r ? r[m.key] : null;
+        if (v === null || v === undefined) return;
+        const a = x(Math.min(0, v)), b = x(Math.max(0, v));
+        const rect = svg("rect", { x: a, y: y0 + mi * (barH + gap), width: Math.max(b - a, 0.75), height: barH, rx: 1.5,
+          class: `bar m-${metric}`, "data-model": model, "data-metric": metric, "data-value": v });
+        rect.append(svg("title", {}, `${model} · ${metric}: ${dash(v)}`));
+        s.append(rect);
+      });
+    });
+    refs.forEach((r, i) => {
+      const v = r[m.key], xv = x(v);
+      const line = svg("line", { x1: xv, x2: xv, y1: 12 + 11 * i, y2: H - axis, class: `ref ref-${r.model}`,
+        "data-model": r.model, "data-value": v });
+      line.append(svg("title", {}, `${r.model} baseline: ${dash(v)}`));
+      const anchor = xv > W - 70 ? "end" : xv < left + 40 ? "start" : "middle";
+      s.append(line, svg("text", { x: xv, y: 9 + 11 * i, "text-anchor": anchor, class: `reflabel ref-${r.model}` },
+        `${r.model} ${dash(v)}`));
+    });
+    return el("div", { class: "chart", "data-measure": m.key },
+      el("h3", { class: "chart-title" }, el("span", { text: m.label }), el("span", { class: "task", text: ` · ${m.task}` })),
+      el("p", { class: "chart-what", text: definition }), s);
   }
 
   // ------------------------------------------------------------------ summary view
@@ -392,6 +761,7 @@
     }
     card.classList.remove("hidden");
   }
+
 
   init();
 })();

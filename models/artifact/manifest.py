@@ -11,14 +11,19 @@ here; neither side spells them anywhere else.
     interactions.npz         INTERACTIONS: X (n_users, n_items) CSR, for exclude_seen
     svd.npz                  SVD: s (k,), V (n_items, k) of the truncated SVD
     summary.json             SUMMARY: metric agreement over the catalogue (diagnostics)
+    gauge.json               GAUGE: {model: gauge probe} (models.diagnostics.gauge), when "gauge" names it
+    evaluation.json          EVALUATION: held-out evaluation per model x metric, when "evaluation" names it
     figures/*.png            FIGURES_DIR: the paper's heatmaps (diagnostics, simulation only), HEATMAP_GRID
     indexes/<stem>.faiss     index_file(stem): an exact inner-product index
     indexes/<stem>.hnsw.faiss                       hnsw_file(stem): its HNSW twin
     indexes/<stem>.neighbours-{ids,scores}.npy      neighbour_files(stem): its exact top-N lists
     indexes/recommend-<group>-projected-users.npy   recommend_query_file(group)
 
-Manifest keys read by the API: "version", "files", "counts", "models", "metrics", "indexes"
-({str(IndexKey): IndexEntry}), "recommend" ({model: {metric: RecommendEntry}}), "diagnostics".
+Manifest keys read by the API: "version", "files", "counts", "models" ({name: info}, in serving
+order; info["source"] is "closed-form", "implicit" or "imported"), "metrics", "indexes"
+({str(IndexKey): IndexEntry}), "recommend" ({model: {metric: RecommendEntry}}), "diagnostics",
+"gauge" (GAUGE or null) and "evaluation" (EVALUATION or null). Versions written before "gauge" and
+"evaluation" existed lack both keys and load as before.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ ITEM_POPULARITY = "item_popularity.npy"
 INTERACTIONS = "interactions.npz"
 SVD = "svd.npz"
 SUMMARY = "summary.json"
+GAUGE = "gauge.json"
+EVALUATION = "evaluation.json"
 FIGURES_DIR = "figures"
 HEATMAP_GRID = f"{FIGURES_DIR}/heatmaps.png"
 INDEXES_DIR = "indexes"
@@ -240,6 +247,7 @@ def manifest_metrics(manifest: Mapping[str, Any]) -> tuple[str, ...]:
 def referenced_files(manifest: Mapping[str, Any]) -> set[str]:
     """Every file the API opens for a version (at load or later), relative to the version folder."""
     files = {USERS, ITEMS, INTERACTIONS, ITEM_POPULARITY, SVD}
+    files |= {str(manifest[key]) for key in ("gauge", "evaluation") if manifest.get(key)}
     for entry in index_entries(manifest).values():
         files |= entry.files()
     for rec in recommend_entries(manifest).values():

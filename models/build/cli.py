@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from models.artifact.store import ArtifactStore
+from models.build.fitting import ModelChoice
 from models.build.pipeline import BuildParams, build_into
 from models.build.progress import Progress
+from models.diagnostics.gauge import GaugeParams
 from models.diagnostics.report import format_summary
 from models.errors import InputError
+from models.evaluation.report import format_evaluation
+from models.evaluation.scoring import EvalParams
+from models.fit.implicit_models import ALGORITHMS, ImplicitParams
 from models.indexes.faiss_index import HnswParams
 from models.inputs.csv_file import read_interactions_csv
 from models.inputs.dataset import Dataset
+from models.inputs.factors import parse_import_spec
 from models.inputs.goodbooks import read_goodbooks
+from models.inputs.item_metadata import read_item_metadata, with_item_metadata
 from models.inputs.simulation import SimulationSpec, simulate
 
 DEFAULT_GOODBOOKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "goodbooks"
@@ -89,6 +96,61 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--diagnostics-user-sample", type=int, default=500, help="user queries for summary.json (seeded sample; 0: items only)"
     )
+    models = ap.add_argument_group("models besides the paper's closed forms (docs/offline-job.md)")
+    models.add_argument(
+        "--train",
+        default="",
+        metavar="ALGOS",
+        help=f"train with implicit and serve under these names: comma-separated subset of {','.join(ALGORITHMS)}",
+    )
+    models.add_argument("--train-factors", type=int, default=None, help="factors of the implicit models (default: --k)")
+    models.add_argument("--als-regularization", type=float, default=ImplicitParams.als_regularization)
+    models.add_argument("--als-alpha", type=float, default=ImplicitParams.als_alpha, help="confidence 1 + alpha * value")
+    models.add_argument("--als-iterations", type=int, default=ImplicitParams.als_iterations)
+    models.add_argument("--bpr-learning-rate", type=float, default=ImplicitParams.bpr_learning_rate)
+    models.add_argument("--bpr-regularization", type=float, default=ImplicitParams.bpr_regularization)
+    models.add_argument("--bpr-iterations", type=int, default=ImplicitParams.bpr_iterations)
+    models.add_argument(
+        "--import-factors",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="serve factors trained elsewhere as model NAME (repeatable): a folder with item_factors.npy + item_ids.txt "
+        "[+ user_factors.npy + user_ids.txt], implicit's saved .npz with both id files, or Parquet (docs/offline-job.md)",
+    )
+    ap.add_argument(
+        "--items",
+        metavar="FILE",
+        help="item metadata CSV: item_id,title[,categories] (categories |-separated); with --movielens, movies.csv",
+    )
+    evaluation = ap.add_argument_group("held-out evaluation (evaluation.json; never changes what is served)")
+    evaluation.add_argument("--evaluate", action="store_true", help="refit every model on a per-user split and rank them")
+    evaluation.add_argument(
+        "--eval-fraction", type=float, default=EvalParams.fraction, help="share of each user's interactions held out"
+    )
+    evaluation.add_argument(
+        "--eval-min-interactions", type=int, default=EvalParams.min_interactions, help="users with fewer keep all in training"
+    )
+    evaluation.add_argument(
+        "--eval-users",
+        type=int,
+        default=EvalParams.max_users,
+        metavar="N",
+        help="rank a seeded sample of N held-out users (0: all; default %(default)s)",
+    )
+    evaluation.add_argument(
+        "--eval-items",
+        type=int,
+        default=EvalParams.max_items,
+        metavar="N",
+        help="item -> item measures over a seeded sample of N query items (0: all; default %(default)s)",
+    )
+    gauge = ap.add_argument_group("gauge probe (gauge.json: how far each metric's lists move under P D, Q D^-1)")
+    gauge.add_argument(
+        "--gauge-transforms", type=int, default=GaugeParams.transforms, help="random diagonal D per model (0: no probe)"
+    )
+    gauge.add_argument("--gauge-queries", type=int, default=GaugeParams.item_queries, help="query items (seeded sample)")
+    gauge.add_argument("--gauge-user-queries", type=int, default=GaugeParams.user_queries, help="query users (seeded sample)")
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
@@ -137,6 +199,33 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         diagnostics_sample=args.diagnostics_sample,
         diagnostics_user_sample=args.diagnostics_user_sample,
         precompute_neighbours=args.precompute_neighbours,
+        models=ModelChoice(
+            train=tuple(a.strip() for a in args.train.split(",") if a.strip()),
+            implicit=ImplicitParams(
+                factors=args.train_factors,
+                als_regularization=args.als_regularization,
+                als_alpha=args.als_alpha,
+                als_iterations=args.als_iterations,
+                bpr_learning_rate=args.bpr_learning_rate,
+                bpr_regularization=args.bpr_regularization,
+                bpr_iterations=args.bpr_iterations,
+            ),
+            imports=tuple((name, str(path)) for name, path in map(parse_import_spec, args.import_factors)),
+        ),
+        gauge=GaugeParams(
+            transforms=args.gauge_transforms,
+            item_queries=args.gauge_queries,
+            user_queries=args.gauge_user_queries,
+            seed=args.seed,
+        ),
+        evaluate=args.evaluate,
+        evaluation=EvalParams(
+            fraction=args.eval_fraction,
+            min_interactions=args.eval_min_interactions,
+            seed=args.seed,
+            max_users=args.eval_users or None,
+            max_items=args.eval_items or None,
+        ),
     )
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
     store = ArtifactStore(args.out)
@@ -153,6 +242,19 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
             progress.say(f"removed leftovers of interrupted builds: {', '.join(removed)}")
         with progress.step(f"reading {args.dataset}{' ' + str(args.input) if args.input else ''}"):
             ds = load_dataset(args)
+            if args.items:
+                if args.dataset != "csv":
+                    raise InputError(f"--items is for --dataset csv; {args.dataset} brings its own item metadata")
+                meta = read_item_metadata(args.items, ds.item_ids, movielens=args.movielens)
+                if meta.info["matched"] == 0:
+                    raise InputError(
+                        f"--items {args.items}: none of its {meta.info['rows']} ids is an item of the interaction data"
+                    )
+                ds = with_item_metadata(ds, meta)
+                progress.say(
+                    f"items: metadata for {meta.info['matched']} of {ds.n_items} items "
+                    f"({meta.info['ignored_unknown']} ids of the file not in the interactions, ignored)"
+                )
         progress.say(f"dataset: {ds.n_users} users x {ds.n_items} items, {ds.X.nnz} interactions")
         version = store.new_version(ds.fingerprint(), vars(args))
         with store.staging(version) as staging:
@@ -172,10 +274,12 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
         f"residual {svd['relative_residual']:.2e}; energy {svd['energy_captured']:.3f}",
     ]
     for name, m in manifest["models"].items():
-        lines.append(
-            f"  {name:28s} lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d} "
-            f"zero users={m['zero_users']:<6d} zero items={m['zero_items']}"
+        how = (
+            f"lambda={m['lambda']:<10g} dims={m['surviving_dims']:<5d}"
+            if m.get("source", "closed-form") == "closed-form"
+            else f"{m.get('algorithm', m.get('format', '')) + ' ' + m['source']:<16s} k={m.get('k', '')!s:<5s}"
         )
+        lines.append(f"  {name:28s} {how} zero users={m['zero_users']:<6d} zero items={m['zero_items']}")
     files = {e["file"] for e in manifest["indexes"].values()}
     recalls = [e["hnsw"]["recall_at_10"] for e in manifest["indexes"].values() if "hnsw" in e]
     lines.append(
@@ -183,9 +287,24 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
         + (f"; hnsw recall@10 min {min(recalls):.3f}" if recalls else "")
     )
     lines.append(f"  build       {manifest['build_seconds']:.1f}s")
+    vdir = Path(out) / "versions" / version
+    if manifest.get("gauge"):
+        probes = json.loads((vdir / manifest["gauge"]).read_text(encoding="utf-8"))
+        lines.append(
+            f"  gauge       {vdir / manifest['gauge']}: mean Jaccard@10 of the lists under random P D, Q D^-1 (1 = invariant)"
+        )
+        lines.append(f"  {'model':28s} {'side':6s} {'dot':>7s} {'cosine':>7s} {'projected':>9s}")
+        for name, probe in probes.items():
+            for side, by_metric in probe["sides"].items():
+                cells = [by_metric.get(metric, {}).get("jaccard_mean") for metric in ("dot", "cosine", "projected")]
+                shown = ["    n/a" if v is None else f"{v:7.3f}" for v in cells]
+                lines.append(f"  {name:28s} {side:6s} {shown[0]} {shown[1]} {shown[2]:>9s}")
+    if manifest.get("evaluation"):
+        doc = json.loads((vdir / manifest["evaluation"]).read_text(encoding="utf-8"))
+        lines.append(f"  evaluation  {vdir / manifest['evaluation']} ({doc['seconds']:.1f}s)")
+        lines.append(format_evaluation(doc))
     diag = manifest.get("diagnostics")
     if diag:
-        vdir = Path(out) / "versions" / version
         figures = diag["heatmaps"]
         lines.append(
             f"  heatmaps    {vdir / figures['grid']} (+{len(figures['panels'])} panels)"

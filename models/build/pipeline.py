@@ -20,7 +20,6 @@ import sklearn
 
 from models.artifact import manifest as contract
 from models.artifact.manifest import (
-    DENOISING_GROUP,
     METRICS,
     SIDES,
     HnswEntry,
@@ -29,15 +28,19 @@ from models.artifact.manifest import (
     NeighbourEntry,
     RecommendEntry,
 )
+from models.build.evaluate import run_evaluation
+from models.build.fitting import ModelChoice, fit_models
 from models.build.progress import Progress
+from models.diagnostics.gauge import GaugeParams, gauge_probe
 from models.diagnostics.summary import DiagnosticsParams, run_diagnostics
 from models.errors import InputError
-from models.fit.closed_forms import DENOISING_VARIANTS, MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
+from models.evaluation.scoring import EvalParams
 from models.fit.projection import normalize_rows, projected_vectors, row_norms
-from models.fit.svd import TruncatedSVD, truncated_svd
+from models.fit.svd import truncated_svd
 from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
 from models.indexes.neighbour_lists import exact_neighbours
 from models.inputs.dataset import Dataset, item_popularity
+from models.inputs.factors import read_imported_factors
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class BuildParams:
     diagnostics_user_sample: int = 500
     # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
     precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see docs/offline-job.md)
+    # models besides the closed forms (implicit ALS/BPR, imported factors)
+    models: ModelChoice = field(default_factory=ModelChoice)
+    # the gauge probe of every model (gauge.json); on in the CLI (8 transforms), off (0) for library callers
+    gauge: GaugeParams = field(default_factory=lambda: GaugeParams(transforms=0))
+    # held-out evaluation of every model x metric (evaluation.json): refits every model, so opt-in
+    evaluate: bool = False
+    evaluation: EvalParams = field(default_factory=EvalParams)
 
     def validate(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -72,6 +82,18 @@ class BuildParams:
             raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
         if not isinstance(self.precompute_neighbours, int) or self.precompute_neighbours < 0:
             raise InputError(f"--precompute-neighbours must be an integer >= 0, got {self.precompute_neighbours}")
+        self.models.validate()
+        g = self.gauge
+        if g.transforms < 0 or g.item_queries < 1 or g.user_queries < 0 or not 0 < g.low <= g.high:
+            raise InputError("--gauge-transforms must be >= 0, --gauge-queries >= 1, and 0 < low <= high")
+        e = self.evaluation
+        if not 0.0 < e.fraction < 1.0:
+            raise InputError(f"--eval-fraction must be strictly between 0 and 1, got {e.fraction}")
+        if e.min_interactions < 2:
+            raise InputError(f"--eval-min-interactions must be >= 2 (one to train on, one to hold out), got {e.min_interactions}")
+        for flag, cap in (("--eval-users", e.max_users), ("--eval-items", e.max_items)):
+            if cap is not None and cap < 0:
+                raise InputError(f"{flag} must be >= 0 (0: all), got {cap}")
 
 
 def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progress) -> dict[str, Any]:
@@ -86,34 +108,37 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         svd = truncated_svd(X, params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples)
     progress.say(f"svd: {svd.method}, relative residual {svd.relative_residual:.2e}, energy captured {svd.energy_captured:.3f}")
     np.savez(folder / contract.SVD, s=svd.s, V=svd.V)
+    imported = {name: read_imported_factors(Path(path), ds.item_ids, ds.user_ids) for name, path in params.models.imports}
     indexes: dict[IndexKey, IndexEntry] = {}
     models: dict[str, dict[str, Any]] = {}
     recommend: dict[str, dict[str, RecommendEntry]] = {}
     projected: dict[str, _Projected] = {}
+    groups: dict[str, list[str]] = {}
+    gauge: dict[str, dict[str, Any]] = {}
     writer = _IndexWriter(folder, params, progress)
-    XV = X @ svd.V  # (n_users, k): one sparse product shared by every model (see _user_embeddings)
-    for model in MODELS:
-        with progress.step(f"model {model}"):
-            A, B, surviving = _factors(svd, model, params)
-            P = _user_embeddings(X, XV, svd.V, A)  # a user is the sum of the A-rows of what it consumed
+    fitted = fit_models(
+        X, svd, params.lambda_denoising, params.lambda_weight_decay, params.models, imported, params.seed, progress
+    )
+    for fm in fitted:
+        model, P, Q = fm.name, fm.P, fm.Q
+        with progress.step(f"indexes {model}"):
             models[model] = {
-                "objective": "weight-decay" if model == WEIGHT_DECAY else "denoising",
-                "d_variant": None if model == WEIGHT_DECAY else model.removeprefix("denoising-"),
-                "lambda": params.lambda_weight_decay if model == WEIGHT_DECAY else params.lambda_denoising,
-                "surviving_dims": surviving,
-                "zero_items": int(np.count_nonzero(row_norms(B) == 0)),
+                **fm.info,
+                "k": int(Q.shape[1]),
+                "zero_items": int(np.count_nonzero(row_norms(Q) == 0)),
                 "zero_users": int(np.count_nonzero(row_norms(P) == 0)),
             }
-            for side, M in (("items", B), ("users", P)):
+            for side, M in (("items", Q), ("users", P)):
                 lists = side == "items"  # /similar-items lookups; users and recommend keep searching
                 # the normalised copy is made only after the dot index is written, and freed with its own:
                 # one (rows, k) float64 copy at a time at peak
                 stem = contract.index_stem
                 indexes[IndexKey(side, model, "dot")] = writer.write(stem(side, model, "dot"), M, lists)
                 indexes[IndexKey(side, model, "cosine")] = writer.write(stem(side, model, "cosine"), normalize_rows(M), lists)
-            group = DENOISING_GROUP if model in DENOISING_VARIANTS else model
+            group = fm.projected_group
+            groups.setdefault(group, []).append(model)
             if group not in projected:
-                projected[group] = _write_projected(writer, folder, group, P, B)
+                projected[group] = _write_projected(writer, folder, group, P, Q)
             for side in SIDES:
                 indexes[IndexKey(side, model, "projected")] = projected[group].sides[side]
             recommend[model] = {
@@ -123,9 +148,16 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 for metric in METRICS
                 if metric != "projected"
             } | {"projected": projected[group].recommend}
+        if params.gauge.transforms > 0:
+            with progress.step(f"gauge probe {model} ({params.gauge.transforms} random D)"):
+                gauge[model] = {"model": model, **gauge_probe(P, Q, params.gauge)}
+        del fm, P, Q
     if writer.neighbour_seconds:
         progress.timings["neighbour lists"] = round(writer.neighbour_seconds, 3)
     _write_dataset_files(folder, ds)
+    if gauge:
+        with open(folder / contract.GAUGE, "w", encoding="utf-8") as f:
+            json.dump(gauge, f, indent=1, allow_nan=False)
     index_json = {str(key): entry.to_json() for key, entry in indexes.items()}
     diagnostics = (
         run_diagnostics(
@@ -140,6 +172,22 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         if params.diagnostics
         else None
     )
+    evaluation = None
+    if params.evaluate:
+        svd_options = {"n_iter": params.svd_n_iter, "n_oversamples": params.svd_oversamples}
+        run_evaluation(
+            folder,
+            ds,
+            params.k,
+            params.lambda_denoising,
+            params.lambda_weight_decay,
+            params.models,
+            imported,
+            svd_options,
+            params.evaluation,
+            progress,
+        )
+        evaluation = contract.EVALUATION
     return {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.perf_counter() - t0, 3),
@@ -156,7 +204,9 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         "metrics": list(METRICS),
         "indexes": index_json,
         "recommend": {model: {metric: e.to_json() for metric, e in by.items()} for model, by in recommend.items()},
-        "projected_groups": {DENOISING_GROUP: list(DENOISING_VARIANTS), WEIGHT_DECAY: [WEIGHT_DECAY]},
+        "projected_groups": groups,
+        "gauge": contract.GAUGE if gauge else None,
+        "evaluation": evaluation,
         "has_metadata": ds.item_titles is not None,
         "libraries": {
             "python": platform.python_version(),
@@ -164,32 +214,11 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
             "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__,
             "faiss": faiss.__version__,
+            **({"implicit": _version_of("implicit")} if params.models.train else {}),
         },
         "diagnostics": diagnostics,
         "step_seconds": dict(progress.timings),
     }
-
-
-def _user_embeddings(X: sp.csr_matrix, XV: np.ndarray, V: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """P = X A (n_users, k) from XV = X V (n_users, k), V and A (n_items, k).
-
-    Every closed form has A = V diag(a), so X A = (X V) diag(a): a column scaling instead of a
-    sparse product per model. a is recovered column by column (a_j = <A_j, V_j> / <V_j, V_j>) and
-    checked; an A of any other form gets the sparse product.
-    """
-    vv = np.einsum("ij,ij->j", V, V)
-    a = np.einsum("ij,ij->j", A, V) / np.where(vv > 0, vv, 1.0)
-    if np.allclose(A, V * a, rtol=1e-12, atol=0.0):
-        return XV * a
-    return X @ A
-
-
-def _factors(svd: TruncatedSVD, model: str, params: BuildParams) -> tuple[np.ndarray, np.ndarray, int]:
-    if model == WEIGHT_DECAY:
-        return weight_decay_factors(svd.V, svd.s, params.lambda_weight_decay)
-    A, B = denoising_factors(svd.V, svd.s, params.lambda_denoising, model)
-    f_alive = int(np.count_nonzero(np.linalg.norm(A, axis=0) * np.linalg.norm(B, axis=0) > 0))
-    return A, B, f_alive
 
 
 @dataclass(frozen=True)
@@ -271,6 +300,12 @@ class _IndexWriter:
             neighbours=lists,
             hnsw=hnsw,
         )
+
+
+def _version_of(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def _write_dataset_files(folder: Path, ds: Dataset) -> None:

@@ -68,19 +68,6 @@ def item_order(truth: SimulationTruth) -> np.ndarray:
     return np.lexsort((np.arange(p), -truth.popularity, truth.cluster))
 
 
-def ground_truth_similarity(truth: SimulationTruth) -> np.ndarray:
-    """Cosine (p, p) between the columns of the true P = p(u, i) (n_users, p).
-
-    Column i of P is pop_i * Q[:, c_i] with Q = pref / Z (Z_u = sum_i pref[u, c_i] pop_i), so
-    cos(P_:i, P_:j) = cos(Q_:c_i, Q_:c_j): computed on the (n_clusters, n_clusters) Gram of Q.
-    """
-    z = truth.preferences[:, truth.cluster] @ truth.popularity
-    Q = truth.preferences / z[:, None]
-    Cn = normalize_rows(Q.T)
-    cos_c = Cn @ Cn.T
-    return cos_c[np.ix_(truth.cluster, truth.cluster)]
-
-
 def gram_eigen(X: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(XtX (p, p), s (p,) descending, V (p, p)): X^T X = V diag(s^2) V^T, exact (LAPACK eigh)."""
     # scipy-stubs: spmatrix is a bare mixin (not a _spbase), so no csr_matrix overload accepts it
@@ -123,7 +110,7 @@ def heatmap_panels(
     p = X.shape[1]
     order = item_order(truth)
     reorder = np.ix_(order, order)
-    panels = [Panel(TRUTH, "truth", None, ground_truth_similarity(truth)[reorder].astype(np.float32))]
+    panels = [Panel(TRUTH, "truth", None, truth.item_similarity()[reorder].astype(np.float32))]
     XtX, s_all, V_all = gram_eigen(X)
     for rank in ranks:
         k = p if rank is None else min(rank, p)

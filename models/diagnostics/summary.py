@@ -35,7 +35,7 @@ from models.diagnostics.agreement import RBO_P, category_matrix
 from models.diagnostics.comparison import compare_lists
 from models.diagnostics.report import pair_name
 from models.diagnostics.sampling import sample_rows, tau_query_count
-from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
+from models.fit.closed_forms import DENOISING_VARIANTS
 from models.indexes.faiss_index import flat_vectors, read_index
 from models.indexes.neighbour_lists import top_neighbours
 from models.inputs.dataset import Dataset, item_popularity, user_activity
@@ -77,7 +77,7 @@ def side_summary(
     """Summary of one side (items or users) over sampled query rows (`sample`, default params.sample).
 
     load(file) -> a flat index (or its (m, d) vectors); files: (model, metric) -> file, for every
-    model in MODELS and metric in METRICS (models sharing a file are computed once). popularity (m,),
+    model and metric in METRICS (models sharing a file are computed once). popularity (m,),
     categories (m, c) bool or None. Figures are means over the queries: per model x metric "category_precision"
     (mean category share of the top-k, over queries that have a category) and "popularity_bias"
     (mean of median neighbour popularity / catalogue median); per model and metric pair "jaccard",
@@ -100,7 +100,7 @@ def side_summary(
     has_cats = categories is not None and bool(categories.any())
     cats = categories if has_cats else None
     models: dict[str, Any] = {}
-    for model in MODELS:
+    for model in dict.fromkeys(mo for mo, _ in files):
         by_metric = {metric: computed[files[(model, metric)]] for metric in METRICS}
         cmp = compare_lists(
             queries,
@@ -178,7 +178,8 @@ def catalogue_summary(
     ):
         if n < 1:
             continue
-        files = {(mo, me): indexes[str(IndexKey(side, mo, me))]["file"] for mo in MODELS for me in METRICS}
+        models = dict.fromkeys(IndexKey.parse(key).model for key in indexes)
+        files = {(mo, me): indexes[str(IndexKey(side, mo, me))]["file"] for mo in models for me in METRICS}
         with progress.step(f"diagnostics {side} ({min(n, pop.size)} of {pop.size} queries)"):
             sides[side] = {"popularity": what, **side_summary(load, files, pop.size, pop, cats, params, n)}
     return {

@@ -44,6 +44,19 @@ class SimulationTruth:
         P = self.preferences[:, self.cluster] * self.popularity[None, :]
         return P / P.sum(axis=1, keepdims=True)
 
+    def item_similarity(self) -> np.ndarray:
+        """Cosine (n_items, n_items) between the columns of the true p(u, i) (n_users, n_items): the ground truth.
+
+        Column i of p is pop_i * Q[:, c_i] with Q = pref / Z (Z_u = sum_i pref[u, c_i] pop_i), so
+        cos(p_:i, p_:j) = cos(Q_:c_i, Q_:c_j): computed on the (n_clusters, n_clusters) Gram of Q.
+        """
+        z = self.preferences[:, self.cluster] @ self.popularity
+        Q = self.preferences / z[:, None]
+        norms = np.linalg.norm(Q, axis=0)
+        Cn = np.divide(Q, norms, out=np.zeros_like(Q), where=norms > 0).T
+        cos_c = Cn @ Cn.T
+        return cos_c[np.ix_(self.cluster, self.cluster)]
+
 
 def simulation_truth(spec: SimulationSpec) -> SimulationTruth:
     """The ground truth simulate(spec) draws, without drawing X (same seed, same random stream)."""

@@ -1,12 +1,19 @@
 """The page at / in a real headless Chromium (Debian's `chromium`, driven by Playwright; never `playwright install`).
 
-Against `python -m app` on the session's diag_artifact (tests/conftest.py; with summary and heatmaps):
-the page loads without errors, a search shows the same suggestions as /items/search, picking one shows
-a column per metric with the titles /compare-metrics returns and its agreement figures, the
-across-models view shows projected lists identical for the four D-variants, a user can be compared by
-id, and the summary tab shows the summary tables and the heatmap images. Screenshots go to the test's
-tmp folder (the path is printed; SCREENSHOT_DIR overrides it). Skips, saying why, only when no Chromium
-can be found or launched. Marked slow: a browser end to end, which an in-process test cannot stand in for.
+Against `python -m app` on the session's diag_artifact (tests/conftest.py; with summary, heatmaps, an ALS
+model, the gauge probe and the held-out evaluation): the page loads without errors, a search shows the
+same suggestions as /items/search, picking one shows a column per metric with the titles /compare-metrics
+returns and its agreement figures, the across-models view shows projected lists identical for the four
+D-variants, a user can be compared by id, and the summary tab shows the summary tables and the heatmap
+images. Opened with no query it shows the comparison of the catalogue's most popular item, and every
+change of the view is in the URL: a reload (or Back) restores the same model, mode, metric, k, tab and
+lists. The Models tab lists every model of /models with its source and the figures of
+/models/{model}/gauge; the Evaluation tab shows the table (best of each column marked) and a chart per
+measure with the values of /evaluation. A tiny version built here without gauge probe or evaluation
+says "no probe" and how to get an evaluation.
+Screenshots go to the test's tmp folder (the path is printed; SCREENSHOT_DIR overrides it). Skips,
+saying why, only when no Chromium can be found or launched. Marked slow: a browser end to end, which an
+in-process test cannot stand in for.
 """
 
 from __future__ import annotations
@@ -14,11 +21,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from support.artifacts import api_build
+from support.servers import ApiServer, start_api_server
 
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
@@ -90,6 +102,40 @@ def column_titles(pg: Page) -> dict[str, list[str]]:
     )
 
 
+MEASURES = ["recall_at_20", "ndcg_at_100", "category_precision_at_10", "popularity_ratio", "coverage_at_10", "spearman_truth"]
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """`python -m app` on a tiny version with neither gauge probe (--gauge-transforms 0) nor evaluation (no --evaluate)."""
+    root = tmp_path_factory.mktemp("bare-artifacts")
+    api_build(root, gauge_transforms=0, sim_users=300, sim_items=60, k=6, lambda_denoising=30.0, lambda_weight_decay=2.0)
+    with start_api_server(root, tmp_path_factory.mktemp("bare-server")) as server:
+        yield server
+
+
+def shown(v: float | None) -> str:
+    """A figure as the page prints it: JavaScript's toFixed(3) (ties away from zero, on the exact double), "–" for null."""
+    return "–" if v is None else str(Decimal(v).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
+
+
+def url_params(pg: Page) -> dict[str, str]:
+    return pg.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")
+
+
+def lists_of(body: dict[str, Any]) -> dict[str, list[str]]:
+    key = "item_id" if body["side"] == "items" else "user_id"
+    return {lst["name"]: [n[key] for n in lst["neighbors"]] for lst in body["lists"]}
+
+
+def wait_lists(pg: Page, wanted: dict[str, list[str]]) -> None:
+    pg.wait_for_function(
+        "w => JSON.stringify(Object.fromEntries([...document.querySelectorAll('#columns .col')].map(c => "
+        "[c.dataset.list, [...c.querySelectorAll('li[data-id]')].map(li => li.dataset.id)]))) === JSON.stringify(w)",
+        arg=wanted,
+    )
+
+
 def test_search_select_compare_and_summary(diag_server, diag_artifact, page, shots):
     pg, errors = page
     client = diag_server.client
@@ -97,7 +143,9 @@ def test_search_select_compare_and_summary(diag_server, diag_artifact, page, sho
     pg.goto(diag_server.base_url + "/")
     pg.wait_for_function(f"() => document.getElementById('version').textContent.includes({diag_artifact.version!r})")
     assert pg.title().startswith("simserve")
-    assert pg.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == list(MODELS)
+    models = list(client.get("/models").json()["models"])
+    assert set(MODELS) <= set(models)
+    assert pg.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == models
 
     # search: the suggestions are /items/search's answer, best first
     query = "item 1"
@@ -140,7 +188,7 @@ def test_search_select_compare_and_summary(diag_server, diag_artifact, page, sho
     pg.click("#mode button[data-mode='models']")
     pg.select_option("#metric", "projected")
     pg.wait_for_function(
-        "() => document.querySelectorAll('#columns .col').length === 5 && "
+        f"() => document.querySelectorAll('#columns .col').length === {len(models)} && "
         "new URLSearchParams(location.search).get('metric') === 'projected'"
     )
     pg.wait_for_function(
@@ -148,9 +196,9 @@ def test_search_select_compare_and_summary(diag_server, diag_artifact, page, sho
         "document.querySelector('#query .meta + .meta').textContent.includes('projected')"
     )
     cols = column_titles(pg)
-    assert list(cols) == list(MODELS)
+    assert list(cols) == models
     assert len({tuple(cols[m]) for m in DENOISING_VARIANTS}) == 1
-    assert len(pg.query_selector_all("#pairs tr[data-pair]")) == 10
+    assert len(pg.query_selector_all("#pairs tr[data-pair]")) == len(models) * (len(models) - 1) // 2
     screenshot(pg, shots / "compare-models.png")
 
     # a user, by id
@@ -194,3 +242,178 @@ def test_bad_query_is_shown_not_thrown(diag_server, page):
     assert pg.get_attribute("#status", "class") == "error"
     assert pg.is_hidden("#result")
     assert [e for e in errors if "404" not in e] == []  # the 404 of /compare-metrics itself is logged by the browser
+
+
+def test_opens_on_the_most_popular_item_and_keeps_the_view_in_the_url(diag_server, diag_artifact, page, shots):
+    pg, errors = page
+    client = diag_server.client
+    items = json.loads((diag_artifact.version_dir / "items.json").read_text())
+    popularity = np.load(diag_artifact.version_dir / "item_popularity.npy")
+    catalog = client.get("/models").json()
+    defaults = catalog["defaults"]
+
+    # no query: a comparison of a real item, the catalogue's most popular (every simulation title matches "i")
+    pg.goto(diag_server.base_url + "/")
+    pg.wait_for_selector("#columns .col li[data-id]")
+    params = url_params(pg)
+    opened = params["item_id"]
+    row = [it["id"] for it in items].index(opened)
+    assert popularity[row] == popularity.max()
+    assert params == {"item_id": opened, "model": defaults["model"], "k": str(defaults["k"])}
+    body = client.get("/compare-metrics", params={"item_id": opened, "model": defaults["model"], "k": defaults["k"]}).json()
+    assert column_titles(pg) == lists_of(body)
+    assert list(lists_of(body)) == catalog["metrics"]
+    assert pg.inner_text("#query h2") == items[row]["title"]
+    assert f"{int(popularity.max()):,} users" in pg.inner_text("#opened-note")
+    screenshot(pg, shots / "page-default.png")
+
+    # another model: the URL follows (same tick as the lists), and reloading that URL restores model and lists
+    model = "denoising-item-orthonormal"
+    pg.select_option("#model", model)
+    pg.wait_for_function(f"() => new URLSearchParams(location.search).get('model') === {model!r}")
+    wanted = lists_of(client.get("/compare-metrics", params={"item_id": opened, "model": model}).json())
+    assert wanted != lists_of(body)  # the dot and cosine lists move with the D-variant: the check below can fail
+    assert column_titles(pg) == wanted
+    shared = pg.url
+    pg.reload()
+    pg.wait_for_selector("#columns .col li[data-id]")
+    assert pg.url == shared
+    assert pg.input_value("#model") == model
+    assert column_titles(pg) == wanted
+
+    # one metric across models, k = 5, then the Models tab: all in the link, all restored by it
+    pg.click("#mode button[data-mode='models']")
+    pg.select_option("#metric", "cosine")
+    pg.select_option("#k", "5")
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('k') === '5'")
+    across = client.get(
+        "/compare-metrics", params={"item_id": opened, "models": list(catalog["models"]), "metric": "cosine", "k": 5}
+    ).json()
+    wait_lists(pg, lists_of(across))
+    assert url_params(pg) == {"item_id": opened, "model": model, "compare": "models", "metric": "cosine", "k": "5"}
+    pg.click("#tab-models")
+    pg.wait_for_function("() => location.hash === '#models'")
+    shared = pg.url
+    pg.reload()
+    pg.wait_for_selector("#models-list .model-card")
+    assert pg.url == shared
+    assert pg.is_visible("#view-models") and pg.is_hidden("#view-compare")
+    pg.click("#tab-compare")
+    wait_lists(pg, lists_of(across))
+    assert pg.get_attribute("#mode button[data-mode='models']", "class") == "on"
+    assert (pg.input_value("#metric"), pg.input_value("#k"), pg.input_value("#model")) == ("cosine", "5", model)
+
+    # a picked item is a new history entry: Back returns to the previous item and its lists
+    pg.click("#mode button[data-mode='metrics']")
+    other = next(it["id"] for it in items if it["id"] != opened)
+    pg.fill("#search", other)
+    pg.wait_for_selector(f"#suggestions li[data-id='{other}']")
+    pg.click(f"#suggestions li[data-id='{other}']")
+    pg.wait_for_function(f"() => new URLSearchParams(location.search).get('item_id') === {other!r}")
+    pg.go_back()
+    pg.wait_for_function(f"() => new URLSearchParams(location.search).get('item_id') === {opened!r}")
+    wait_lists(pg, lists_of(client.get("/compare-metrics", params={"item_id": opened, "model": model, "k": 5}).json()))
+    assert errors == []
+
+
+def test_models_and_evaluation(diag_server, page, shots):
+    pg, errors = page
+    client = diag_server.client
+    catalog = client.get("/models").json()
+    models = catalog["models"]
+    # the premises: diag_artifact is built with --train als (a second source) and --evaluate (tests/support/artifacts.py)
+    assert {info["source"] for info in models.values()} == {"closed-form", "implicit"}
+    assert catalog["evaluation"] == "/evaluation"
+
+    # Models: every model of /models, in order, with its source, its users and the figures of its gauge endpoint
+    pg.goto(diag_server.base_url + "/#models")
+    pg.wait_for_function(f"() => document.querySelectorAll('#models-list .model-card table.gauge').length === {len(models)}")
+    cards = pg.eval_on_selector_all(
+        "#models-list .model-card",
+        "cs => cs.map(c => ({model: c.dataset.model, source: c.querySelector('.source').textContent, "
+        "users: c.querySelector('.users-origin').textContent, "
+        "cells: Object.fromEntries([...c.querySelectorAll('td[data-figure]')].map(td => "
+        "[`${td.dataset.side}/${td.closest('tr').dataset.metric}/${td.dataset.figure}`, td.textContent]))}))",
+    )
+    assert [c["model"] for c in cards] == list(models)
+    for card in cards:
+        info = models[card["model"]]
+        assert (card["source"], card["users"]) == (info["source"], info["users"])
+        gauge = client.get(f"/models/{card['model']}/gauge").json()
+        assert card["cells"] == {
+            f"{side}/{metric}/{fig}": shown(v)
+            for side, by_metric in gauge["sides"].items()
+            for metric, figs in by_metric.items()
+            for fig, v in figs.items()
+        }
+        assert card["cells"]["items/projected/jaccard_mean"] == "1.000"  # projected cosine does not depend on D
+    options = pg.eval_on_selector_all("#model option", "os => os.map(o => [o.value, o.textContent])")
+    assert options == [[m, f"{m} · {info['source']}"] for m, info in models.items()]
+    screenshot(pg, shots / "page-models.png")
+
+    # Evaluation: one row per result with the values of /evaluation, the best of each column marked, a chart per measure
+    pg.click("#tab-evaluation")
+    pg.wait_for_selector("#eval-table tr[data-model]")
+    results = client.get("/evaluation").json()["results"]
+    rows = pg.eval_on_selector_all(
+        "#eval-table tr[data-model]",
+        "trs => trs.map(tr => ({model: tr.dataset.model, metric: tr.dataset.metric, "
+        "cells: Object.fromEntries([...tr.querySelectorAll('td[data-measure]')].map(td => "
+        "[td.dataset.measure, td.textContent])), "
+        "best: [...tr.querySelectorAll('td.best')].map(td => td.dataset.measure)}))",
+    )
+    assert [(r["model"], r["metric"]) for r in rows] == [(r["model"], r["metric"] or "") for r in results]
+    assert [r["cells"] for r in rows] == [{m: shown(r[m]) for m in MEASURES} for r in results]
+    assert "–" in {r["cells"]["spearman_truth"] for r in rows}  # the baselines have no Spearman: null is shown as –
+    for m in MEASURES:  # best of the models (baselines not ranked); popularity ratio: closest to 1
+        ranked = {i: float(shown(r[m])) for i, r in enumerate(results) if r["metric"] is not None and r[m] is not None}
+        target = min(ranked.values(), key=lambda v: abs(v - 1)) if m == "popularity_ratio" else max(ranked.values())
+        assert {i for i, r in enumerate(rows) if m in r["best"]} == {i for i, v in ranked.items() if v == target}, m
+    charts = pg.eval_on_selector_all(
+        "#eval-charts .chart",
+        "cs => cs.map(c => ({measure: c.dataset.measure, "
+        "bars: [...c.querySelectorAll('rect.bar')].map(r => [r.dataset.model, r.dataset.metric, Number(r.dataset.value), "
+        "Number(r.getAttribute('x')), Number(r.getAttribute('width'))]), "
+        "refs: [...c.querySelectorAll('line.ref')].map(l => [l.dataset.model, Number(l.dataset.value)])}))",
+    )
+    assert [c["measure"] for c in charts] == MEASURES  # the simulation has categories and a ground truth: all six
+    for chart in charts:
+        m = chart["measure"]
+        assert sorted((b[0], b[1], b[2]) for b in chart["bars"]) == sorted(
+            (r["model"], r["metric"], r[m]) for r in results if r["metric"] is not None and r[m] is not None
+        ), m
+        assert chart["refs"] == [[r["model"], r[m]] for r in results if r["metric"] is None and r[m] is not None], m
+        positive = [(v, x, w) for _, _, v, x, w in chart["bars"] if v > 0.05]
+        assert len({round(x, 6) for _, x, _ in positive}) == 1, m  # every bar starts at the zero line
+        scale = positive[0][2] / positive[0][0]
+        assert all(w == pytest.approx(scale * v, rel=1e-6) for v, _, w in positive), m  # lengths proportional to values
+    screenshot(pg, shots / "page-evaluation.png")
+    assert errors == []
+
+
+def test_a_version_without_gauge_or_evaluation_says_so(bare_server, page, shots):
+    pg, errors = page
+    client = bare_server.client
+    catalog = client.get("/models").json()
+    # the premises: built with --gauge-transforms 0 and without --evaluate
+    assert all(info["gauge"] is None for info in catalog["models"].values())
+    assert catalog["evaluation"] is None and client.get("/evaluation").status_code == 404
+
+    pg.goto(bare_server.base_url + "/#evaluation")
+    pg.wait_for_selector("#evaluation-status.noeval")
+    text = pg.inner_text("#evaluation-status")
+    assert catalog["artifact_version"] in text and "without --evaluate" in text
+    command = pg.inner_text("#evaluation-status code")
+    assert command.startswith("python -m models.build --dataset simulation") and command.endswith(" --evaluate")
+    assert pg.is_hidden("#evaluation")
+    screenshot(pg, shots / "page-no-evaluation.png")
+
+    pg.click("#tab-models")
+    n = len(catalog["models"])
+    pg.wait_for_function(f"() => document.querySelectorAll('#models-list .model-card .noprobe').length === {n}")
+    assert pg.query_selector_all("#models-list table.gauge") == []
+    assert all(t.startswith("no probe") for t in pg.eval_on_selector_all(".noprobe", "ps => ps.map(p => p.textContent)"))
+    pg.click("#tab-compare")
+    pg.wait_for_selector("#columns .col li[data-id]")
+    assert "under random D" not in pg.inner_text("#columns")  # no gauge figure in the columns either
+    assert errors == []

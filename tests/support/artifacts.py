@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the project root (models/, app/, tests/)
 API_BUILD = {"sim_users": 2000, "sim_items": 300, "k": 16, "lambda_denoising": 100.0, "lambda_weight_decay": 5.0}
 
-# A second, smaller version built WITH diagnostics (summary.json, heatmaps): /compare-metrics/summary, /figures, the page.
+# A second, smaller version built WITH diagnostics (summary.json, heatmaps), an implicit ALS model and the held-out
+# evaluation (DIAG_FLAGS): /compare-metrics/summary, /figures, /models/{model}/gauge, /evaluation, the page.
 DIAG_BUILD = {
     "sim_users": 600,
     "sim_items": 120,
@@ -30,7 +31,10 @@ DIAG_BUILD = {
     "lambda_denoising": 30.0,
     "lambda_weight_decay": 2.0,
     "diagnostics_user_sample": 100,
+    "train": "als",
+    "als_iterations": 5,
 }
+DIAG_FLAGS = ("--evaluate",)
 
 
 def build_args(params: dict[str, float | int | str]) -> list[str]:
@@ -38,12 +42,13 @@ def build_args(params: dict[str, float | int | str]) -> list[str]:
     return [arg for key, value in params.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
 
 
-def api_build(out: Path, diagnostics: bool = False, **overrides: float | int | str) -> str:
+def api_build(out: Path, diagnostics: bool = False, flags: tuple[str, ...] = (), **overrides: float | int | str) -> str:
     """Publish one simulation version into `out` with models.build (a subprocess); returns its name.
 
-    diagnostics=False passes --no-diagnostics (no summary.json, no heatmaps: a quicker build).
+    diagnostics=False passes --no-diagnostics (no summary.json, no heatmaps: a quicker build); flags: more
+    CLI flags without a value (e.g. --evaluate).
     """
-    args = build_args({**API_BUILD, **overrides})
+    args = [*build_args({**API_BUILD, **overrides}), *flags]
     if not diagnostics:
         args.append("--no-diagnostics")
     proc = subprocess.run(
