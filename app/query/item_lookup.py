@@ -51,6 +51,18 @@ def _text(version: Version) -> _Text:
     return cached
 
 
+def popular_items(version: Version, limit: int) -> list[int]:
+    """Rows (<= limit) of the most popular items (users per item, descending), ties by lower row."""
+    pop = version.item_popularity
+    n = min(limit, pop.size)
+    if n == 0:
+        return []
+    part = np.argpartition(-pop, n - 1)[:n] if n < pop.size else np.arange(pop.size)
+    # every row tied with the n-th popularity is a candidate, so the lower rows win the ties
+    cand = np.flatnonzero(pop >= pop[part].min())
+    return cand[np.lexsort((cand, -pop[cand]))][:n].tolist()
+
+
 def find_items(version: Version, q: str, limit: int) -> list[int]:
     """Rows (<= limit) of the items matching q, best first (see the module docstring)."""
     needle = q.strip().lower().translate(_CLEAN)

@@ -1,4 +1,4 @@
-"""Query and response models of /items/search.
+"""Query and response models of /items/search and /items/popular.
 
 Query models are validated on every request (app.plumbing.query_route.QueryModelRoute); response
 models are documentation only (endpoints build their JSON directly).
@@ -55,3 +55,27 @@ class ItemSearchResponse(BaseModel):
     limit: int = Field(description="The limit requested.", examples=[10])
     artifact_version: str = VERSION
     items: list[FoundItem] = Field(description="Matching items, best first.")
+
+
+class PopularItemsQuery(BaseModel):
+    model_config = QUERY_CONFIG
+    limit: int = Field(
+        10, ge=1, le=SEARCH_LIMIT_MAX, description=f"Most items to return, 1..{SEARCH_LIMIT_MAX}. Default 10.", examples=[10]
+    )
+
+
+class PopularItemsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "limit": 1,
+                    "artifact_version": VERSION_EXAMPLE,
+                    "items": [{"item_id": "i17", "title": "item 17 (cluster 2)", "categories": ["cluster-2"], "popularity": 40}],
+                }
+            ]
+        }
+    )
+    limit: int = Field(description="The limit requested.", examples=[10])
+    artifact_version: str = VERSION
+    items: list[FoundItem] = Field(description="The most popular items of the served version, most popular first.")

@@ -23,10 +23,6 @@
     imported: "factors imported from files",
   };
   const TABS = ["compare", "models", "evaluation", "summary"];
-  // No endpoint lists items by popularity; /items/search orders equally good matches by popularity, so the most
-  // popular of its answers to a few one-letter queries is a popular item (on the simulation, whose titles all start
-  // with "item", the query "i" alone returns the whole catalogue in popularity order).
-  const POPULAR_PROBES = ["i", "e", "a", "o", "1"];
   const state = { side: "items", mode: "metrics", model: null, metric: "cosine", k: 10, id: null, models: [] };
   let catalog = null;  // the /models document of the served version
   let suggestTimer = null, suggestSeq = 0, compareSeq = 0, activeSuggestion = -1, shownSearch = null;
@@ -215,18 +211,13 @@
   async function openPopular() {
     $("status").className = "hint";
     $("status").textContent = "Opening a popular item…";
-    const answers = await Promise.allSettled(
-      POPULAR_PROBES.map((q) => api(`/items/search?${new URLSearchParams({ q, limit: "50" })}`)));
-    if (state.id || state.side !== "items") return;  // the reader chose something meanwhile
     let best = null;
-    for (const a of answers) {
-      if (a.status !== "fulfilled") continue;
-      for (const item of a.value.items) if (!best || item.popularity > best.popularity) best = item;
-    }
+    try { best = (await api("/items/popular?limit=1")).items[0] || null; } catch (e) { best = null; }
+    if (state.id || state.side !== "items") return;  // the reader chose something meanwhile
     if (!best) { $("status").textContent = "Search for an item above (or switch to Users and type a user id), then pick it."; return; }
     state.id = best.item_id;
     loadComparison("replace",
-      `A popular item to start with (${best.popularity.toLocaleString()} users). Search for any other above, or switch to Users.`);
+      `The most popular item to start with (${best.popularity.toLocaleString()} users). Search for any other above, or switch to Users.`);
   }
 
   // ------------------------------------------------------------------ search box

@@ -294,6 +294,17 @@ def test_item_search_ranks_exact_id_then_title_matches(api_server, api_artifact,
     assert api_server.client.get("/items/search", params={"q": "zzz-nothing"}).json()["items"] == []
 
 
+def test_popular_items_are_the_most_popular_ties_by_row(api_server, api_artifact, catalogue):
+    items, pop = catalogue["items"], np.asarray(catalogue["item_pop"])
+    order = sorted(range(len(items)), key=lambda r: (-pop[r], r))  # the rule, recomputed
+    body = api_server.client.get("/items/popular", params={"limit": 50}).json()
+    assert body["artifact_version"] == api_artifact.version and body["limit"] == 50
+    assert [f["item_id"] for f in body["items"]] == [items[r]["id"] for r in order[:50]]
+    assert [f["popularity"] for f in body["items"]] == [int(pop[r]) for r in order[:50]]
+    for limit in ("0", "51", "x"):
+        problem(api_server.client.get("/items/popular", params={"limit": limit}), 422)
+
+
 @pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "x" * 201}, {"q": "a", "limit": 0}, {"q": "a", "limit": 51}])
 def test_item_search_rejects_bad_parameters(api_server, params):
     problem(api_server.client.get("/items/search", params=params), 422)

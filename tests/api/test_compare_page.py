@@ -252,7 +252,7 @@ def test_opens_on_the_most_popular_item_and_keeps_the_view_in_the_url(diag_serve
     catalog = client.get("/models").json()
     defaults = catalog["defaults"]
 
-    # no query: a comparison of a real item, the catalogue's most popular (every simulation title matches "i")
+    # no query: a comparison of a real item, the catalogue's most popular (GET /items/popular)
     pg.goto(diag_server.base_url + "/")
     pg.wait_for_selector("#columns .col li[data-id]")
     params = url_params(pg)

@@ -182,3 +182,35 @@ def _genres_of(m: int, genres: list[str]) -> str:
     if m % 11 == 0:
         return "(no genres listed)"
     return "|".join(genres[m % 7 : m % 7 + 1 + m % 3])
+
+
+def test_items_flag_through_the_cli(tmp_path):
+    """--items reaches the artifact: titles and categories per item, counts in the manifest, category measures."""
+    import json
+
+    from support.artifacts import build_in_process
+
+    rng = np.random.default_rng(0)
+    rows = ["user_id,item_id"] + [f"u{u},b{i}" for u in range(60) for i in sorted(set(rng.integers(0, 12, 6).tolist()))]
+    (tmp_path / "ratings.csv").write_text("\n".join(rows) + "\n")
+    meta = ["item_id,title,categories"] + [f'b{i},"Book {i}, vol. {i}",{"odd" if i % 2 else "even"}|all' for i in range(12)]
+    meta.append("zz,Not in the data,none")
+    (tmp_path / "items.csv").write_text("\n".join(meta) + "\n")
+    out = tmp_path / "art"
+    args = ["--dataset", "csv", "--input", str(tmp_path / "ratings.csv"), "--items", str(tmp_path / "items.csv")]
+    proc = build_in_process([*args, "--out", str(out), "--k", "4", "--quiet", "--no-diagnostics", "--evaluate"])
+    assert proc.returncode == 0, proc.stderr
+    vdir = out / "versions" / (out / "CURRENT").read_text().strip()
+    items = {it["id"]: it for it in json.loads((vdir / "items.json").read_text())}
+    for i in range(12):
+        if f"b{i}" in items:
+            assert items[f"b{i}"]["title"] == f"Book {i}, vol. {i}"
+            assert items[f"b{i}"]["categories"] == ["odd" if i % 2 else "even", "all"]
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    assert manifest["dataset"]["items"]["ignored_unknown"] == 1 and manifest["has_metadata"] is True
+    evaluation = json.loads((vdir / "evaluation.json").read_text())
+    assert all(r["category_precision_at_10"] == 1.0 for r in evaluation["results"])  # every item shares "all"
+
+    (tmp_path / "other.csv").write_text("item_id,title\nx1,X\nx2,Y\n")
+    bad = build_in_process([*args[:-1], str(tmp_path / "other.csv"), "--out", str(out), "--quiet"])
+    assert bad.returncode == 2 and "none of its 2 ids is an item of the interaction data" in bad.stderr
