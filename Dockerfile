@@ -9,6 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# implicit's compiled ALS/BPR link OpenMP's runtime, which the slim image lacks.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # The non-root user both jobs run as. /artifacts belongs to it: a new named volume mounted there starts
 # as a copy of this folder, so the offline job can write it (the API mounts it read-only).
 RUN useradd --create-home --home-dir /home/simserve --uid 10001 --user-group --shell /usr/sbin/nologin simserve \

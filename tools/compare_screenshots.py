@@ -2,9 +2,11 @@
 
     .venv/bin/python tools/compare_screenshots.py --base http://127.0.0.1:8000 --item 208 --out docs/img/compare-goodbooks.png
     .venv/bin/python tools/compare_screenshots.py --base http://127.0.0.1:8001 --summary --out docs/img/compare-summary.png
+    .venv/bin/python tools/compare_screenshots.py --base http://127.0.0.1:8000 --tab models --out docs/img/models-goodbooks.png
 
 --item: open the comparison of that item (typed into the search box and picked from the suggestions, as a person would);
---summary: the summary tab (tables and heatmaps). Needs `python -m app` running on the version to show.
+--summary: the summary tab (tables and heatmaps); --tab models|evaluation: that tab.
+Needs `python -m app` running on the version to show.
 A relative --out is relative to the repository root (docs/img/ holds the README's screenshots).
 Chromium: $CHROMIUM, default /usr/bin/chromium (Debian's package; never `playwright install`).
 """
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--base", required=True)
     ap.add_argument("--item")
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--tab", choices=("models", "evaluation"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--width", type=int, default=1400)
     a = ap.parse_args()
@@ -54,6 +57,9 @@ def main() -> None:
             page.wait_for_function(
                 "() => { const i = document.getElementById('heatmap-grid'); return !i || (i.complete && i.naturalWidth > 0); }"
             )
+        if a.tab:
+            page.click(f"#tab-{a.tab}")
+            page.wait_for_selector(f"#view-{a.tab} table")
         page.screenshot(path=str(out), full_page=True)
         browser.close()
     print(out)

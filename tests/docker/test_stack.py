@@ -208,7 +208,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def test_image_is_runtime_only_and_non_root(stack):
     probe = (
         "import importlib.util, os; "
-        "print(os.getuid(), [m for m in ('pytest', 'schemathesis', 'hypothesis', 'implicit', 'ruff') "
+        "import implicit.cpu.als, implicit.cpu.bpr, pyarrow.parquet; "  # runtime: --train and Parquet imports
+        "print(os.getuid(), [m for m in ('pytest', 'schemathesis', 'hypothesis', 'ruff', 'mypy') "
         "if importlib.util.find_spec(m)])"
     )
     proc = subprocess.run(
