@@ -11,7 +11,7 @@ export ARTIFACTS_DIR
 LINTED := models app tests bench tools
 
 .PHONY: install demo serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
-	bench-build bench-serve bench-memory clean
+	bench-build bench-serve bench-memory bench-own-models clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,9 @@ bench-serve: install
 
 bench-memory: install
 	$(PY) bench/worker_memory.py
+
+bench-own-models: install
+	$(PY) bench/own_models_cost.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
