@@ -39,15 +39,7 @@ def read_interactions_csv(
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
     with handle:
         reader = csv.reader(_decoded_lines(handle, path))
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError(f"{path}: empty file (a header row is required)") from None
-        except csv.Error as e:
-            raise InputError(f"{path}: line 1: unreadable header: {e}") from e
-        except OSError as e:
-            raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
-        header = [h.strip() for h in header]
+        header = read_header(reader, path)
         missing = [c for c in (user_col, item_col) if c not in header]
         if missing:
             raise InputError(f"{path}: line 1: missing column(s) {', '.join(missing)}; header is {header}")
@@ -106,6 +98,19 @@ def read_interactions_csv(
             "columns": {"user": user_col, "item": item_col, "value": value_col if vi is not None else None},
         },
     )
+
+
+def read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
+    """The first row of a CSV reader, names stripped; InputError naming the file for an empty or unreadable header."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"{path}: empty file (a header row is required)") from None
+    except csv.Error as e:
+        raise InputError(f"{path}: line 1: unreadable header: {e}") from e
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
+    return [h.strip() for h in header]
 
 
 def _decoded_lines(handle: BinaryIO, path: Path) -> Iterator[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models.errors import InputError
-from models.inputs.csv_file import _decoded_lines
+from models.inputs.csv_file import _decoded_lines, read_header
 from models.inputs.dataset import Dataset
 
 MetadataFormat = Literal["items", "movielens"]
@@ -73,15 +73,7 @@ def read_item_metadata(path: str | Path, item_ids: Sequence[str], movielens: boo
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
     with handle:
         reader = csv.reader(_decoded_lines(handle, path), strict=True)  # strict: an unclosed quote at the end is an error
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError(f"{path}: empty file (a header row is required)") from None
-        except csv.Error as e:
-            raise InputError(f"{path}: line 1: unreadable header: {e}") from e
-        except OSError as e:
-            raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
-        header = [h.strip() for h in header]
+        header = read_header(reader, path)
         required = [layout.id_col, layout.title_col] + ([layout.categories_col] if layout.categories_required else [])
         missing = [c for c in required if c not in header]
         if missing:
