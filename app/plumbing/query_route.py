@@ -56,8 +56,13 @@ def invalid(
 def require_model(models: tuple[str, ...], version: str, model: str, param: str = "model", where: str = "query") -> None:
     """A 422 naming the models of the served version when `model` is not one of them."""
     if model not in models:
-        message = f"unknown model {model!r}; artifact version {version} serves {', '.join(models)}"
-        raise invalid(param, message, model, {param: list(models)}, where)
+        raise QueryValidationError([_unknown_model(models, version, model, param, where)], {param: list(models)})
+
+
+def _unknown_model(models: tuple[str, ...], version: str, model: str, param: str, where: str = "query") -> dict[str, Any]:
+    """The error entry of a model name the served version does not have."""
+    message = f"unknown model {model!r}; artifact version {version} serves {', '.join(models)}"
+    return {"type": "value_error", "loc": (where, param), "msg": message, "input": model}
 
 
 class QueryModelRoute(APIRoute):
@@ -123,8 +128,7 @@ def _with_unknown_models(
         names = values if isinstance(values, list) else [values] if isinstance(values, str) and values else []
         unknown = [name for name in names if name not in models]
         if unknown and param not in named:
-            message = f"unknown model {unknown[0]!r}; artifact version {version.name} serves {', '.join(models)}"
-            out.append({"type": "value_error", "loc": ("query", param), "msg": message, "input": unknown[0]})
+            out.append(_unknown_model(models, version.name, unknown[0], param))
             allowed[param] = list(models)
     return out, allowed
 
