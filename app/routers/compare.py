@@ -12,7 +12,7 @@ from app.plumbing.metrics import NONE, SCOPE_LABELS, VERSION_HEADER
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response
 from app.query.comparison import Target, compare
 from app.query.documents import version_document
-from app.routers.neighbours import check_k, check_model, current_version
+from app.routers.neighbours import check_k, check_metric, check_model, current_version
 from app.schemas.common import DEFAULT_MODEL, NOT_READY, Problem, ValidationProblem
 from app.schemas.compare import DEFAULT_MODELS_METRIC, CompareQuery, CompareResponse, SummaryQuery, SummaryResponse
 from app.serving.version import Side, Version
@@ -50,8 +50,12 @@ async def compare_metrics(q: Annotated[CompareQuery, Query()], request: Request)
         given = "both" if q.item_id is not None else "neither"
         raise invalid("item_id", f"give exactly one of item_id and user_id ({given} given)", q.item_id or q.user_id)
     version = current_version(request)
+    if q.models is None:  # a model's metrics: those the version serves (one built before a metric existed lacks it)
+        targets = [t for t in targets if t.metric in version.metrics]
     for t in targets:
         check_model(request, version, t.model, "model" if q.models is None else "models")
+    if q.metric is not None:
+        check_metric(version, q.metric)
     request.scope[SCOPE_LABELS] = labels
     check_k(request, q.k)
     side: Side = "items" if q.item_id is not None else "users"

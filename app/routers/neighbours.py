@@ -21,6 +21,7 @@ from app.schemas.neighbours import (
     SimilarUsersResponse,
 )
 from app.serving.version import Version
+from models.artifact.manifest import RECOMMEND_METRICS
 
 router = APIRouter(route_class=QueryModelRoute, tags=["neighbours"])
 
@@ -32,7 +33,8 @@ def errors(kind: str) -> dict[int | str, dict[str, Any]]:
         422: {
             "model": ValidationProblem,
             "description": "Missing or invalid parameter: a model the served version does not have, an unknown "
-            "metric (the allowed values are listed), k outside 1..1000.",
+            "metric or one the served version does not have (the allowed values are listed), k outside 1..1000; "
+            "for /recommend, a metric without a user -> item score (whitened).",
         },
         **NOT_READY,
     }
@@ -51,6 +53,22 @@ def check_model(request: Request, version: Version, model: str, param: str = "mo
     if model not in version.models:
         request.scope[SCOPE_LABELS] = (NONE, NONE)
         require_model(version.models, version.name, model, param)
+
+
+def check_metric(version: Version, metric: str, recommend: bool = False) -> None:
+    """A 422 when the served version has no index for the metric (built before it existed), or, for
+    /recommend, when the metric has no user -> item score."""
+    if metric not in version.metrics:
+        served = ", ".join(version.metrics)
+        raise invalid("metric", f"artifact version {version.name} does not serve metric {metric!r}; it serves {served}", metric)
+    if recommend and metric not in RECOMMEND_METRICS:
+        raise invalid(
+            "metric",
+            f"metric {metric!r} has no user -> item score (each side is whitened by its own covariance, so the inner "
+            f"product of a whitened user and item is not the model's prediction); use one of {', '.join(RECOMMEND_METRICS)}",
+            metric,
+            {"metric": [m for m in RECOMMEND_METRICS if m in version.metrics]},
+        )
 
 
 def check_k(request: Request, k: int) -> None:
@@ -83,6 +101,7 @@ def user_neighbours(version: Version, rows: np.ndarray, scores: np.ndarray) -> l
 async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Request) -> Response:
     version = current_version(request)
     check_model(request, version, q.model)
+    check_metric(version, q.metric)
     check_k(request, q.k)
     rows, scores = search.similar(version, "items", q.item_id, q.model, q.metric, q.k)
     return _answer(version, {"item_id": q.item_id}, q, item_neighbours(version, rows, scores))
@@ -99,6 +118,7 @@ async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Reque
 async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Request) -> Response:
     version = current_version(request)
     check_model(request, version, q.model)
+    check_metric(version, q.metric)
     check_k(request, q.k)
     rows, scores = search.similar(version, "users", q.user_id, q.model, q.metric, q.k)
     return _answer(version, {"user_id": q.user_id}, q, user_neighbours(version, rows, scores))
@@ -115,6 +135,7 @@ async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Reque
 async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> Response:
     version = current_version(request)
     check_model(request, version, q.model)
+    check_metric(version, q.metric, recommend=True)
     check_k(request, q.k)
     rows, scores = search.recommend(version, q.user_id, q.model, q.metric, q.k, q.exclude_seen)
     return _answer(version, {"user_id": q.user_id}, q, item_neighbours(version, rows, scores), exclude_seen=q.exclude_seen)

@@ -42,8 +42,11 @@ MODEL_DESCRIPTION = (
 
 METRIC_DESCRIPTION = (
     "Similarity. `dot`: inner product of the raw embeddings; `cosine`: cosine of the raw embeddings (depends on D); "
-    "`projected`: cosine in the original item/user space (rows/columns of X A B^T), identical for every denoising "
-    "variant. Default `projected`."
+    "`projected`: cosine in the original item/user space (rows/columns of Xhat = X A B^T), identical for every "
+    "denoising variant; `projected-centered`: the Pearson correlation of those rows/columns (each one's mean "
+    "removed first); `whitened`: cosine after whitening each side's embeddings (centred, unit variance in every "
+    "latent direction). The last three are D-invariant. A version built before a metric existed does not serve "
+    "it (422, GET /models lists the metrics). Default `projected`."
 )
 
 

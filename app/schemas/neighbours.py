@@ -50,8 +50,10 @@ class RecommendQuery(BaseModel):
         DEFAULT_METRIC,
         examples=["dot"],
         description="User -> item score. `dot`: the model's prediction <P_u, B_i> = Xhat[u, i]; `cosine`: cos(P_u, B_i); "
-        "`projected`: Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||), the prediction normalised in the original space. "
-        "Default `projected`.",
+        "`projected`: Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||), the prediction normalised in the original space; "
+        "`projected-centered`: the same for Xhat with each item's mean over users removed (items the user is "
+        "predicted to like more than the average user, in units of the item's spread). `whitened` has no "
+        "user -> item score (each side is whitened by its own covariance): 422. Default `projected`.",
     )
     k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
     exclude_seen: bool = Field(

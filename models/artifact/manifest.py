@@ -17,7 +17,7 @@ here; neither side spells them anywhere else.
     indexes/<stem>.faiss     index_file(stem): an exact inner-product index
     indexes/<stem>.hnsw.faiss                       hnsw_file(stem): its HNSW twin
     indexes/<stem>.neighbours-{ids,scores}.npy      neighbour_files(stem): its exact top-N lists
-    indexes/recommend-<group>-projected-users.npy   recommend_query_file(group)
+    indexes/recommend-<group>-<metric>-users.npy    recommend_query_file(group, metric)
 
 Manifest keys read by the API: "version", "files", "counts", "models" ({name: info}, in serving
 order; info["source"] is "closed-form", "implicit" or "imported"), "metrics", "indexes"
@@ -61,8 +61,13 @@ CURRENT_TMP_PREFIX = ".CURRENT."
 VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)?$")
 
 SIDES: tuple[str, ...] = ("items", "users")
-METRICS: tuple[str, ...] = ("dot", "cosine", "projected")
-DENOISING_GROUP = "denoising"  # projected vectors are identical for every denoising D-variant
+METRICS: tuple[str, ...] = ("dot", "cosine", "projected", "projected-centered", "whitened")
+# Metrics that depend on a model only through Xhat = P Q^T (gauge-invariant, models.fit.metric_vectors): their
+# files are written once per projected group and shared by its models.
+SHARED_METRICS: tuple[str, ...] = ("projected", "projected-centered", "whitened")
+# Metrics with a user -> item score (/recommend); whitened has none (models.fit.metric_vectors).
+RECOMMEND_METRICS: tuple[str, ...] = ("dot", "cosine", "projected", "projected-centered")
+DENOISING_GROUP = "denoising"  # shared-metric vectors are identical for every denoising D-variant
 REQUIRED_KEYS = ("version", "files", "indexes", "models", "counts")
 
 
@@ -99,8 +104,8 @@ def neighbour_files(stem: str) -> tuple[str, str]:
     return f"{INDEXES_DIR}/{stem}.neighbours-ids.npy", f"{INDEXES_DIR}/{stem}.neighbours-scores.npy"
 
 
-def recommend_query_file(group: str) -> str:
-    return f"{INDEXES_DIR}/recommend-{group}-projected-users.npy"
+def recommend_query_file(group: str, metric: str = "projected") -> str:
+    return f"{INDEXES_DIR}/recommend-{group}-{metric}-users.npy"
 
 
 def index_stem(side: str, model_or_group: str, metric: str) -> str:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.artifact.manifest import METRICS
 from models.artifact.store import ArtifactStore
 from models.build.fitting import ModelChoice
 from models.build.pipeline import BuildParams, build_into
@@ -293,12 +294,13 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
         lines.append(
             f"  gauge       {vdir / manifest['gauge']}: mean Jaccard@10 of the lists under random P D, Q D^-1 (1 = invariant)"
         )
-        lines.append(f"  {'model':28s} {'side':6s} {'dot':>7s} {'cosine':>7s} {'projected':>9s}")
+        widths = [max(7, len(metric)) for metric in METRICS]
+        lines.append(f"  {'model':32s} {'side':6s} " + " ".join(f"{m:>{w}s}" for m, w in zip(METRICS, widths, strict=True)))
         for name, probe in probes.items():
             for side, by_metric in probe["sides"].items():
-                cells = [by_metric.get(metric, {}).get("jaccard_mean") for metric in ("dot", "cosine", "projected")]
-                shown = ["    n/a" if v is None else f"{v:7.3f}" for v in cells]
-                lines.append(f"  {name:28s} {side:6s} {shown[0]} {shown[1]} {shown[2]:>9s}")
+                cells = [by_metric.get(metric, {}).get("jaccard_mean") for metric in METRICS]
+                shown = [f"{'n/a' if v is None else f'{v:.3f}':>{w}s}" for v, w in zip(cells, widths, strict=True)]
+                lines.append(f"  {name:32s} {side:6s} " + " ".join(shown))
     if manifest.get("evaluation"):
         doc = json.loads((vdir / manifest["evaluation"]).read_text(encoding="utf-8"))
         lines.append(f"  evaluation  {vdir / manifest['evaluation']} ({doc['seconds']:.1f}s)")

@@ -21,6 +21,8 @@ import sklearn
 from models.artifact import manifest as contract
 from models.artifact.manifest import (
     METRICS,
+    RECOMMEND_METRICS,
+    SHARED_METRICS,
     SIDES,
     HnswEntry,
     IndexEntry,
@@ -35,7 +37,9 @@ from models.diagnostics.gauge import GaugeParams, gauge_probe
 from models.diagnostics.summary import DiagnosticsParams, run_diagnostics
 from models.errors import InputError
 from models.evaluation.scoring import EvalParams
-from models.fit.projection import normalize_rows, projected_vectors, row_norms
+from models.fit.implicit_models import ALGORITHMS
+from models.fit.metric_vectors import recommend_vectors, side_vectors
+from models.fit.projection import normalize_rows, row_norms
 from models.fit.svd import truncated_svd
 from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
 from models.indexes.neighbour_lists import exact_neighbours
@@ -112,10 +116,11 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
     indexes: dict[IndexKey, IndexEntry] = {}
     models: dict[str, dict[str, Any]] = {}
     recommend: dict[str, dict[str, RecommendEntry]] = {}
-    projected: dict[str, _Projected] = {}
+    shared: dict[str, _Shared] = {}
     groups: dict[str, list[str]] = {}
     gauge: dict[str, dict[str, Any]] = {}
     writer = _IndexWriter(folder, params, progress)
+    svd_options = {"n_iter": params.svd_n_iter, "n_oversamples": params.svd_oversamples}
     fitted = fit_models(
         X, svd, params.lambda_denoising, params.lambda_weight_decay, params.models, imported, params.seed, progress
     )
@@ -137,17 +142,18 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 indexes[IndexKey(side, model, "cosine")] = writer.write(stem(side, model, "cosine"), normalize_rows(M), lists)
             group = fm.projected_group
             groups.setdefault(group, []).append(model)
-            if group not in projected:
-                projected[group] = _write_projected(writer, folder, group, P, Q)
+            if group not in shared:
+                shared[group] = _write_shared(writer, folder, group, P, Q)
             for side in SIDES:
-                indexes[IndexKey(side, model, "projected")] = projected[group].sides[side]
+                for metric in SHARED_METRICS:
+                    indexes[IndexKey(side, model, metric)] = shared[group].sides[side, metric]
             recommend[model] = {
                 metric: RecommendEntry(
                     items=indexes[IndexKey("items", model, metric)], query_index=IndexKey("users", model, metric)
                 )
-                for metric in METRICS
-                if metric != "projected"
-            } | {"projected": projected[group].recommend}
+                for metric in RECOMMEND_METRICS
+                if metric not in SHARED_METRICS
+            } | shared[group].recommend
         if params.gauge.transforms > 0:
             with progress.step(f"gauge probe {model} ({params.gauge.transforms} random D)"):
                 gauge[model] = {"model": model, **gauge_probe(P, Q, params.gauge)}
@@ -174,7 +180,6 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
     )
     evaluation = None
     if params.evaluate:
-        svd_options = {"n_iter": params.svd_n_iter, "n_oversamples": params.svd_oversamples}
         run_evaluation(
             folder,
             ds,
@@ -214,7 +219,7 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
             "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__,
             "faiss": faiss.__version__,
-            **({"implicit": _version_of("implicit")} if params.models.train else {}),
+            **({"implicit": _version_of("implicit")} if set(params.models.train) & set(ALGORITHMS) else {}),
         },
         "diagnostics": diagnostics,
         "step_seconds": dict(progress.timings),
@@ -222,32 +227,36 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
 
 
 @dataclass(frozen=True)
-class _Projected:
-    """The projected-cosine indexes of a group: per side, and the /recommend pair."""
+class _Shared:
+    """The indexes of a group's shared metrics: per (side, metric), and the /recommend pair per metric."""
 
-    sides: dict[str, IndexEntry]
-    recommend: RecommendEntry
+    sides: dict[tuple[str, str], IndexEntry]
+    recommend: dict[str, RecommendEntry]
 
 
-def _write_projected(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray, B: np.ndarray) -> _Projected:
-    """Projected-cosine indexes for a group, and the pair /recommend uses for projected.
+def _write_shared(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray, Q: np.ndarray) -> _Shared:
+    """The SHARED_METRICS indexes of a group (models.fit.metric_vectors), written once for all its models.
 
-    Recommend scores Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||): the model's own prediction normalised in
-    the original space, D-invariant. Queries P_u / ||Xhat_u|| against items B_i / ||Xhat_:,i||.
+    /recommend for a shared metric in RECOMMEND_METRICS queries the saved user vectors
+    (recommend_query_file) against an items index of its own: for projected P_u / ||Xhat_u|| against
+    Q_i / ||Xhat_:,i||, the model's own prediction normalised in the original space, D-invariant.
+    One (rows, k) float64 array is built at a time and freed once written.
     """
-    users_proj, items_proj = projected_vectors(P, B)
-    sides = {
-        side: writer.write(contract.index_stem(side, group, "projected"), normalize_rows(M), side == "items")
-        for side, M in (("items", items_proj), ("users", users_proj))
-    }
-    user_norm = row_norms(users_proj)[:, None]
-    item_norm = row_norms(items_proj)[:, None]
-    query = np.divide(P, user_norm, out=np.zeros_like(P, dtype=np.float64), where=user_norm > 0)
-    query_file = contract.recommend_query_file(group)
-    np.save(folder / query_file, query.astype(np.float32))
-    items = np.divide(B, item_norm, out=np.zeros_like(B, dtype=np.float64), where=item_norm > 0)
-    recommend_items = writer.write(contract.index_stem("recommend", group, "projected-items"), items)
-    return _Projected(sides=sides, recommend=RecommendEntry(items=recommend_items, query_file=query_file))
+    sides: dict[tuple[str, str], IndexEntry] = {}
+    recommend: dict[str, RecommendEntry] = {}
+    for metric in SHARED_METRICS:
+        for side in SIDES:
+            vectors = side_vectors(P, Q, side, metric)
+            sides[side, metric] = writer.write(contract.index_stem(side, group, metric), vectors, side == "items")
+            del vectors
+        if metric in RECOMMEND_METRICS:
+            queries, items = recommend_vectors(P, Q, metric)
+            query_file = contract.recommend_query_file(group, metric)
+            np.save(folder / query_file, queries.astype(np.float32))
+            del queries
+            entry = writer.write(contract.index_stem("recommend", group, f"{metric}-items"), items)
+            recommend[metric] = RecommendEntry(items=entry, query_file=query_file)
+    return _Shared(sides=sides, recommend=recommend)
 
 
 class _IndexWriter:

@@ -2,26 +2,23 @@
 
 For Xhat = P Q^T (P (n_users, k), Q (n_items, k)) every invertible diagonal D gives P D, Q D^-1 with the same
 predictions. The probe draws R seeded diagonals, D_jj = exp(U(log low, log high)) (log-uniform in [low, high]),
-and for each metric and side compares the lists of (P, Q) with those of (P D, Q D^-1):
+and for each metric and side compares the lists of (P, Q) with those of (P D, Q D^-1), made from the vectors
+of models.fit.metric_vectors (dot, cosine, projected, projected-centered, whitened). A list is the k best
+other rows by inner product of those vectors, equal scores by the lower row id (the rule of
+models.indexes.neighbour_lists), found by exact dense search in float64. Agreement per query and transform:
+Jaccard@k and RBO (models.diagnostics.agreement); the document reports the mean and 5th percentile of
+Jaccard and the mean of RBO over all queries x transforms.
 
-    side    dot   cosine              projected
-    items   Q     normalize_rows(Q)   normalize_rows(items_proj)
-    users   P     normalize_rows(P)   normalize_rows(users_proj)
-
-with users_proj, items_proj = projected_vectors(P, Q). A list is the k best other rows by inner product of those
-vectors, equal scores by the lower row id (the rule of models.indexes.neighbour_lists), found by exact dense
-search in float64. Agreement per query and transform: Jaccard@k and RBO (models.diagnostics.agreement); the
-document reports the mean and 5th percentile of Jaccard and the mean of RBO over all queries x transforms.
-
-Numerics. The projected vectors under D are an orthogonal rotation of the unrescaled ones, so their lists are
-mathematically identical, but the Gram roots are computed in floating point and their scores differ at the
-1e-12 level. Before ranking, each query's scores s (m,) are therefore rounded to a grid of 10 significant digits
-relative to the row's largest |score| (query column included): rows are ranked by rint(s / (1e-10 max_j |s_j|)),
-so differences far below the grid cannot reorder a list, and scores within one grid step of each other count as
-tied (lower row id first). An all-zero row (a user without interactions: P_u = 0, kept zero by normalize_rows)
-ranks every row at score 0, by id, in every gauge. Projected cosine then reports exactly 1.0; a list could
-still move only if a rounding error straddled a grid boundary while a competing top score sat in the next grid
-cell, i.e. for two of a query's top scores equal to ~1e-10 of the row's scale but not exactly.
+Numerics. The vectors of the shared metrics (projected, projected-centered, whitened) under D are an orthogonal
+rotation of the unrescaled ones, so their lists are mathematically identical, but the Gram roots are computed in
+floating point and their scores differ at the 1e-12 level. Before ranking, each query's scores s (m,) are
+therefore rounded to a grid of 10 significant digits relative to the row's largest |score| (query column
+included): rows are ranked by rint(s / (1e-10 max_j |s_j|)), so differences far below the grid cannot reorder a
+list, and scores within one grid step of each other count as tied (lower row id first). An all-zero row (a user
+without interactions: P_u = 0, kept zero by normalize_rows) ranks every row at score 0, by id, in every gauge.
+The shared metrics then report exactly 1.0; a list could still move only if a rounding error straddled a grid
+boundary while a competing top score sat in the next grid cell, i.e. for two of a query's top scores equal to
+~1e-10 of the row's scale but not exactly.
 
 Queries: models.diagnostics.sampling.sample_rows(m, item_queries or user_queries, seed), the summary's
 convention. Diagonals: numpy default_rng of the first child of SeedSequence(seed), independent of the queries.
@@ -37,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from models.artifact.manifest import METRICS, SIDES
 from models.diagnostics.agreement import RBO_P, jaccard_rows, rbo_rows
 from models.diagnostics.sampling import sample_rows
 from models.errors import InputError
-from models.fit.projection import normalize_rows, projected_vectors
+from models.fit.metric_vectors import side_vectors
 
-METRICS = ("dot", "cosine", "projected")
-SIDES = ("items", "users")
 GRID = 1e-10  # rounding step relative to a row's largest |score|: 10 significant digits
 BLOCK_ELEMENTS = 1 << 22  # scores per query block (32 MB of float64)
 CHUNK = 16  # columns per chunk of the candidate bound in _block_lists
@@ -70,19 +66,10 @@ def random_diagonals(k: int, params: GaugeParams) -> np.ndarray:
 
 
 def metric_vectors(P: np.ndarray, Q: np.ndarray, sides: Sequence[str] = SIDES) -> dict[tuple[str, str], np.ndarray]:
-    """{(side, metric): vectors (n_items or n_users, k) float64} whose inner products are the metric's scores.
-
-    items: dot Q, cosine normalize_rows(Q), projected normalize_rows(items_proj); users the same with P and
-    users_proj, where users_proj, items_proj = projected_vectors(P, Q).
-    """
+    """{(side, metric): vectors (n_items or n_users, k) float64} whose inner products are the metric's scores,
+    for every metric in METRICS (models.fit.metric_vectors.side_vectors)."""
     P64, Q64 = np.asarray(P, dtype=np.float64), np.asarray(Q, dtype=np.float64)
-    users_proj, items_proj = projected_vectors(P64, Q64)
-    raw = {"items": (Q64, items_proj), "users": (P64, users_proj)}
-    out: dict[tuple[str, str], np.ndarray] = {}
-    for side in sides:
-        V, proj = raw[side]
-        out[side, "dot"], out[side, "cosine"], out[side, "projected"] = V, normalize_rows(V), normalize_rows(proj)
-    return out
+    return {(side, metric): side_vectors(P64, Q64, side, metric) for side in sides for metric in METRICS}
 
 
 def neighbour_ids(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:

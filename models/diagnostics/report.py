@@ -13,7 +13,10 @@ from models.artifact.manifest import METRICS
 from models.diagnostics.sampling import MIN_TAU_QUERIES
 from models.fit.closed_forms import DENOISING_VARIANTS
 
-METRIC_PAIRS: tuple[tuple[str, str], ...] = tuple((a, b) for i, a in enumerate(METRICS) for b in METRICS[i + 1 :])
+
+def metric_pairs(metrics: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Every unordered pair of metrics, in order: (dot, cosine), (dot, projected), ..."""
+    return tuple((a, b) for i, a in enumerate(metrics) for b in metrics[i + 1 :])
 
 
 def pair_name(a: str, b: str) -> str:
@@ -26,6 +29,8 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
     blocks: list[str] = []
     k = summary["k"]
     for side, s in summary["sides"].items():
+        # the metrics this summary has: a version built before a metric existed lacks it
+        metrics = [me for me in METRICS if all(me in mo["metrics"] for mo in s["models"].values())]
         how = "seeded sample" if s["sampled"] else "all"
         tau = (
             f"weighted tau on the first {s['tau_queries']} queries"
@@ -37,16 +42,16 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
             f"popularity = {s['popularity']}, catalogue median {s['catalogue_median_popularity']:g}"
         )
         cat = any(v["category_precision"] is not None for mo in s["models"].values() for v in mo["metrics"].values())
-        head = ["model"] + ([f"cat.prec@{k} {me}" for me in METRICS] if cat else []) + [f"pop.bias {me}" for me in METRICS]
+        head = ["model"] + ([f"cat.prec@{k} {me}" for me in metrics] if cat else []) + [f"pop.bias {me}" for me in metrics]
         rows = []
         for model, mo in s["models"].items():
-            vals = [mo["metrics"][me]["category_precision"] for me in METRICS] if cat else []
-            vals += [mo["metrics"][me]["popularity_bias"] for me in METRICS]
+            vals = [mo["metrics"][me]["category_precision"] for me in metrics] if cat else []
+            vals += [mo["metrics"][me]["popularity_bias"] for me in metrics]
             rows.append([model, *(_fmt(v) for v in vals)])
         blocks.append(_table(head, rows, markdown))
         rows = []
         for model, mo in s["models"].items():
-            for n, (a, b) in enumerate(METRIC_PAIRS):
+            for n, (a, b) in enumerate(metric_pairs(metrics)):
                 fig = mo["pairs"][pair_name(a, b)]
                 rows.append(
                     [
@@ -60,11 +65,25 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
         rows = [
             [
                 f"mean Jaccard@{k} over the {len(DENOISING_VARIANTS)} denoising D-variants (6 pairs)",
-                *(_fmt(d[me]["jaccard"]) + (" (one index)" if d[me]["shared_index"] else "") for me in METRICS),
+                *(_fmt(d[me]["jaccard"]) + (" (one index)" if d[me]["shared_index"] else "") for me in metrics),
             ],
-            ["least similar pair of D-variants", *(_fmt(d[me]["min_pair"]) for me in METRICS)],
+            ["least similar pair of D-variants", *(_fmt(d[me]["min_pair"]) for me in metrics)],
         ]
-        blocks.append(_table(["D-sensitivity", *METRICS], rows, markdown))
+        blocks.append(_table(["D-sensitivity", *metrics], rows, markdown))
+    embeddings = summary.get("embeddings")
+    if embeddings:
+        rows = [
+            [
+                model if n == 0 or markdown else "",
+                side,
+                *(_fmt(fig.get(f)) for f in ("anisotropy", "effective_rank", "norm_popularity_spearman")),
+                str(fig.get("dims", "")),
+            ]
+            for model, by_side in embeddings.items()
+            for n, (side, fig) in enumerate(by_side.items())
+        ]
+        blocks.append("embedding health (raw embeddings; they move with D, like cosine):")
+        blocks.append(_table(["model", "side", "anisotropy", "effective rank", "norm~popularity", "k"], rows, markdown, left=2))
     return "\n\n".join(blocks)
 
 

@@ -33,6 +33,7 @@ from models.artifact.manifest import METRICS, SUMMARY, IndexKey
 from models.build.progress import Progress
 from models.diagnostics.agreement import RBO_P, category_matrix
 from models.diagnostics.comparison import compare_lists
+from models.diagnostics.embedding_health import HealthParams, health_of_model
 from models.diagnostics.report import pair_name
 from models.diagnostics.sampling import sample_rows, tau_query_count
 from models.fit.closed_forms import DENOISING_VARIANTS
@@ -182,14 +183,48 @@ def catalogue_summary(
         files = {(mo, me): indexes[str(IndexKey(side, mo, me))]["file"] for mo in models for me in METRICS}
         with progress.step(f"diagnostics {side} ({min(n, pop.size)} of {pop.size} queries)"):
             sides[side] = {"popularity": what, **side_summary(load, files, pop.size, pop, cats, params, n)}
+    with progress.step("diagnostics embedding health (anisotropy, effective rank, norm ~ popularity)"):
+        embeddings = embedding_summary(load, indexes, item_pop, user_act, HealthParams(seed=params.seed))
     return {
         **asdict(params),
+        "embeddings": embeddings,
+        "embeddings_definitions": HEALTH_DEFINITIONS,
         "weighted_tau_method": "scipy.stats.weightedtau: hyperbolic additive weights, mean of ranks by either vector",
         "popularity_bias_definition": "mean over queries of median(neighbour popularity) / catalogue median",
         "category_precision_definition": "mean over queries with a category of the share of neighbours sharing one",
         "sides": sides,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+HEALTH_DEFINITIONS = {
+    "anisotropy": "mean cosine of random pairs of distinct nonzero rows (seeded): near 1, every vector points the "
+    "same way and cosine hardly discriminates",
+    "effective_rank": "exp of the entropy of the normalised singular spectrum of the raw embeddings (1..k): "
+    "how many directions the vectors really use",
+    "norm_popularity_spearman": "Spearman correlation of each row's norm with its popularity (items: users per item; "
+    "users: items per user): positive, the norms carry popularity, so dot favours popular items",
+    "gauge": "all three describe the stored vectors (what cosine uses), not the predictions: they move with D",
+}
+
+
+def embedding_summary(
+    load: Callable[[str], faiss.IndexFlat],
+    indexes: Mapping[str, Mapping[str, Any]],
+    item_popularity: np.ndarray,
+    user_activity: np.ndarray,
+    params: HealthParams,
+) -> dict[str, dict[str, Any]]:
+    """{model: {"items": health, "users": health}} (models.diagnostics.embedding_health) of every model's raw
+    embeddings, read back from its dot indexes (Q for items, P for users)."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(IndexKey.parse(key).model for key in indexes):
+        # the indexes stay referenced while their vectors (views of the mmapped files) are read
+        loaded = {side: load(indexes[str(IndexKey(side, model, "dot"))]["file"]) for side in ("items", "users")}
+        users, items = flat_vectors(loaded["users"]), flat_vectors(loaded["items"])
+        out[model] = health_of_model(users, items, item_popularity, user_activity, params)
+        del users, items, loaded
+    return out
 
 
 def run_diagnostics(

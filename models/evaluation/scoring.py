@@ -1,13 +1,9 @@
 """Which model x metric ranks held-out items best: user -> item rankings and item -> item lists per metric.
 
-For one model (P (n_users, k), Q (n_items, k), prediction Xhat_ui = <P_u, Q_i>) and a metric, every
-score is an inner product of per-metric factors, score(u, i) = <U_u, V_i>:
-  dot:       U = P,                 V = Q
-  cosine:    U = P / ||P_u||,       V = Q / ||Q_i||          (cosine of the factor rows; not gauge-invariant)
-  projected: U = P / ||Xhat_u||,    V = Q / ||Xhat_:,i||     (cosine in the original space, PAPER.md)
-with ||Xhat_u|| = ||users_proj_u||, ||Xhat_:,i|| = ||items_proj_i|| (models.fit.projection); a zero norm
-gives score 0. Item -> item similarity is the inner product of the item vectors Q, normalize_rows(Q),
-normalize_rows(items_proj). Every list follows the tie rule of models.indexes.neighbour_lists.top_k_rows:
+For one model (P (n_users, k), Q (n_items, k), prediction Xhat_ui = <P_u, Q_i>) and a metric, the user -> item
+score is <U_u, V_i> with (U, V) = models.fit.metric_vectors.recommend_vectors (metrics without one, whitened,
+get no ranking measures) and item -> item similarity the inner product of its item_vectors, every metric of
+models.artifact.manifest.METRICS. Every list follows the tie rule of models.indexes.neighbour_lists.top_k_rows:
 score descending, equal scores by the lower item id; item lists never contain the query item, user
 rankings never contain the user's training items. Work is batched over users / items, so memory stays
 O(batch x n_items).
@@ -22,13 +18,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.diagnostics.agreement import category_share_rows, popularity_ratio_rows
 from models.errors import InputError
 from models.evaluation.measures import coverage, ndcg_at, recall_at, similarity_spearman
-from models.fit.projection import normalize_rows, projected_vectors, row_norms
+from models.fit.metric_vectors import item_vectors as metric_item_vectors
+from models.fit.metric_vectors import recommend_vectors
 from models.indexes.neighbour_lists import top_k_rows
 
-METRICS = ("dot", "cosine", "projected")
 SPEARMAN_MAX_ITEMS = 3000  # a dense item-item matrix and the ranks of its m (m - 1) / 2 pairs: a few hundred MB at most
 
 Sparse = sp.csr_matrix | sp.csr_array
@@ -51,16 +48,12 @@ class EvalParams:
 
 
 def score_factors(P: np.ndarray, Q: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(U (n_users, k), V (n_items, k)) float64 with the metric's user -> item score(u, i) = <U_u, V_i>."""
+    """(U (n_users, k), V (n_items, k)) float64 with the metric's user -> item score(u, i) = <U_u, V_i>
+    (models.fit.metric_vectors.recommend_vectors; InputError for a metric without one)."""
     P64, Q64 = _factors(P, Q)
-    if metric == "dot":
-        return P64, Q64
-    if metric == "cosine":
-        return normalize_rows(P64), normalize_rows(Q64)
-    if metric == "projected":
-        users, items = projected_vectors(P64, Q64)
-        return _divide_rows(P64, row_norms(users)), _divide_rows(Q64, row_norms(items))
-    raise InputError(f"scoring: parameter metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric not in METRICS:
+        raise InputError(f"scoring: parameter metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return recommend_vectors(P64, Q64, metric)
 
 
 def user_scores(P: np.ndarray, Q: np.ndarray, metric: str, users: np.ndarray) -> np.ndarray:
@@ -81,13 +74,9 @@ def rank_users(
 def item_vectors(P: np.ndarray, Q: np.ndarray, metric: str) -> np.ndarray:
     """(n_items, k): item vectors whose inner products are the metric's item -> item similarity."""
     P64, Q64 = _factors(P, Q)
-    if metric == "dot":
-        return Q64
-    if metric == "cosine":
-        return normalize_rows(Q64)
-    if metric == "projected":
-        return normalize_rows(projected_vectors(P64, Q64)[1])
-    raise InputError(f"scoring: parameter metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric not in METRICS:
+        raise InputError(f"scoring: parameter metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return metric_item_vectors(P64, Q64, metric)
 
 
 def item_lists(vectors: np.ndarray, k: int = 10, batch: int = 1024, queries: np.ndarray | None = None) -> np.ndarray:
@@ -146,8 +135,11 @@ def evaluate_model(
     queries = eval_items(n_items, params)
     rows = []
     for metric in METRICS:
-        U, V = score_factors(P64, Q64, metric)
-        ranked = _rank(_inner(U, V), users, train_csr, _depth(params), params.batch)
+        ranked = None
+        if metric in RECOMMEND_METRICS:
+            U, V = score_factors(P64, Q64, metric)
+            ranked = _rank(_inner(U, V), users, train_csr, _depth(params), params.batch)
+            del U, V
         vectors = item_vectors(P64, Q64, metric)
         lists = item_lists(vectors, params.list_k, params.batch, queries)
         spearman = None
@@ -200,7 +192,7 @@ def baselines(
 
 
 def _measures(
-    ranked: np.ndarray,
+    ranked: np.ndarray | None,
     heldout: sp.csr_matrix,
     lists: np.ndarray,
     queries: np.ndarray,
@@ -209,14 +201,14 @@ def _measures(
     params: EvalParams,
 ) -> dict[str, float | None]:
     """The ranking and list measures of one row (lists (q, k) of the query items (q,)), as plain floats (None where
-    undefined)."""
+    undefined; the ranking measures without a ranking: a metric with no user -> item score)."""
     n_items = popularity.shape[0]
     share = None
     if categories is not None:
         share = _mean(category_share_rows(queries, lists, categories))
     return {
-        f"recall_at_{params.recall_at}": _mean(recall_at(ranked, heldout, params.recall_at)),
-        f"ndcg_at_{params.ndcg_at}": _mean(ndcg_at(ranked, heldout, params.ndcg_at)),
+        f"recall_at_{params.recall_at}": None if ranked is None else _mean(recall_at(ranked, heldout, params.recall_at)),
+        f"ndcg_at_{params.ndcg_at}": None if ranked is None else _mean(ndcg_at(ranked, heldout, params.ndcg_at)),
         f"category_precision_at_{params.list_k}": share,
         "popularity_ratio": _mean(popularity_ratio_rows(lists, popularity, float(np.median(popularity)))),
         f"coverage_at_{params.list_k}": coverage(lists, n_items),
@@ -274,11 +266,6 @@ def _factors(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if P64.ndim != 2 or Q64.ndim != 2 or P64.shape[1] != Q64.shape[1]:
         raise InputError(f"scoring: parameters P (n_users, k) and Q (n_items, k) disagree: {P64.shape} and {Q64.shape}")
     return P64, Q64
-
-
-def _divide_rows(M: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """Rows of M (m, k) divided by norms (m,); rows with norm 0 become 0 (their score is 0)."""
-    return np.divide(M, norms[:, None], out=np.zeros_like(M), where=norms[:, None] > 0)
 
 
 def _csr(A: Sparse, name: str, shape: tuple[int, int] | None) -> sp.csr_matrix:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from support.problems import PROBLEM
 from support.prometheus import metric
 
-from models.artifact.manifest import METRICS
+from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.fit.closed_forms import MODELS
 
 
@@ -181,7 +181,8 @@ def test_models_lists_models_metrics_parameters_counts(api_server, api_artifact,
         assert info["lambda"] == (5.0 if name == "weight-decay" else 100.0)
         assert info["objective"] == ("weight-decay" if name == "weight-decay" else "denoising")
         assert 0 <= info["surviving_dims"] <= 16
-        keys = {f"{side}/{metric}" for side in ("items", "users", "recommend") for metric in METRICS}
+        keys = {f"{side}/{metric}" for side in ("items", "users") for metric in METRICS}
+        keys |= {f"recommend/{metric}" for metric in RECOMMEND_METRICS}  # whitened has no user -> item score
         assert set(info["indexes"]) == keys
         assert all(ix["served_by"] == "flat" for ix in info["indexes"].values())  # the fixture has no HNSW
         assert info["indexes"]["items/dot"]["rows"] == 300 and info["indexes"]["users/dot"]["rows"] == 2000

@@ -21,7 +21,7 @@ from support.in_process import in_process_server
 from support.oracle import dense_oracle
 from support.servers import start_api_server
 
-from models.artifact.manifest import METRICS
+from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.fit.closed_forms import DENOISING_VARIANTS, MODELS
 
 RTOL, ATOL = 2e-4, 2e-5  # float32 indexes against a float64 oracle
@@ -76,7 +76,7 @@ def test_similar_users_scores(api_server, oracle, ids, model, metric):
         check(r.json()["neighbors"], "user_id", index, M[q], {q})
 
 
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric", RECOMMEND_METRICS)
 @pytest.mark.parametrize("model", MODELS)
 def test_recommend_scores(api_server, oracle, ids, model, metric):
     item_ids, user_ids = ids
@@ -101,15 +101,27 @@ def test_recommend_scores(api_server, oracle, ids, model, metric):
             check(neighbors, "item_id", index, M[u], exclude)
 
 
-def test_projected_is_the_same_for_every_denoising_variant(api_server, ids):
+def test_whitened_has_no_recommend_score(api_server, ids):
+    _, user_ids = ids
+    r = api_server.client.get("/recommend", params={"user_id": user_ids[2], "metric": "whitened"})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    (error,) = r.json()["errors"]
+    assert error["param"] == "metric" and "no user -> item score" in error["message"]
+    assert set(error["allowed"]) == set(RECOMMEND_METRICS)
+
+
+@pytest.mark.parametrize("metric", ["projected", "projected-centered", "whitened"])
+def test_shared_metrics_are_the_same_for_every_denoising_variant(api_server, ids, metric):
     item_ids, user_ids = ids
     for path, params in (
         ("/similar-items", {"item_id": item_ids[5]}),
         ("/similar-users", {"user_id": user_ids[5]}),
         ("/recommend", {"user_id": user_ids[5]}),
     ):
+        if path == "/recommend" and metric not in RECOMMEND_METRICS:
+            continue
         answers = [
-            api_server.client.get(path, params={**params, "model": m, "metric": "projected"}).json()["neighbors"]
+            api_server.client.get(path, params={**params, "model": m, "metric": metric}).json()["neighbors"]
             for m in DENOISING_VARIANTS
         ]
         for other in answers[1:]:
@@ -145,6 +157,8 @@ def test_zero_vectors_score_zero_not_nan(tmp_path):
                 ("/similar-users", {"user_id": "u3"}),
                 ("/recommend", {"user_id": "u3"}),
             ):
+                if path == "/recommend" and metric not in RECOMMEND_METRICS:
+                    continue
                 r = server.client.get(path, params={**params, "model": "weight-decay", "metric": metric, "k": 5})
                 assert r.status_code == 200, r.text
                 assert "NaN" not in r.text and "null" not in r.text

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from matplotlib.image import imread
-from scipy.stats import weightedtau
+from scipy.stats import spearmanr, weightedtau
 from support.artifacts import ROOT, build_in_process
 
 import models.diagnostics.heatmaps
+from models.artifact.manifest import METRICS
 from models.artifact.store import ArtifactStore, verify_version
 from models.build.pipeline import BuildParams, build_into
 from models.build.progress import Progress
@@ -125,6 +126,14 @@ def _dense_lists(V: np.ndarray, queries: np.ndarray, k: int) -> tuple[list[list[
     return lists, full
 
 
+def _mahalanobis_rows(M: np.ndarray) -> np.ndarray:
+    """Rows whose Gram is Mc C^+ Mc^T (Mc centred, C its covariance, pseudo-inverse): the whitened rows up to rotation."""
+    Mc = M - M.mean(axis=0)
+    G = Mc @ np.linalg.pinv(Mc.T @ Mc / (M.shape[0] - 1), rcond=1e-10, hermitian=True) @ Mc.T
+    w, E = np.linalg.eigh((G + G.T) / 2)
+    return E * np.sqrt(np.clip(w, 0, None))
+
+
 def _recompute(ds: Dataset, vdir: Path, side: str, queries: np.ndarray, lam_d: float, lam_wd: float) -> dict:
     svd = np.load(vdir / "svd.npz")
     X = ds.X.toarray().astype(np.float64)
@@ -134,7 +143,16 @@ def _recompute(ds: Dataset, vdir: Path, side: str, queries: np.ndarray, lam_d: f
         P = X @ A
         users_proj, items_proj = projected_vectors(P, B)
         raw, proj = (B, items_proj) if side == "items" else (P, users_proj)
-        vectors[model] = {"dot": raw, "cosine": normalize_rows(raw), "projected": normalize_rows(proj)}
+        Xhat = P @ B.T
+        # Pearson of Xhat's columns (items) / rows (users): the dense n- or p-dim vectors, centred and normalised
+        centred = (Xhat - Xhat.mean(axis=0)).T if side == "items" else Xhat - Xhat.mean(axis=1, keepdims=True)
+        vectors[model] = {
+            "dot": raw,
+            "cosine": normalize_rows(raw),
+            "projected": normalize_rows(proj),
+            "projected-centered": normalize_rows(centred),
+            "whitened": normalize_rows(_mahalanobis_rows(raw)),
+        }
     pop = (X > 0).sum(axis=0) if side == "items" else (X > 0).sum(axis=1)
     med = np.median(pop)
     n_tau = tau_query_count(queries.size, pop.size, DiagnosticsParams().tau_budget)
@@ -143,7 +161,7 @@ def _recompute(ds: Dataset, vdir: Path, side: str, queries: np.ndarray, lam_d: f
     for model in MODELS:
         out["models"][model] = {"metrics": {}, "pairs": {}}
         full = {}
-        for metric in ("dot", "cosine", "projected"):
+        for metric in METRICS:
             lists[model, metric], full[metric] = _dense_lists(vectors[model][metric], queries, 10)
             shares = []
             if side == "items":
@@ -155,14 +173,14 @@ def _recompute(ds: Dataset, vdir: Path, side: str, queries: np.ndarray, lam_d: f
                 "category_precision": float(np.mean(shares)) if shares else None,
                 "popularity_bias": float(np.mean([np.median(pop[li]) / med for li in lists[model, metric]])),
             }
-        for a, b in combinations(("dot", "cosine", "projected"), 2):
+        for a, b in combinations(METRICS, 2):
             la, lb = lists[model, a], lists[model, b]
             out["models"][model]["pairs"][f"{a}~{b}"] = {
                 "jaccard": np.mean([_jac(x, y) for x, y in zip(la, lb, strict=True)]),
                 "rbo": np.mean([rbo(x, y, 0.9) for x, y in zip(la, lb, strict=True)]),
                 "weighted_tau": np.mean([weightedtau(full[a][j], full[b][j]).statistic for j in range(n_tau)]),
             }
-    for metric in ("dot", "cosine", "projected"):
+    for metric in METRICS:
         out["d"][metric] = np.mean(
             [
                 np.mean([_jac(x, y) for x, y in zip(lists[u, metric], lists[v, metric], strict=True)])
@@ -216,8 +234,33 @@ def test_summary_equals_dense_recomputation(built_fixture):
                 assert g["weighted_tau"] == pytest.approx(fig["weighted_tau"], abs=1e-4), (side, model, pair)
         for metric, value in want["d"].items():
             assert got["d_sensitivity"][metric]["jaccard"] == pytest.approx(value, abs=1e-9), (side, metric)
-        assert got["d_sensitivity"]["projected"]["jaccard"] == 1.0
+        for metric in ("projected", "projected-centered", "whitened"):
+            assert got["d_sensitivity"][metric]["jaccard"] == 1.0
         assert got["d_sensitivity"]["cosine"]["jaccard"] < 1.0
+
+
+def test_embedding_health_equals_dense_recomputation(built_fixture):
+    ds, folder, _, params = built_fixture
+    summary = json.loads((folder / "summary.json").read_text())
+    svd = np.load(folder / "svd.npz")
+    X = ds.X.toarray().astype(np.float64)
+    for model in MODELS:
+        A, B = model_factors(svd["V"], svd["s"], model, params.lambda_denoising, params.lambda_weight_decay)
+        for side, M, pop in (("items", B, (X > 0).sum(axis=0)), ("users", X @ A, (X > 0).sum(axis=1))):
+            got = summary["embeddings"][model][side]
+            s = np.linalg.svd(M, compute_uv=False)
+            s = s[s > 1e-6 * s[0]]
+            p = s / s.sum()
+            assert got["effective_rank"] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-5), (model, side)
+            norms = np.linalg.norm(M, axis=1)
+            assert got["norm_popularity_spearman"] == pytest.approx(spearmanr(norms, pop).statistic, abs=1e-6)
+            live = M[norms > 0] / norms[norms > 0, None]
+            C = live @ live.T
+            exact = (C.sum() - np.trace(C)) / (len(live) * (len(live) - 1))
+            if side == "items":  # 50 items: every pair is within the sample budget, so the figure is exact
+                assert got["anisotropy"] == pytest.approx(exact, abs=1e-5), model
+            else:  # 300 users: 10,000 sampled pairs, a standard error below 0.01
+                assert abs(got["anisotropy"] - exact) < 0.05, model
 
 
 def test_the_api_lists_are_the_summary_lists(built_fixture, tmp_path):

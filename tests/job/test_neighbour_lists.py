@@ -29,7 +29,7 @@ from support.servers import start_api_server
 
 from app.query.neighbours import neighbours_of_row
 from app.serving.loader import load_version
-from models.artifact.manifest import METRICS
+from models.artifact.manifest import METRICS, SHARED_METRICS
 from models.fit.closed_forms import MODELS
 from models.indexes.faiss_index import flat_index
 from models.indexes.neighbour_lists import exact_neighbours
@@ -89,7 +89,8 @@ def test_lists_equal_brute_force(builds):
             np.testing.assert_allclose(scores, np.take_along_axis(S, ids, axis=1), rtol=RTOL, atol=ATOL)
             np.fill_diagonal(S, -np.inf)
             np.testing.assert_allclose(scores, -np.sort(-S, axis=1)[:, :N], rtol=RTOL, atol=ATOL)
-    assert len(files) == 2 * len(MODELS) + 2  # dot, cosine per model; projected once per group (denoising, weight decay)
+    # dot, cosine per model; each shared metric once per group (denoising, weight decay)
+    assert len(files) == 2 * len(MODELS) + 2 * len(SHARED_METRICS)
 
 
 def test_exact_neighbours_edge_cases():

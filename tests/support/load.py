@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from models.artifact.manifest import RECOMMEND_METRICS
+
 
 @dataclass
 class LoadResult:
@@ -111,7 +113,8 @@ class LoadGenerator:
 def neighbour_queries(
     version_dir: Path, models: Iterable[str], metrics: Iterable[str], ids: int = 4, k: int = 5
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Queries over every endpoint x model x metric for a few item and user ids of a version."""
+    """Queries over every endpoint x model x metric (of /recommend: RECOMMEND_METRICS) for a few item and user ids
+    of a version."""
     items = [it["id"] for it in json.loads((version_dir / "items.json").read_text(encoding="utf-8"))][:ids]
     users = json.loads((version_dir / "users.json").read_text(encoding="utf-8"))[:ids]
     out: list[tuple[str, dict[str, Any]]] = []
@@ -120,5 +123,6 @@ def neighbour_queries(
             base = {"model": model, "metric": metric_name, "k": k}
             out += [("/similar-items", {**base, "item_id": i}) for i in items]
             out += [("/similar-users", {**base, "user_id": u}) for u in users]
-            out += [("/recommend", {**base, "user_id": u}) for u in users]
+            if metric_name in RECOMMEND_METRICS:  # whitened has no user -> item score (a 422)
+                out += [("/recommend", {**base, "user_id": u}) for u in users]
     return out

@@ -21,6 +21,22 @@ def _cos_rows(M: np.ndarray) -> np.ndarray:
     return np.divide(G, den, out=np.zeros_like(G), where=den > 0)
 
 
+def _pearson_rows(M: np.ndarray) -> np.ndarray:
+    """Row-row Pearson correlation of M (m, d): cosine after removing each row's mean (constant rows give 0)."""
+    return _cos_rows(M - M.mean(axis=1, keepdims=True))
+
+
+def _mahalanobis_cos(M: np.ndarray) -> np.ndarray:
+    """Cosine of the rows of M (m, k) in the inner product of its inverse covariance (a pseudo-inverse with a
+    relative cutoff): the whitened cosine, by its definition."""
+    Mc = M - M.mean(axis=0)
+    C = Mc.T @ Mc / (M.shape[0] - 1)
+    G = Mc @ np.linalg.pinv(C, rcond=1e-10, hermitian=True) @ Mc.T
+    d = np.sqrt(np.clip(np.diag(G), 0, None))
+    den = np.outer(d, d)
+    return np.divide(G, den, out=np.zeros_like(G), where=den > 1e-12 * max(float(den.max()), 1e-300))
+
+
 def paper_factors(
     s: np.ndarray, V: np.ndarray, model: str, lam_denoising: float, lam_weight_decay: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -63,12 +79,28 @@ class DenseOracle:
         if key not in self._cache:
             P, B, Xhat = self._model(model)
             if side == "items":
-                M = {"dot": lambda: B @ B.T, "cosine": lambda: _cos_rows(B), "projected": lambda: _cos_rows(Xhat.T)}[metric]()
+                M = {
+                    "dot": lambda: B @ B.T,
+                    "cosine": lambda: _cos_rows(B),
+                    "projected": lambda: _cos_rows(Xhat.T),
+                    "projected-centered": lambda: _pearson_rows(Xhat.T),
+                    "whitened": lambda: _mahalanobis_cos(B),
+                }[metric]()
             elif side == "users":
-                M = {"dot": lambda: P @ P.T, "cosine": lambda: _cos_rows(P), "projected": lambda: _cos_rows(Xhat)}[metric]()
+                M = {
+                    "dot": lambda: P @ P.T,
+                    "cosine": lambda: _cos_rows(P),
+                    "projected": lambda: _cos_rows(Xhat),
+                    "projected-centered": lambda: _pearson_rows(Xhat),
+                    "whitened": lambda: _mahalanobis_cos(P),
+                }[metric]()
             else:
                 if metric == "dot":
                     M = Xhat
+                elif metric == "projected-centered":  # Xhat with each item's mean over users removed, normalised
+                    Xc = Xhat - Xhat.mean(axis=0)
+                    den = np.outer(np.sqrt((Xc * Xc).sum(1)), np.sqrt((Xc * Xc).sum(0)))
+                    M = np.divide(Xc, den, out=np.zeros_like(Xc), where=den > 0)
                 else:
                     a, b = (P, B) if metric == "cosine" else (Xhat, Xhat.T)
                     den = np.outer(np.sqrt((a * a).sum(1)), np.sqrt((b * b).sum(1)))

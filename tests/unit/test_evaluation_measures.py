@@ -15,10 +15,10 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.errors import InputError
 from models.evaluation.measures import coverage, ndcg_at, recall_at, similarity_spearman
 from models.evaluation.scoring import (
-    METRICS,
     EvalParams,
     baselines,
     eval_users,
@@ -177,6 +177,8 @@ def dense_scores(P: np.ndarray, Q: np.ndarray, metric: str) -> np.ndarray:
     Xhat = P @ Q.T
     if metric == "dot":
         return Xhat
+    if metric == "projected-centered":  # Xhat with each item's mean over users removed, cosine-normalised
+        Xhat = Xhat - Xhat.mean(axis=0)
     if metric == "cosine":
         pn, qn = np.linalg.norm(P, axis=1), np.linalg.norm(Q, axis=1)
     else:
@@ -191,7 +193,13 @@ def by_rule(scores: np.ndarray, exclude: set[int], R: int) -> list[int]:
     return ids + [-1] * (R - len(ids))
 
 
-@pytest.mark.parametrize("metric", METRICS)
+def test_whitened_has_no_ranking():
+    P, Q = np.ones((3, 2)), np.ones((4, 2))
+    with pytest.raises(InputError, match="whitened"):
+        rank_users(P, Q, "whitened", np.arange(3), csr([[], [], []], 4), 2)
+
+
+@pytest.mark.parametrize("metric", RECOMMEND_METRICS)
 def test_rank_users_equals_a_dense_sort(metric):
     rng = np.random.default_rng(11)
     n_users, n_items, k = 40, 70, 5
@@ -242,6 +250,13 @@ def test_item_lists_equal_a_dense_sort(metric):
     elif metric == "cosine":
         Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
         G = Qn @ Qn.T
+    elif metric == "projected-centered":  # Pearson of the columns of Xhat
+        G = np.corrcoef(Xhat.T)
+    elif metric == "whitened":  # Mahalanobis cosine of the rows of Q (its covariance is full rank here)
+        Qc = Q - Q.mean(axis=0)
+        M = Qc @ np.linalg.inv(np.cov(Qc.T)) @ Qc.T
+        d = np.sqrt(np.diag(M))
+        G = M / np.outer(d, d)
     else:  # cosine of the columns of Xhat
         Xn = Xhat / np.linalg.norm(Xhat, axis=0, keepdims=True)
         G = Xn.T @ Xn
@@ -276,9 +291,13 @@ def test_projected_rows_are_gauge_invariant_and_cosine_rows_are_not():
     b = {r["metric"]: r for r in evaluate_model(P * d, Q / d, s.train, s.test, popularity, categories, truth, params)}
     keys = ["recall_at_10", "ndcg_at_30", "category_precision_at_5", "popularity_ratio", "coverage_at_5", "spearman_truth"]
     assert set(a["projected"]) == {"metric", *keys}
-    for key in keys:
-        assert isinstance(a["projected"][key], float), key
-        assert a["projected"][key] == pytest.approx(b["projected"][key], abs=1e-9), key
+    for metric in ("projected", "projected-centered", "whitened"):
+        for key in keys:
+            if metric == "whitened" and key in keys[:2]:  # no user -> item score: no ranking measures
+                assert a[metric][key] is None and b[metric][key] is None
+                continue
+            assert isinstance(a[metric][key], float), (metric, key)
+            assert a[metric][key] == pytest.approx(b[metric][key], abs=1e-9), (metric, key)
     assert a["projected"]["recall_at_10"] > 0.2  # the model ranks its own interactions well
     # cosine of the factor rows moves with D: its item-item similarities (a continuous measure) change
     assert abs(a["cosine"]["spearman_truth"] - b["cosine"]["spearman_truth"]) > 1e-3
