@@ -48,6 +48,15 @@ def figures_of(version: Version) -> tuple[list[dict[str, Any]], dict[str, str]]:
         add(heatmaps["grid"], "grid", "all panels: ground truth, cosine and projected cosine of every model, at two ranks")
     for p in heatmaps.get("panels", []):
         add(p["file"], "panel", p.get("title", ""), model=p.get("model"), metric=p.get("metric"), k=p.get("k"))
+    if heatmaps.get("served_grid"):
+        add(
+            heatmaps["served_grid"],
+            "grid",
+            "the served item indexes: cosine, projected, projected-centered and whitened "
+            "of one model per family (transforms, cosine-mf, trained and imported models included), at the build's k",
+        )
+    for p in heatmaps.get("served_panels", []):
+        add(p["file"], "panel", p.get("title", ""), model=p.get("model"), metric=p.get("metric"), k=p.get("k"))
     return listing, paths
 
 
@@ -70,7 +79,8 @@ async def list_figures(request: Request) -> Response:
         skipped = entry.get("heatmaps_skipped") or "not drawn"
     else:
         skipped = "built with --no-diagnostics"
-    meta = {k: v for k, v in heatmaps.items() if k not in ("grid", "panels")} if heatmaps else None
+    listed = ("grid", "panels", "served_grid", "served_panels")
+    meta = {k: v for k, v in heatmaps.items() if k not in listed} if heatmaps else None
     body = {"artifact_version": version.name, "figures": listing, "skipped": skipped, "heatmaps": meta}
     return json_response(body, version.name)
 

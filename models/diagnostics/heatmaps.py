@@ -12,11 +12,18 @@ The embeddings come from an exact eigendecomposition of X^T X (V, s^2), not from
 randomised SVD: at full rank the randomised method does not apply, and exact panels are comparable.
 Lambdas are the build's. Colours share one scale, [-1, 1], in every panel.
 
+A second figure (figures/served.png) draws what the service serves: for one model of each family (the
+denoising D-variants other than the symmetric one left out: the gauge probe measures them) and every
+similarity but dot, the Gram matrix of the item index's stored vectors at the build's k, beside the ground
+truth. It shows the remedies (pre-learning transforms, cosine-mf, projected-centered, whitened) next to
+today's cosine and projected cosine.
+
 Uses matplotlib's object API (Figure + Agg canvas): no pyplot state, no display needed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,15 @@ HEATMAP_MAX_ITEMS = 2000  # 21 p x p float32 panels are held for the grid: 2000 
 LOW_RANK = 50  # the paper's k
 CMAP = "RdBu_r"
 TRUTH = "ground-truth"
-METRIC_TITLES = {"cosine": "cosine", "projected": "projected cosine", "truth": "true p(u,i) columns"}
+METRIC_TITLES = {
+    "cosine": "cosine",
+    "projected": "projected cosine",
+    "projected-centered": "projected-centered (Pearson)",
+    "whitened": "whitened cosine",
+    "truth": "true p(u,i) columns",
+}
+SERVED_METRICS = ("cosine", "projected", "projected-centered", "whitened")
+SERVED_GRID = f"{FIGURES_DIR}/served.png"
 
 
 @dataclass
@@ -49,16 +64,19 @@ class Panel:
     matrix: np.ndarray
     note: str = ""
     full_rank: bool = False
+    served: bool = False  # from the build's item index (served_panels), not the exact eigendecomposition
 
     @property
     def stem(self) -> str:
-        return "heatmap-truth" if self.model == TRUTH else f"heatmap-{self.metric}-k{self.k}-{self.model}"
+        if self.model == TRUTH:
+            return "heatmap-truth"
+        return f"heatmap-served-{self.metric}-{self.model}" if self.served else f"heatmap-{self.metric}-k{self.k}-{self.model}"
 
     @property
     def title(self) -> str:
         if self.model == TRUTH:
             return "ground truth: cosine of true p(u,i) columns"
-        rank = f"k={self.k}" + (" (full rank)" if self.full_rank else "")
+        rank = f"k={self.k}" + (" (full rank)" if self.full_rank else "") + (", served index" if self.served else "")
         return f"{METRIC_TITLES[self.metric]}, {rank}\n{self.model}{self.note}"
 
 
@@ -125,6 +143,51 @@ def heatmap_panels(
     return panels
 
 
+def served_models(models: Sequence[str]) -> list[str]:
+    """The models of the served figure, in build order: all but the non-symmetric denoising D-variants of each family."""
+    others = tuple(DENOISING_VARIANTS[1:])
+    return [m for m in models if not m.endswith(others)]
+
+
+def served_panels(
+    vectors: Callable[[str, str], np.ndarray], models: Sequence[str], truth: SimulationTruth, k: int
+) -> list[Panel]:
+    """Ground truth, then for each metric of SERVED_METRICS x model: the Gram matrix (p, p) of vectors(model, metric)
+    (n_items, d), the item index's stored vectors, in display order."""
+    order = item_order(truth)
+    reorder = np.ix_(order, order)
+    panels = [Panel(TRUTH, "truth", None, truth.item_similarity()[reorder].astype(np.float32))]
+    for metric in SERVED_METRICS:
+        for model in models:
+            V = np.asarray(vectors(model, metric), dtype=np.float32)
+            panels.append(Panel(model, metric, k, (V @ V.T)[reorder], served=True))
+    return panels
+
+
+def write_served_heatmaps(
+    folder: Path, vectors: Callable[[str, str], np.ndarray], models: Sequence[str], truth: SimulationTruth, k: int
+) -> dict[str, Any]:
+    """Write figures/heatmap-served-*.png and figures/served.png (SERVED_GRID); return {"served_grid", "served_panels"}."""
+    chosen = served_models(models)
+    panels = served_panels(vectors, chosen, truth, k)
+    boundaries = _cluster_ticks(truth)
+    entries = []
+    for panel in panels[1:]:
+        rel = f"{FIGURES_DIR}/{panel.stem}.png"
+        _save_panel(panel, folder / rel, boundaries)
+        entries.append(
+            {"file": rel, "model": panel.model, "metric": panel.metric, "k": k, "title": panel.title.replace("\n", ", ")}
+        )
+    _save_grid(
+        panels,
+        folder / SERVED_GRID,
+        boundaries,
+        len(chosen),
+        f"Item-item similarity of the served item indexes, k={k} (items by true cluster, then popularity); one colour scale",
+    )
+    return {"served_grid": SERVED_GRID, "served_panels": entries, "served_models": chosen}
+
+
 def write_heatmaps(
     folder: Path,
     X: sp.spmatrix,
@@ -148,7 +211,13 @@ def write_heatmaps(
         entries.append(
             {"file": rel, "model": panel.model, "metric": panel.metric, "k": panel.k, "title": panel.title.replace("\n", ", ")}
         )
-    _save_grid(panels, folder / HEATMAP_GRID, boundaries)
+    _save_grid(
+        panels,
+        folder / HEATMAP_GRID,
+        boundaries,
+        len(MODELS),
+        "Item-item similarity on the simulation (items by true cluster, then popularity); one colour scale",
+    )
     return {
         "grid": HEATMAP_GRID,
         "panels": entries,
@@ -195,10 +264,13 @@ def _save_panel(panel: Panel, path: Path, ticks: tuple[np.ndarray, np.ndarray, l
     fig.savefig(path)
 
 
-def _save_grid(panels: list[Panel], path: Path, ticks: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+def _save_grid(
+    panels: list[Panel], path: Path, ticks: tuple[np.ndarray, np.ndarray, list[str]], per_row: int, title: str
+) -> None:
+    """The ground truth (panels[0]) at the head of every row, then per_row panels per row."""
     truth, rest = panels[0], panels[1:]
-    n_cols = len(MODELS) + 1
-    n_rows = len(rest) // len(MODELS)
+    n_cols = per_row + 1
+    n_rows = len(rest) // per_row
     fig = Figure(figsize=(2.75 * n_cols + 0.8, 2.9 * n_rows + 0.5), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(
@@ -217,9 +289,9 @@ def _save_grid(panels: list[Panel], path: Path, ticks: tuple[np.ndarray, np.ndar
     im = None
     for r in range(n_rows):
         im = _draw(axes[r, 0], truth, ticks, fontsize=7)
-        for c, panel in enumerate(rest[r * len(MODELS) : (r + 1) * len(MODELS)]):
+        for c, panel in enumerate(rest[r * per_row : (r + 1) * per_row]):
             _draw(axes[r, c + 1], panel, ticks, fontsize=7)
-    fig.suptitle("Item-item similarity on the simulation (items by true cluster, then popularity); one colour scale", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     assert im is not None  # n_rows >= 1: fig.subplots refuses 0 rows
     fig.colorbar(im, cax=fig.add_axes((0.945, 0.3, 0.01, 0.4)), label="similarity")
     fig.savefig(path)

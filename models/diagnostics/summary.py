@@ -238,7 +238,7 @@ def run_diagnostics(
 ) -> dict[str, Any]:
     """Write summary.json (and, for the simulation, figures/*.png) into `folder`; return the manifest's
     "diagnostics" entry: {"summary": SUMMARY, "heatmaps": {...} or None, "heatmaps_skipped": why}."""
-    from models.diagnostics.heatmaps import HEATMAP_MAX_ITEMS, write_heatmaps  # matplotlib only when needed
+    from models.diagnostics.heatmaps import HEATMAP_MAX_ITEMS, write_heatmaps, write_served_heatmaps  # matplotlib when needed
     from models.inputs.simulation import simulation_truth, spec_from_source
 
     summary = catalogue_summary(folder, indexes, ds, params, progress)
@@ -253,6 +253,14 @@ def run_diagnostics(
         truth = simulation_truth(spec_from_source(ds.source))
         with progress.step(f"heatmaps ({ds.n_items} x {ds.n_items}, 21 panels)"):
             entry["heatmaps"] = write_heatmaps(folder, ds.X, truth, lambda_denoising, lambda_weight_decay)
+        models = list(dict.fromkeys(IndexKey.parse(key).model for key in indexes))
+
+        def vectors(model: str, metric: str) -> np.ndarray:
+            return index_vectors(folder / indexes[str(IndexKey("items", model, metric))]["file"])
+
+        k = int(indexes[str(IndexKey("items", models[0], "dot"))]["dim"])
+        with progress.step(f"heatmaps of the served item indexes ({ds.n_items} x {ds.n_items})"):
+            entry["heatmaps"] |= write_served_heatmaps(folder, vectors, models, truth, k)
     return entry
 
 

@@ -93,11 +93,12 @@ def test_figures_are_exactly_the_manifests_pngs(diag_server, diag_artifact, diag
     body = r.json()
     heatmaps = diag["manifest"]["diagnostics"]["heatmaps"]
     listed = {f["name"]: f for f in body["figures"]}
-    files = [heatmaps["grid"], *(p["file"] for p in heatmaps["panels"])]
+    panels = [*heatmaps["panels"], *heatmaps["served_panels"]]
+    files = [heatmaps["grid"], heatmaps["served_grid"], *(p["file"] for p in panels)]
     assert sorted(listed) == sorted(f.rsplit("/", 1)[1] for f in files)
     assert body["skipped"] is None and body["heatmaps"]["order"] == heatmaps["order"]
-    assert [f["kind"] for f in body["figures"]].count("grid") == 1
-    for panel in heatmaps["panels"]:
+    assert [f["kind"] for f in body["figures"]].count("grid") == 2  # the paper's figure and the served indexes
+    for panel in panels:
         f = listed[panel["file"].rsplit("/", 1)[1]]
         assert (f["model"], f["metric"], f["k"], f["kind"]) == (panel["model"], panel["metric"], panel["k"], "panel")
     for rel in files:

@@ -335,6 +335,13 @@ def check_summary_and_figures(proc, store: ArtifactStore, user_queries: int) -> 
     assert {(p["metric"], p["k"]) for p in figures["panels"][1:]} == {(m, k) for m in ("cosine", "projected") for k in (60, 50)}
     for entry in [{"file": figures["grid"]}, *figures["panels"]]:
         assert entry["file"] in manifest["files"]
+    # the served figure: every metric but dot of one model per family (the symmetric D-variant and weight decay)
+    assert figures["served_models"] == ["denoising-symmetric", "weight-decay"]
+    assert {(p["model"], p["metric"]) for p in figures["served_panels"]} == {
+        (m, me) for m in figures["served_models"] for me in ("cosine", "projected", "projected-centered", "whitened")
+    }
+    for entry in [{"file": figures["served_grid"]}, *figures["served_panels"]]:
+        assert entry["file"] in manifest["files"] and (vdir / entry["file"]).read_bytes().startswith(b"\x89PNG")
     assert "D-sensitivity" in proc.stdout and "cat.prec@10" in proc.stdout and "heatmaps.png" in proc.stdout
     return vdir
 
@@ -392,7 +399,7 @@ def test_build_writes_summary_and_figures_in_process(tmp_path, monkeypatch):
     slow test's time) is replaced by writing a PNG signature: the images themselves are the slow test's."""
     png = b"\x89PNG\r\n\x1a\n"
     monkeypatch.setattr(models.diagnostics.heatmaps, "_save_panel", lambda panel, path, boundaries: path.write_bytes(png))
-    monkeypatch.setattr(models.diagnostics.heatmaps, "_save_grid", lambda panels, path, boundaries: path.write_bytes(png))
+    monkeypatch.setattr(models.diagnostics.heatmaps, "_save_grid", lambda panels, path, boundaries, *_: path.write_bytes(png))
     args = ["--out", str(tmp_path), "--sim-users", "300", "--sim-items", "60", "--k", "8"]
     args += ["--lambda-denoising", "100", "--lambda-weight-decay", "5", "--diagnostics-user-sample", "50"]
     proc = build_in_process(args)
