@@ -34,10 +34,13 @@ class IndexInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow")  # each source adds its own parameters (implicit's, an import's path)
-    source: Literal["closed-form", "implicit", "imported"] = Field(
+    source: Literal["closed-form", "implicit", "trained", "imported"] = Field(
         "closed-form",
-        description="closed-form: the paper's objectives solved from the SVD; implicit: ALS or BPR trained by the job with "
-        "implicit; imported: factors trained elsewhere (--import-factors).",
+        description="closed-form: the paper's objectives solved from the SVD (of X, or of a pre-learning transform of X "
+        "for the `ips-*` and `standardized-*` models, whose `preprocess` says how); implicit: ALS or BPR trained by the "
+        "job with implicit; trained: `cosine-mf`, embeddings normalised inside the objective, fitted by the job with "
+        "scipy's L-BFGS (its loss and iterations in the model's entry); imported: factors trained elsewhere "
+        "(--import-factors).",
         examples=["closed-form"],
     )
     users: str = Field(

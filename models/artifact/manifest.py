@@ -20,7 +20,7 @@ here; neither side spells them anywhere else.
     indexes/recommend-<group>-<metric>-users.npy    recommend_query_file(group, metric)
 
 Manifest keys read by the API: "version", "files", "counts", "models" ({name: info}, in serving
-order; info["source"] is "closed-form", "implicit" or "imported"), "metrics", "indexes"
+order; info["source"] is "closed-form", "implicit", "trained" or "imported"), "metrics", "indexes"
 ({str(IndexKey): IndexEntry}), "recommend" ({model: {metric: RecommendEntry}}), "diagnostics",
 "gauge" (GAUGE or null) and "evaluation" (EVALUATION or null). Versions written before "gauge" and
 "evaluation" existed lack both keys and load as before.

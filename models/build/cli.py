@@ -11,12 +11,13 @@ import fcntl
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from models.artifact.manifest import METRICS
 from models.artifact.store import ArtifactStore
-from models.build.fitting import ModelChoice
+from models.build.fitting import COSINE_MF, TRAINED, ModelChoice
 from models.build.pipeline import BuildParams, build_into
 from models.build.progress import Progress
 from models.diagnostics.gauge import GaugeParams
@@ -24,7 +25,9 @@ from models.diagnostics.report import format_summary
 from models.errors import InputError
 from models.evaluation.report import format_evaluation
 from models.evaluation.scoring import EvalParams
+from models.fit.cosine_mf import CosineMFParams
 from models.fit.implicit_models import ALGORITHMS, ImplicitParams
+from models.fit.preprocess import TRANSFORMS, PreprocessParams
 from models.indexes.faiss_index import HnswParams
 from models.inputs.csv_file import read_interactions_csv
 from models.inputs.dataset import Dataset
@@ -102,7 +105,27 @@ def parser() -> argparse.ArgumentParser:
         "--train",
         default="",
         metavar="ALGOS",
-        help=f"train with implicit and serve under these names: comma-separated subset of {','.join(ALGORITHMS)}",
+        help=f"train and serve under these names: comma-separated subset of {','.join(TRAINED)} ({','.join(ALGORITHMS)} "
+        f"with implicit; {COSINE_MF}: embeddings normalised inside the objective, scipy's L-BFGS)",
+    )
+    models.add_argument(
+        "--preprocess",
+        default="",
+        metavar="LIST",
+        help=f"also fit the closed forms on transformed matrices, served as <transform>-<model>: comma-separated subset of "
+        f"{','.join(TRANSFORMS)} (ips: items reweighted by popularity^-beta; standardized: every column to mean 0, variance 1)",
+    )
+    models.add_argument(
+        "--ips-beta", type=float, default=PreprocessParams.ips_beta, help="ips exponent: X diag(pop^-beta) (0.5..1 common)"
+    )
+    models.add_argument(
+        "--cosine-mf-iterations", type=int, default=CosineMFParams.max_iterations, help=f"{COSINE_MF}: L-BFGS iteration cap"
+    )
+    models.add_argument(
+        "--cosine-mf-tolerance",
+        type=float,
+        default=CosineMFParams.tolerance,
+        help=f"{COSINE_MF}: stop when an iteration lowers the loss by less than this fraction",
     )
     models.add_argument("--train-factors", type=int, default=None, help="factors of the implicit models (default: --k)")
     models.add_argument("--als-regularization", type=float, default=ImplicitParams.als_regularization)
@@ -212,6 +235,10 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
                 bpr_iterations=args.bpr_iterations,
             ),
             imports=tuple((name, str(path)) for name, path in map(parse_import_spec, args.import_factors)),
+            preprocess=PreprocessParams(
+                transforms=tuple(t.strip() for t in args.preprocess.split(",") if t.strip()), ips_beta=args.ips_beta
+            ),
+            cosine_mf=replace(CosineMFParams(), max_iterations=args.cosine_mf_iterations, tolerance=args.cosine_mf_tolerance),
         ),
         gauge=GaugeParams(
             transforms=args.gauge_transforms,

@@ -59,7 +59,9 @@ def run_evaluation(
         truth = simulation_truth(spec_from_source(ds.source)).item_similarity()
     results: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
-    fitted = fit_models(split.train, svd, lambda_denoising, lambda_weight_decay, choice, imported, params.seed, progress)
+    fitted = fit_models(
+        split.train, svd, lambda_denoising, lambda_weight_decay, choice, imported, params.seed, progress, svd_options
+    )
     for fm in fitted:
         t = time.perf_counter()
         with progress.step(f"evaluation {fm.name}"):

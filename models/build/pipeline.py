@@ -122,7 +122,7 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
     writer = _IndexWriter(folder, params, progress)
     svd_options = {"n_iter": params.svd_n_iter, "n_oversamples": params.svd_oversamples}
     fitted = fit_models(
-        X, svd, params.lambda_denoising, params.lambda_weight_decay, params.models, imported, params.seed, progress
+        X, svd, params.lambda_denoising, params.lambda_weight_decay, params.models, imported, params.seed, progress, svd_options
     )
     for fm in fitted:
         model, P, Q = fm.name, fm.P, fm.Q

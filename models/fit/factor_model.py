@@ -1,6 +1,6 @@
 """A served model: any factorisation Xhat = P Q^T, whatever fitted it.
 
-Every model the job serves, closed form, trained with implicit or imported, is reduced to this
+Every model the job serves, closed form, trained (implicit, cosine-mf) or imported, is reduced to this
 pair; the indexes, the gauge probe and the evaluation need nothing else (METHODS.md, "Any
 factorisation"). The projected metric depends only on Xhat, so models with the same Xhat (the
 denoising D-variants) share one `projected_group` and one set of projected files.
@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-Source = Literal["closed-form", "implicit", "imported"]
+# closed-form: the paper's objectives from the SVD; implicit: the implicit library; trained: our own optimiser
+# (cosine-mf); imported: factors from files
+Source = Literal["closed-form", "implicit", "trained", "imported"]
 
 
 @dataclass(frozen=True, eq=False)
