@@ -30,8 +30,10 @@ Nearest neighbours from every model and metric of the offline job's artifacts
 (Steck et al. 2024, "Is Cosine-Similarity of Embeddings Really About Similarity?").
 
 * models: `denoising-symmetric` (default), `denoising-item-orthonormal`, `denoising-user-orthonormal`,
-  `denoising-sigma-matched`, `weight-decay`
-* metrics: `dot`, `cosine`, `projected` (default: cosine in the original space, D-invariant)
+  `denoising-sigma-matched`, `weight-decay`, and whatever else the served version lists at GET /models
+  (`ips-*`, `standardized-*`, `cosine-mf`, `als`, `bpr`, imported factors)
+* metrics: `dot`, `cosine`, `projected` (default: cosine in the original space, D-invariant),
+  `projected-centered` (Pearson in the original space), `whitened` (cosine of whitened embeddings)
 * every response names the `artifact_version` that answered it (body and `artifact-version` header);
   new versions are picked up without a restart; errors are RFC 9457 `application/problem+json`.
 """

@@ -36,12 +36,13 @@ router = APIRouter(route_class=QueryModelRoute, tags=["diagnostics"])
         **NOT_READY,
     },
     summary="Neighbour lists of every metric side by side, and how much they agree",
-    description="For one item (`item_id`) or user (`user_id`): the neighbour lists of dot, cosine and projected cosine "
-    "of one `model`, exactly as /similar-items (/similar-users) serves them, with titles and categories; per list "
-    "the popularity of the neighbours relative to the catalogue median and (items with categories) the share "
-    "sharing a category with the query; for every pair of lists the Jaccard overlap@k, rank-biased overlap (p "
-    "stated) and the weighted Kendall tau of the full score vectors (bounded by `tau_rows`). With `models` "
-    "(repeated) instead of `model`: one `metric` across models, which shows the D-sensitivity of cosine.",
+    description="For one item (`item_id`) or user (`user_id`): the neighbour lists of every metric the version serves (dot, "
+    "cosine, projected, projected-centered, whitened) of one `model`, exactly as /similar-items (/similar-users) "
+    "serves them, with titles and categories; per list the popularity of the neighbours relative to the catalogue "
+    "median and (items with categories) the share sharing a category with the query; for every pair of lists the "
+    "Jaccard overlap@k, rank-biased overlap (p stated) and the weighted Kendall tau of the full score vectors "
+    "(bounded by `tau_rows`). With `models` (repeated) instead of `model`: one `metric` across models, which shows "
+    "the D-sensitivity of cosine.",
 )
 async def compare_metrics(q: Annotated[CompareQuery, Query()], request: Request) -> Response:
     request.scope[SCOPE_LABELS] = (NONE, NONE)  # until the lists are known (QueryModelRoute put the raw, maybe null, values)

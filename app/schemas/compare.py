@@ -47,7 +47,7 @@ class CompareQuery(BaseModel):
     )
     model: ModelName | None = Field(
         None,
-        description="Compare the three metrics (dot, cosine, projected) of this model. Default "
+        description="Compare the metrics (every one the version serves) of this model. Default "
         f"`{DEFAULT_MODEL}`. Not together with `models`.",
         examples=["denoising-item-orthonormal"],
     )

@@ -9,7 +9,13 @@
     dot: "inner product of the raw embeddings: long (popular) vectors win",
     cosine: "cosine of the raw embeddings: moves with the arbitrary D of the denoising objective",
     projected: "cosine in the original space (rows / columns of X A Bᵀ): the same for every D",
+    "projected-centered": "Pearson correlation of the columns (rows) of X̂ = P Qᵀ: drops the dominant common direction; "
+      + "the same for every D",
+    whitened: "cosine after whitening each side (every latent direction at unit variance): the same for every D, "
+      + "all directions weigh alike",
   };
+  // metrics whose lists are the same for every D (the rest move with the arbitrary rescaling of the embeddings)
+  const GAUGE_FREE = new Set(["projected", "projected-centered", "whitened"]);
   const MODEL_INFO = {
     "denoising-symmetric": "objective 1, A = B = V diag(f)^½",
     "denoising-item-orthonormal": "objective 1, B = V (item cosine = identity at full rank)",
@@ -28,6 +34,7 @@
   let suggestTimer = null, suggestSeq = 0, compareSeq = 0, activeSuggestion = -1, shownSearch = null;
   const loaded = { models: false, evaluation: false, summary: false };
   const gauges = new Map();  // model -> Promise of its /models/{model}/gauge document, or null when it has none
+  let summaryDoc = null;  // Promise of /compare-metrics/summary (read by the Models tab and the Summary tab)
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -72,6 +79,11 @@
     return body;
   }
 
+  function summaryOf() {
+    if (!summaryDoc) summaryDoc = api("/compare-metrics/summary");
+    return summaryDoc;
+  }
+
   function gaugeOf(model) {
     if (!gauges.has(model)) {
       const listed = catalog && catalog.models[model] && catalog.models[model].gauge;
@@ -97,6 +109,9 @@
       $("model").append(el("option", { value: name, text: `${name} · ${info.source || "closed-form"}` }));
     }
     for (const m of catalog.metrics) $("metric").append(el("option", { value: m, text: m }));
+    const byMetric = $("mode").querySelector("button[data-mode='metrics']");
+    byMetric.textContent = `${catalog.metrics.length} metrics of one model`;  // the version's count (older ones serve fewer)
+    byMetric.title = `the lists of ${listing(catalog.metrics)} side by side`;
     readUrl();
     wire();
     syncControls();
@@ -350,8 +365,9 @@
   function renderQuery(body) {
     const q = body.query, box = $("query");
     box.replaceChildren();
+    const metrics = body.lists.map((l) => l.metric);
     const what = body.compare === "metrics"
-      ? `dot, cosine and projected cosine of model ${body.model}`
+      ? `${listing(metrics)} of model ${body.model}`
       : `${body.metric} across ${body.models.length} models`;
     if (body.side === "items") {
       box.append(el("h2", { text: q.title || q.item_id }), el("span", { class: "meta", text: `item ${q.item_id}` }));
@@ -364,8 +380,23 @@
       el("span", { class: "meta", text: `${pop.query} ${pop.definition} (catalogue median ${pop.catalogue_median})` }),
       el("span", { class: "meta", text: `Top ${body.k} neighbours under ${what}.` }),
       el("span", { class: "hint", text: body.compare === "metrics"
-        ? "Dot product favours popular items; cosine depends on an arbitrary rescaling D of the embeddings; projected cosine does not."
+        ? metricsHint(metrics)
         : "Every denoising variant makes the same predictions: lists that differ between them show how arbitrary that metric is." }));
+  }
+
+  // "a", "a and b", "a, b and c"
+  function listing(names) {
+    return names.length < 2 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
+  }
+
+  function metricsHint(metrics) {
+    const parts = [];
+    if (metrics.includes("dot")) parts.push("dot product favours popular items");
+    if (metrics.includes("cosine")) parts.push("cosine depends on an arbitrary rescaling D of the embeddings");
+    const free = metrics.filter((m) => GAUGE_FREE.has(m));
+    if (free.length) parts.push(`${listing(free)} ${free.length > 1 ? "do" : "does"} not`);
+    const text = parts.join("; ");
+    return text ? `${text[0].toUpperCase()}${text.slice(1)}.` : "";
   }
 
   function bar(v, metric = null) {
@@ -434,6 +465,7 @@
   }
 
   async function loadModels() {
+    loadHealth();
     const names = Object.keys(catalog.models);
     const probes = await Promise.all(names.map(gaugeOf));
     const any = probes.find((p) => p);
@@ -456,7 +488,7 @@
         el("span", { class: `source src-${source}`, text: source, title: SOURCE_INFO[source] || source })),
       el("p", { class: "what", text: [MODEL_INFO[name], modelDetails(name, info)].filter(Boolean).join(" · ") }),
       el("p", { class: "users" }, "user vectors: ", el("b", { class: "users-origin", text: info.users || "–" })));
-    if (probe) card.append(gaugeTable(probe));
+    if (probe) card.append(el("div", { class: "scroll" }, gaugeTable(probe)));
     else {
       card.append(el("p", { class: "noprobe", text: info.gauge
         ? "no probe: the gauge endpoint has none for this model"
@@ -494,6 +526,92 @@
       t.append(el("tr", { "data-metric": m }, el("td", {}, swatch(m), m), ...cells));
     }
     return t;
+  }
+
+  // ------------------------------------------------------------------ embedding health (summary.json "embeddings")
+
+  const HEALTH = [
+    { key: "anisotropy", label: "anisotropy", title: "mean cosine of random pairs of rows" },
+    { key: "effective_rank", label: "effective rank", title: "exp of the entropy of the singular spectrum, of k" },
+    { key: "norm_popularity_spearman", label: "norm ~ popularity ρ",
+      title: "Spearman correlation of the row norms with popularity" },
+  ];
+  const HEALTH_SIDES = { items: "item vectors Q", users: "user vectors P" };
+
+  // one figure as the table shows it; effective rank with the k it is out of
+  function healthText(key, h) {
+    const v = h ? h[key] : null;
+    if (key === "effective_rank" && v !== null && v !== undefined && h.dims !== null && h.dims !== undefined) {
+      return `${dash(v, 2)} of ${h.dims}`;
+    }
+    if (key === "zero_rows") return v === null || v === undefined ? "–" : Number(v).toLocaleString();
+    return dash(v, key === "effective_rank" ? 2 : 3);
+  }
+
+  async function loadHealth() {
+    const card = $("health-card"), status = $("health-status");
+    card.classList.remove("hidden");
+    const noSummary = () => {
+      status.className = "nohealth";
+      status.textContent = `No embedding health: version ${catalog.artifact_version} has no summary (built with `
+        + "--no-diagnostics). A build without that flag writes these figures into its summary.";
+    };
+    if ((catalog.params || {}).diagnostics === false) { noSummary(); return; }  // no request that can only be a 404
+    let body;
+    try { body = await summaryOf(); }
+    catch (e) {
+      if (e.status === 404) noSummary();
+      else { status.className = "error"; status.textContent = `No embedding health: ${e.message}`; }
+      return;
+    }
+    const emb = (body.summary || {}).embeddings;
+    if (!emb || typeof emb !== "object" || !Object.values(emb).some((m) => m && typeof m === "object")) {
+      status.className = "nohealth";
+      status.textContent = `No embedding health: the summary of version ${catalog.artifact_version} predates these figures. `
+        + "Rebuild it (the same flags) to see them.";
+      return;
+    }
+    status.className = "hint";
+    status.textContent = "";
+    const point = (term, text) => el("li", {}, el("b", { text: term }), text);
+    $("health-how").replaceChildren("Three figures of each model's embeddings as stored, per side. How to read them:",
+      el("ul", { class: "howto" },
+        point("anisotropy", " high (near 1): the vectors all point the same way, cosine hardly discriminates;"),
+        point("effective rank", " low (of k): the vectors use only a few latent directions;"),
+        point("norm ~ popularity", " positive: the lengths carry popularity, so dot favours popular items (cosine drops them);"),
+        point("all three", " describe the stored vectors, not the predictions: they move with D like cosine, so where the "
+          + "denoising D-variants (identical predictions) differ here, the difference is arbitrary.")));
+    renderHealth(emb, (body.summary || {}).embeddings_definitions || {});
+  }
+
+  function renderHealth(emb, defs) {
+    const known = Object.keys(emb).filter((m) => emb[m] && typeof emb[m] === "object");
+    const listed = Object.keys(catalog.models).filter((m) => known.includes(m));
+    const models = [...listed, ...known.filter((m) => !listed.includes(m))];  // the catalogue's order first
+    const sides = Object.keys(HEALTH_SIDES).filter((s) => models.some((m) => emb[m][s]));
+    // zero rows only where some model has them (imported factors with unmatched items, collapsed dimensions)
+    const figures = (s) => (models.some((m) => emb[m][s] && emb[m][s].zero_rows)
+      ? [...HEALTH, { key: "zero_rows", label: "zero rows", title: "rows with no direction (left out of the anisotropy)" }]
+      : HEALTH);
+    const t = $("health");
+    t.replaceChildren();
+    t.append(el("tr", {}, el("th", {}),
+      ...sides.map((s) => el("th", { class: "group sep", colspan: String(figures(s).length), text: HEALTH_SIDES[s] }))));
+    t.append(el("tr", {}, el("th", { text: "model" }), ...sides.flatMap((s) => figures(s).map((f, i) =>
+      el("th", { class: i ? "" : "sep", text: f.label, title: defs[f.key] || f.title })))));
+    for (const model of models) {
+      const cells = sides.flatMap((s) => figures(s).map((f, i) => {
+        const h = emb[model][s];
+        const td = el("td", { class: i ? "" : "sep", "data-side": s, "data-figure": f.key, text: healthText(f.key, h) });
+        if (f.key === "anisotropy" && h && h.anisotropy !== null && h.anisotropy !== undefined) td.append(bar(h.anisotropy));
+        return td;
+      }));
+      t.append(el("tr", { "data-model": model }, el("td", { text: model }), ...cells));
+    }
+    t.classList.remove("hidden");
+    const labels = { ...Object.fromEntries(HEALTH.map((f) => [f.key, f.label])), gauge: "gauge (D)" };
+    $("health-definitions").replaceChildren(...Object.entries(defs).flatMap(([key, text]) => [
+      el("dt", { text: labels[key] || key }), el("dd", { text })]));
   }
 
   // ------------------------------------------------------------------ held-out evaluation
@@ -608,10 +726,20 @@
     }
     $("eval-legend").textContent = "Highlighted: the best model × metric of each column (the baselines are there for scale "
       + "and are not ranked; for the popularity ratio the best is the closest to 1, no lean to popular or unpopular items). "
-      + "– : not measured.";
+      + `– : not measured${noRanking(results)}.`;
     const labels = Object.fromEntries(MEASURES.map((m) => [m.key, m.label]));
     $("eval-definitions").replaceChildren(...Object.entries(defs).flatMap(([key, text]) => [
       el("dt", { text: labels[key] || key }), el("dd", { text })]));
+  }
+
+  // the metrics with list measures but no ranking of user → item (whitened), named in the legend of the dashes
+  function noRanking(results) {
+    const ranking = MEASURES.filter((m) => m.task === "user → item").map((m) => m.key);
+    const rows = results.filter((r) => !isBaseline(r));
+    const without = [...new Set(rows.map((r) => r.metric))].filter((metric) => rows.filter((r) => r.metric === metric)
+      .every((r) => ranking.every((k) => r[k] === null || r[k] === undefined)));
+    return without.length ? ` (${listing(without)} ${without.length > 1 ? "have" : "has"} no user → item score, `
+      + "so no Recall or nDCG)" : "";
   }
 
   function niceTicks(lo, hi) {
@@ -626,8 +754,12 @@
   }
 
   // One measure: per model a group of bars (one per metric), the baselines as vertical reference lines. Inline SVG.
-  function chartFor(m, rows, baselines, metrics, definition) {
+  function chartFor(m, rows, baselines, allMetrics, definition) {
     const models = [...new Set(rows.map((r) => r.model))];
+    // a metric without the measure (whitened has no user → item score) gets no empty slot in every group
+    const has = (metric) => rows.some((r) => r.metric === metric && r[m.key] !== null && r[m.key] !== undefined);
+    const metrics = allMetrics.filter(has);
+    const without = allMetrics.filter((metric) => !has(metric));
     const refs = baselines.filter((b) => b[m.key] !== null && b[m.key] !== undefined);
     const values = [...rows.map((r) => r[m.key]), ...refs.map((r) => r[m.key])].filter((v) => v !== null && v !== undefined);
     const W = 480, left = 166, right = 16, top = 14 + 11 * refs.length, barH = 7, gap = 1, groupGap = 9, axis = 20;
@@ -667,14 +799,16 @@
     });
     return el("div", { class: "chart", "data-measure": m.key },
       el("h3", { class: "chart-title" }, el("span", { text: m.label }), el("span", { class: "task", text: ` · ${m.task}` })),
-      el("p", { class: "chart-what", text: definition }), s);
+      el("p", { class: "chart-what", text: definition }), s,
+      without.length ? el("p", { class: "chart-without", text: `No bar for ${listing(without)}: no ${m.task} score.` })
+        : null);
   }
 
   // ------------------------------------------------------------------ summary view
 
   async function loadSummary() {
     let body;
-    try { body = await api("/compare-metrics/summary"); }
+    try { body = await summaryOf(); }
     catch (e) { $("summary-status").textContent = `No summary: ${e.message}`; return; }
     $("summary-status").textContent = "";
     const s = body.summary, out = $("summary");
@@ -687,7 +821,7 @@
         el("p", { class: "hint", text: `Popularity = ${d.popularity}, catalogue median ${d.catalogue_median_popularity}. RBO p = ${s.rbo_p}; ${tau}.` }));
       const metrics = Object.keys(Object.values(d.models)[0].metrics);
       const cat = Object.values(d.models).some((m) => Object.values(m.metrics).some((v) => v.category_precision !== null));
-      const two = el("div", { class: "two" });
+      const two = el("div", { class: metrics.length > 3 ? "two stacked" : "two" });  // side by side only while narrow
       const t1 = el("table", { class: "grid summary-quality" });
       const groups = [el("th", {})];
       if (cat) groups.push(el("th", { class: "group sep", colspan: String(metrics.length), text: `category precision@${s.k}` }));
@@ -724,7 +858,8 @@
           el("td", { class: "sep", text: fmt(mo.pairs[p].jaccard) }), el("td", { text: fmt(mo.pairs[p].rbo) }),
           el("td", { text: fmt(mo.pairs[p].weighted_tau) })])));
       }
-      card.append(two, el("h3", { class: "section", text: "Agreement of each metric pair (means over the queries)" }), t2);
+      card.append(two, el("h3", { class: "section", text: "Agreement of each metric pair (means over the queries)" }),
+        el("div", { class: "scroll" }, t2));
       out.append(card);
     }
   }

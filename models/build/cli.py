@@ -23,7 +23,7 @@ from models.build.progress import Progress
 from models.diagnostics.gauge import GaugeParams
 from models.diagnostics.report import format_summary
 from models.errors import InputError
-from models.evaluation.report import format_evaluation
+from models.evaluation.report import format_evaluation, format_metric_grid
 from models.evaluation.scoring import EvalParams
 from models.fit.cosine_mf import CosineMFParams
 from models.fit.implicit_models import ALGORITHMS, ImplicitParams
@@ -332,6 +332,9 @@ def summary(version: str, manifest: dict[str, Any], out: str) -> str:
         doc = json.loads((vdir / manifest["evaluation"]).read_text(encoding="utf-8"))
         lines.append(f"  evaluation  {vdir / manifest['evaluation']} ({doc['seconds']:.1f}s)")
         lines.append(format_evaluation(doc))
+        if doc.get("has_truth"):
+            lines.append("\n  the paper's Figure 1 as numbers (Spearman with the true item similarities / cluster precision@10):")
+            lines.append(format_metric_grid(doc))
     diag = manifest.get("diagnostics")
     if diag:
         figures = diag["heatmaps"]

@@ -46,7 +46,7 @@ TRUTH = "ground-truth"
 METRIC_TITLES = {
     "cosine": "cosine",
     "projected": "projected cosine",
-    "projected-centered": "projected-centered (Pearson)",
+    "projected-centered": "projected-centered",
     "whitened": "whitened cosine",
     "truth": "true p(u,i) columns",
 }
@@ -76,7 +76,9 @@ class Panel:
     def title(self) -> str:
         if self.model == TRUTH:
             return "ground truth: cosine of true p(u,i) columns"
-        rank = f"k={self.k}" + (" (full rank)" if self.full_rank else "") + (", served index" if self.served else "")
+        if self.served:  # the grid's title gives k: the panel's stays short enough for eight columns
+            return f"{METRIC_TITLES[self.metric]}\n{self.model}"
+        rank = f"k={self.k}" + (" (full rank)" if self.full_rank else "")
         return f"{METRIC_TITLES[self.metric]}, {rank}\n{self.model}{self.note}"
 
 

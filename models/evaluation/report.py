@@ -1,4 +1,4 @@
-"""evaluation.json as a markdown table: one row per model x metric, then the baselines."""
+"""evaluation.json as markdown tables: one row per model x metric, then the baselines; or a model x metric grid."""
 
 from __future__ import annotations
 
@@ -36,3 +36,17 @@ def format_evaluation(doc: Mapping[str, Any]) -> str:
 
 def _cell(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def format_metric_grid(doc: Mapping[str, Any], keys: tuple[str, ...] = ("spearman_truth", "category_precision_at_10")) -> str:
+    """One markdown row per model, one column per metric, each cell the `keys` figures joined by " / ": the
+    paper's Figure 1 as numbers (Spearman with the ground truth, cluster precision@10) when run on the simulation."""
+    rows = [r for r in doc.get("results", []) if r.get("metric")]
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    cells: dict[str, dict[str, str]] = {}
+    for r in rows:
+        cells.setdefault(str(r["model"]), {})[r["metric"]] = " / ".join(_cell(r.get(key)) for key in keys)
+    titles = " / ".join(dict(COLUMNS).get(key, key) for key in keys)
+    lines = [f"| model ({titles}) | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    lines += [f"| {model} | " + " | ".join(by.get(m, "–") for m in metrics) + " |" for model, by in cells.items()]
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ from scipy.stats import rankdata
 from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.errors import InputError
 from models.evaluation.measures import coverage, ndcg_at, recall_at, similarity_spearman
+from models.evaluation.report import format_metric_grid
 from models.evaluation.scoring import (
     EvalParams,
     baselines,
@@ -397,3 +398,17 @@ def test_random_baseline_is_seeded_and_excludes_training_items():
     model = evaluate_model(P, Q, s.train, s.test, popularity, categories, None, params)[0]
     assert a[0]["recall_at_10"] < model["recall_at_10"] / 2
     assert 0.9 <= a[0]["coverage_at_5"] <= 1.0
+
+
+def test_metric_grid_puts_each_rows_figures_in_its_cell():
+    doc = {
+        "results": [
+            {"model": "m1", "metric": "dot", "spearman_truth": 0.5, "category_precision_at_10": 0.25},
+            {"model": "m1", "metric": "whitened", "spearman_truth": None, "category_precision_at_10": 1.0},
+            {"model": "m2", "metric": "dot", "spearman_truth": -0.125, "category_precision_at_10": 0.0},
+            {"model": "random", "metric": None, "spearman_truth": None, "category_precision_at_10": 0.1},
+        ]
+    }
+    lines = format_metric_grid(doc).splitlines()
+    assert lines[0] == "| model (Spearman vs truth / cat.prec@10) | dot | whitened |"
+    assert lines[2:] == ["| m1 | 0.500 / 0.250 | – / 1.000 |", "| m2 | -0.125 / 0.000 | – |"]  # baselines left out
