@@ -9,7 +9,7 @@
     dot: "inner product of the raw embeddings: long (popular) vectors win",
     cosine: "cosine of the raw embeddings: moves with the arbitrary D of the denoising objective",
     projected: "cosine in the original space (rows / columns of X A Bᵀ): the same for every D",
-    "projected-centered": "Pearson correlation of the columns (rows) of X̂ = P Qᵀ: drops the dominant common direction; "
+    "projected-centered": "Pearson correlation of the columns (rows) of X̂ = P Qᵀ: each one's mean removed, then cosine; "
       + "the same for every D",
     whitened: "cosine after whitening each side (every latent direction at unit variance): the same for every D, "
       + "all directions weigh alike",
