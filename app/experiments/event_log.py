@@ -1,0 +1,238 @@
+"""Exposure and feedback logging off the request path: a bounded queue, one batch writer, a spill file.
+
+A request only appends to an in-memory queue (`submit`, never blocks, never raises). One writer thread
+drains it in batches of at most `batch` records into the event store (app.experiments.events), one
+transaction per kind and batch. When the store cannot take a batch (down, slow, any error), the batch is
+appended to a bounded local spill file (JSON lines) instead, and the spill file is replayed into the store,
+oldest first, once the store answers again; the file is truncated only after its records are written.
+A record is dropped only when both the queue and the spill file are full, and every drop is counted and
+logged. Counts (records): queued, written, spilled, replayed, dropped, exposed through `counts()` and
+`on_count(name, n)` (the Prometheus counters).
+
+Ordering: within a kind records are written in submission order (replayed spill first). Idempotency of the
+store (exposure_id, event_id) makes a replay of a batch that did reach the store before a failure harmless.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from app.experiments.events import Exposure, Feedback
+
+log = logging.getLogger("simserve.experiments")
+
+Kind = Literal["exposure", "feedback"]
+COUNTS = ("queued", "written", "spilled", "replayed", "dropped")
+
+
+class Store(Protocol):
+    """What the log needs of app.experiments.events.EventStore."""
+
+    def write_exposures(self, rows: Sequence[Any]) -> int: ...
+    def write_feedback(self, rows: Sequence[Any]) -> int: ...
+    def ping(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class EventLogParams:
+    queue_size: int = 10_000  # records held in memory
+    batch: int = 500  # records per store transaction
+    flush_interval: float = 0.1  # seconds the writer waits for a batch to fill
+    retry_interval: float = 1.0  # seconds between attempts to reach a store that failed
+    spill_max_bytes: int = 64 << 20  # the spill file's bound
+
+
+class EventLog:
+    """The queue of Exposure and Feedback rows (app.experiments.events) and its writer thread.
+
+    A spill file left by an earlier process (a restart while the store was down) is replayed like any other.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        spill_path: Path,
+        params: EventLogParams = EventLogParams(),
+        on_count: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store, self.spill_path, self.params = store, Path(spill_path), params
+        self._queue: queue.Queue[tuple[Kind, Any]] = queue.Queue(maxsize=params.queue_size)
+        self._counts = collections.Counter({name: 0 for name in COUNTS})
+        self._on_count = on_count
+        self._lock = threading.Lock()  # the counts and the spill file
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._retry_at = 0.0
+        self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="simserve-event-log", daemon=True)
+        self._thread.start()
+
+    # -- request path ------------------------------------------------------------------------------
+
+    def submit(self, kind: Kind, row: Exposure | Feedback) -> None:
+        """Queue one record; when the queue is full, spill it; when the spill file is full too, drop and count it."""
+        self._idle.clear()
+        try:
+            self._queue.put_nowait((kind, row))
+        except queue.Full:
+            self._spill([(kind, row)])
+            return
+        self._count("queued", 1)
+
+    # -- observability -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def pending(self) -> int:
+        """Records not yet in the store: queued plus spilled."""
+        return self._queue.qsize() + self._spilled_records()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the queue is empty and nothing is spilled (True), or `timeout` seconds (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.empty() and self._spilled_records() == 0 and self._idle.is_set():
+                return True
+            self._retry_at = 0.0  # a flush asks for a replay now
+            time.sleep(0.02)
+        return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what can be written within `timeout`; what cannot stays in the spill file for the next start."""
+        self.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout)
+        leftover = self._drain(self.params.queue_size)
+        if leftover:
+            self._spill(leftover)
+
+    # -- the writer thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._spilled_records() and time.monotonic() >= self._retry_at:
+                self._replay()
+            records = self._drain(self.params.batch, wait=self.params.flush_interval)
+            if records:
+                self._write(records)
+            elif self._queue.empty():
+                self._idle.set()
+
+    def _drain(self, n: int, wait: float = 0.0) -> list[tuple[Kind, Any]]:
+        out: list[tuple[Kind, Any]] = []
+        try:
+            out.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+            while len(out) < n:
+                out.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def _write(self, records: list[tuple[Kind, Any]]) -> None:
+        """One transaction per kind; a failure spills the whole batch (the store's idempotency makes a retry safe)."""
+        if time.monotonic() < self._retry_at or self._spilled_records():
+            self._spill(records)  # keep the order: older records are waiting in the spill file
+            return
+        try:
+            self._store_records(records)
+        except Exception as e:  # any failure of the store: never lose the batch
+            self._retry_at = time.monotonic() + self.params.retry_interval
+            log.warning(
+                "event store unavailable (%s: %s): %d records spilled to %s", type(e).__name__, e, len(records), self.spill_path
+            )
+            self._spill(records)
+            return
+        self._count("written", len(records))
+
+    def _store_records(self, records: list[tuple[Kind, Any]]) -> None:
+        exposures = [row for kind, row in records if kind == "exposure"]
+        feedback = [row for kind, row in records if kind == "feedback"]
+        if exposures:
+            self.store.write_exposures(exposures)
+        if feedback:  # after the exposures of the same batch: feedback refers to them
+            self.store.write_feedback(feedback)
+
+    def _spill(self, records: list[tuple[Kind, Any]]) -> None:
+        lines = [json.dumps({"kind": kind, "row": _as_json(row)}) + "\n" for kind, row in records]
+        with self._lock:
+            size = self.spill_path.stat().st_size if self.spill_path.exists() else 0
+            room = self.params.spill_max_bytes - size
+            kept: list[str] = []
+            for line in lines:
+                if len(line) > room:
+                    break
+                kept.append(line)
+                room -= len(line)
+            if kept:
+                with open(self.spill_path, "a", encoding="utf-8") as f:
+                    f.writelines(kept)
+                    f.flush()
+                    os.fsync(f.fileno())
+            dropped = len(lines) - len(kept)
+        self._count("spilled", len(kept))
+        if dropped:
+            self._count("dropped", dropped)
+            log.error("event log: queue and spill file (%d bytes) full: %d records dropped", self.params.spill_max_bytes, dropped)
+
+    def _spilled_records(self) -> int:
+        with self._lock:
+            try:
+                with open(self.spill_path, "rb") as f:
+                    return sum(1 for _ in f)
+            except FileNotFoundError:
+                return 0
+
+    def _replay(self) -> None:
+        """Write the spill file into the store in batches, then truncate it; on failure keep it and retry later."""
+        with self._lock:
+            try:
+                text = self.spill_path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = [(r["kind"], decode(r["kind"], r["row"])) for r in records]
+        try:
+            self.store.ping()
+            for start in range(0, len(rows), self.params.batch):
+                self._store_records(rows[start : start + self.params.batch])
+        except Exception as e:
+            self._retry_at = time.monotonic() + self.params.retry_interval
+            log.info("event store still unavailable (%s); %d spilled records kept", type(e).__name__, len(rows))
+            return
+        with self._lock:
+            # records spilled while replaying (the queue was full) stay for the next round
+            rest = self.spill_path.read_text(encoding="utf-8")[len(text) :]
+            self.spill_path.write_text(rest, encoding="utf-8")
+        self._count("replayed", len(rows))
+        self._count("written", len(rows))
+        log.info("event log: %d spilled records written to the store", len(rows))
+
+    def _count(self, name: str, n: int) -> None:
+        with self._lock:
+            self._counts[name] += n
+        if self._on_count is not None:
+            self._on_count(name, n)
+
+
+def _as_json(row: Exposure | Feedback) -> dict[str, Any]:
+    return dataclasses.asdict(row)
+
+
+def decode(kind: str, row: dict[str, Any]) -> Exposure | Feedback:
+    """The row of a spilled record (JSON turned the tuples into lists)."""
+    if kind == "exposure":
+        teams = row.get("teams")
+        return Exposure(**{**row, "shown": tuple(row["shown"]), "teams": None if teams is None else tuple(teams)})
+    return Feedback(**row)

@@ -1,0 +1,547 @@
+"""The event store of online experiments: exposures (what one request showed) and feedback (what the user did).
+
+Two backends behind one protocol, `EventStore`: `SqliteStore` (the default, one file in WAL mode) and
+`PostgresStore` (production, psycopg 3). `open_store(url)` picks one from the EVENTS_DB URL:
+
+    sqlite:///absolute/path/events.db      postgresql://user:password@host:5432/database   (postgres:// too)
+
+Schema (the same logical schema in both, created if absent on open, versioned by schema_version):
+
+    exposures(exposure_id PRIMARY KEY, time, experiment, arm, unit_id, endpoint, query_id, k, artifact_version,
+              shown   -- JSON text array of item ids, in display order
+              teams)  -- JSON text array of 0/1 per position (team-draft interleaving), NULL otherwise
+    feedback(id, exposure_id, item_id, event, value, event_id UNIQUE (NULLs allowed), time)
+    indexes: exposures(experiment, arm, unit_id), feedback(exposure_id)
+
+Writes are batches, one transaction each, idempotent: an exposure whose exposure_id is stored already, and
+feedback whose event_id is, are ignored (feedback without an event_id is always written), and the count of
+rows newly written is returned. The store is deliberately dumb: feedback.exposure_id is not a foreign key,
+and feedback for an unknown exposure is written and then simply never joins an exposure in the report; the
+API validates events before writing them.
+
+Aggregates are computed by the database: `unit_rows` groups by (arm, unit_id) and by event name, and
+`interleaving_credits` joins each click to its item's position in `shown` and that position's team. Rows are
+returned sorted in Python, so both backends give the same order whatever the database collation.
+
+Failures that a later retry can cure (PostgreSQL down or unreachable, the connection lost, SQLite busy past
+its busy_timeout, disk full or I/O errors) raise StoreUnavailable; the caller spills and retries. A store
+is safe to share between threads: one connection per store, one lock around it. A PostgreSQL store whose
+connection was lost reconnects on its next call; a call that finds its connection stale before anything was
+committed (the server restarted while the store was idle) retries once on a new connection, because nothing
+of it can have been written, so a restart between calls costs no failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Self, TypeVar
+
+import psycopg
+import psycopg.conninfo
+
+from models.errors import InputError
+
+SCHEMA_VERSION = 1
+SQLITE_BUSY_TIMEOUT_MS = 5000
+POSTGRES_CONNECT_TIMEOUT_S = 5
+# Held during schema creation so that workers opening one fresh database at once do not race on CREATE TABLE.
+_POSTGRES_SCHEMA_LOCK = 0x5EE5E7E5
+_ACCEPTED = "sqlite:///absolute/path/events.db or postgresql://user:password@host:port/database"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One response shown to a unit: the items in display order and, for interleaving, each position's team."""
+
+    exposure_id: str
+    time: float  # seconds since the epoch
+    experiment: str
+    arm: str
+    unit_id: str
+    endpoint: str
+    query_id: str
+    k: int
+    artifact_version: str
+    shown: tuple[str, ...]
+    teams: tuple[int, ...] | None  # interleaving only: teams[i] in {0, 1} picked shown[i]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
+            raise InputError(f"exposure {self.exposure_id!r}: k must be a non-negative integer, got {self.k!r}")
+        if not isinstance(self.shown, tuple) or not all(isinstance(i, str) for i in self.shown):
+            raise InputError(f"exposure {self.exposure_id!r}: shown must be a tuple of item id strings")
+        if self.teams is None:
+            return
+        if not isinstance(self.teams, tuple) or len(self.teams) != len(self.shown):
+            raise InputError(f"exposure {self.exposure_id!r}: teams must be a tuple with one team per shown item")
+        if any(isinstance(t, bool) or t not in (0, 1) for t in self.teams):
+            raise InputError(f"exposure {self.exposure_id!r}: teams must be 0 or 1, got {self.teams!r}")
+        # A click is credited through its item's position: an item shown twice would have two.
+        if len(set(self.shown)) != len(self.shown):
+            raise InputError(f"exposure {self.exposure_id!r}: an interleaved list shows each item once")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One user event on an item of an exposure (a click, a purchase, a rating with its value ...)."""
+
+    exposure_id: str
+    item_id: str
+    event: str
+    value: float | None
+    event_id: str | None  # the client's idempotency key; None: every write is a new event
+    time: float
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One unit's aggregate within an experiment arm: its exposures and its feedback events by name."""
+
+    arm: str
+    unit_id: str
+    exposures: int
+    events: dict[str, int]  # event name -> count over the unit's exposures in this arm
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached or cannot take the write now (down, connection lost, busy, disk full)."""
+
+
+class EventStore(Protocol):
+    def write_exposures(self, rows: Sequence[Exposure]) -> int:
+        """Write a batch in one transaction; repeats of a stored exposure_id are ignored. Rows newly written."""
+        ...
+
+    def write_feedback(self, rows: Sequence[Feedback]) -> int:
+        """Write a batch in one transaction; repeats of a stored event_id are ignored. Rows newly written."""
+        ...
+
+    def get_exposure(self, exposure_id: str) -> Exposure | None: ...
+
+    def feedback_for(self, exposure_id: str) -> list[Feedback]:
+        """The feedback rows of one exposure, in the order they were written."""
+        ...
+
+    def unit_rows(self, experiment: str) -> list[UnitRow]:
+        """Per (arm, unit_id) of the experiment: exposures and event counts, sorted by (arm, unit_id)."""
+        ...
+
+    def exposure_count(self, experiment: str | None = None) -> int: ...
+
+    def interleaving_credits(self, experiment: str) -> list[tuple[str, int, int]]:
+        """Per interleaved exposure, sorted by id: (exposure_id, clicks credited to team 0, to team 1)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the database cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _schema_ddl(id_column: str) -> list[str]:
+    return [
+        "CREATE TABLE IF NOT EXISTS schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS exposures (
+            exposure_id TEXT PRIMARY KEY,
+            time DOUBLE PRECISION NOT NULL,
+            experiment TEXT NOT NULL,
+            arm TEXT NOT NULL,
+            unit_id TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            query_id TEXT NOT NULL,
+            k INTEGER NOT NULL,
+            artifact_version TEXT NOT NULL,
+            shown TEXT NOT NULL,
+            teams TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS exposures_experiment_arm_unit ON exposures (experiment, arm, unit_id)",
+        f"""CREATE TABLE IF NOT EXISTS feedback (
+            {id_column},
+            exposure_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            value DOUBLE PRECISION,
+            event_id TEXT UNIQUE,
+            time DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS feedback_exposure ON feedback (exposure_id)",
+        f"INSERT INTO schema_version (id, version) VALUES (1, {SCHEMA_VERSION}) ON CONFLICT (id) DO NOTHING",
+    ]
+
+
+_EXPOSURE_COLUMNS = "exposure_id, time, experiment, arm, unit_id, endpoint, query_id, k, artifact_version, shown, teams"
+_INSERT_EXPOSURE = (
+    f"INSERT INTO exposures ({_EXPOSURE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (exposure_id) DO NOTHING"
+)
+# ON CONFLICT (event_id): NULL never conflicts, so feedback without an event_id is always inserted.
+_INSERT_FEEDBACK = (
+    "INSERT INTO feedback (exposure_id, item_id, event, value, event_id, time) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+_SELECT_EXPOSURE = f"SELECT {_EXPOSURE_COLUMNS} FROM exposures WHERE exposure_id = ?"
+_SELECT_FEEDBACK = "SELECT exposure_id, item_id, event, value, event_id, time FROM feedback WHERE exposure_id = ? ORDER BY id"
+# One statement, so one snapshot: the exposures and the events of a unit are counted at the same instant.
+_UNIT_ROWS = """
+WITH u AS (
+    SELECT arm, unit_id, COUNT(*) AS n FROM exposures WHERE experiment = ? GROUP BY arm, unit_id
+), ev AS (
+    SELECT e.arm, e.unit_id, f.event, COUNT(*) AS c
+    FROM feedback f JOIN exposures e ON e.exposure_id = f.exposure_id
+    WHERE e.experiment = ?
+    GROUP BY e.arm, e.unit_id, f.event
+)
+SELECT u.arm, u.unit_id, u.n, ev.event, ev.c FROM u LEFT JOIN ev ON ev.arm = u.arm AND ev.unit_id = u.unit_id
+"""
+# Each click joins the position of its item in the exposure's shown list and takes that position's team;
+# a click on an item the exposure did not show credits nobody. Exposures without clicks are (0, 0).
+_CREDITS = """
+SELECT e.exposure_id,
+       COALESCE(SUM(CASE WHEN t.team = 0 THEN 1 ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN t.team = 1 THEN 1 ELSE 0 END), 0)
+FROM exposures e LEFT JOIN ({clicks}) t ON t.exposure_id = e.exposure_id
+WHERE e.experiment = ? AND e.teams IS NOT NULL
+GROUP BY e.exposure_id
+"""
+_SQLITE_CLICK_TEAMS = """
+SELECT f.exposure_id, CAST(json_extract(x.teams, '$[' || s.key || ']') AS INTEGER) AS team
+FROM feedback f JOIN exposures x ON x.exposure_id = f.exposure_id, json_each(x.shown) s
+WHERE x.experiment = ? AND x.teams IS NOT NULL AND f.event = 'click' AND s.value = f.item_id
+"""
+_POSTGRES_CLICK_TEAMS = """
+SELECT f.exposure_id, (x.teams::jsonb ->> (s.ord - 1)::int)::int AS team
+FROM feedback f JOIN exposures x ON x.exposure_id = f.exposure_id
+CROSS JOIN LATERAL jsonb_array_elements_text(x.shown::jsonb) WITH ORDINALITY AS s(item, ord)
+WHERE x.experiment = ? AND x.teams IS NOT NULL AND f.event = 'click' AND s.item = f.item_id
+"""
+
+
+def _json(values: Iterable[Any]) -> str:
+    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+
+
+def _exposure_params(e: Exposure) -> tuple[Any, ...]:
+    teams = None if e.teams is None else _json(e.teams)
+    shown = _json(e.shown)
+    return (e.exposure_id, e.time, e.experiment, e.arm, e.unit_id, e.endpoint, e.query_id, e.k, e.artifact_version, shown, teams)
+
+
+def _feedback_params(f: Feedback) -> tuple[Any, ...]:
+    return (f.exposure_id, f.item_id, f.event, f.value, f.event_id, f.time)
+
+
+def _exposure(row: Sequence[Any]) -> Exposure:
+    teams = None if row[10] is None else tuple(int(t) for t in json.loads(row[10]))
+    return Exposure(
+        row[0], float(row[1]), row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8], tuple(json.loads(row[9])), teams
+    )
+
+
+def _feedback(row: Sequence[Any]) -> Feedback:
+    return Feedback(row[0], row[1], row[2], None if row[3] is None else float(row[3]), row[4], float(row[5]))
+
+
+def _unit_rows(rows: Iterable[Sequence[Any]]) -> list[UnitRow]:
+    """Fold the (arm, unit, exposures, event, count) rows of _UNIT_ROWS, one per event name, into UnitRows."""
+    units: dict[tuple[str, str], UnitRow] = {}
+    for arm, unit_id, n, event, count in rows:
+        row = units.setdefault((arm, unit_id), UnitRow(arm, unit_id, int(n), {}))
+        if event is not None:
+            row.events[event] = int(count)
+    return [units[key] for key in sorted(units)]
+
+
+class _SqlStore:
+    """The queries of both backends; a subclass runs them (`_write`, `_read`) on its connection."""
+
+    _click_teams: str
+    _param = "?"
+
+    def _sql(self, statement: str) -> str:
+        return statement if self._param == "?" else statement.replace("?", self._param)
+
+    def _write(self, statement: str, params: list[tuple[Any, ...]]) -> int:
+        raise NotImplementedError
+
+    def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def write_exposures(self, rows: Sequence[Exposure]) -> int:
+        params = [_exposure_params(e) for e in rows]
+        return self._write(self._sql(_INSERT_EXPOSURE), params) if params else 0
+
+    def write_feedback(self, rows: Sequence[Feedback]) -> int:
+        params = [_feedback_params(f) for f in rows]
+        return self._write(self._sql(_INSERT_FEEDBACK), params) if params else 0
+
+    def get_exposure(self, exposure_id: str) -> Exposure | None:
+        rows = self._read(self._sql(_SELECT_EXPOSURE), (exposure_id,))
+        return _exposure(rows[0]) if rows else None
+
+    def feedback_for(self, exposure_id: str) -> list[Feedback]:
+        return [_feedback(r) for r in self._read(self._sql(_SELECT_FEEDBACK), (exposure_id,))]
+
+    def unit_rows(self, experiment: str) -> list[UnitRow]:
+        return _unit_rows(self._read(self._sql(_UNIT_ROWS), (experiment, experiment)))
+
+    def exposure_count(self, experiment: str | None = None) -> int:
+        if experiment is None:
+            rows = self._read("SELECT COUNT(*) FROM exposures", ())
+        else:
+            rows = self._read(self._sql("SELECT COUNT(*) FROM exposures WHERE experiment = ?"), (experiment,))
+        return int(rows[0][0])
+
+    def interleaving_credits(self, experiment: str) -> list[tuple[str, int, int]]:
+        rows = self._read(self._sql(_CREDITS.format(clicks=self._click_teams)), (experiment, experiment))
+        return sorted((str(r[0]), int(r[1]), int(r[2])) for r in rows)
+
+    def ping(self) -> None:
+        self._read("SELECT version FROM schema_version", ())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# SQLite result codes (the low byte of the extended code) that a retry can cure.
+_SQLITE_TRANSIENT = {5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN"}
+
+
+def _sqlite_transient(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _SQLITE_TRANSIENT
+
+
+class SqliteStore(_SqlStore):
+    """One SQLite file in WAL mode (readers never block the writer), synchronous=NORMAL, a busy_timeout.
+
+    WAL with synchronous=NORMAL keeps every commit atomic and the database consistent after a crash; a power
+    loss can lose the last commits (not a process crash). Several processes may open the same file: writes
+    take the lock up front (BEGIN IMMEDIATE), so a writer waits up to busy_timeout instead of failing.
+    """
+
+    _click_teams = _SQLITE_CLICK_TEAMS
+
+    def __init__(self, path: Path, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: no implicit transactions, this class issues BEGIN/COMMIT itself.
+            self._conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"cannot open the SQLite event store {path}: {err}") from err
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(f"the SQLite event store {path} cannot use WAL mode (journal_mode is {mode})")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._transaction(lambda c: [c.execute(s) for s in _schema_ddl("id INTEGER PRIMARY KEY")])
+            _check_version(self._conn.execute("SELECT version FROM schema_version").fetchone(), str(path))
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            if _sqlite_transient(err):
+                raise StoreUnavailable(f"SQLite event store {self.path}: {err}") from err
+            raise
+        return result
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the event store is closed")
+
+    def _write(self, statement: str, params: list[tuple[Any, ...]]) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes  # rows ignored by ON CONFLICT DO NOTHING are not changes
+            conn.executemany(statement, params)
+            return conn.total_changes - before
+
+        with self._lock:
+            self._check_open()
+            return self._transaction(work)
+
+    def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            self._check_open()
+            try:
+                return self._conn.execute(statement, params).fetchall()
+            except sqlite3.Error as err:
+                if _sqlite_transient(err):
+                    raise StoreUnavailable(f"SQLite event store {self.path}: {err}") from err
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _check_version(row: Sequence[Any] | None, where: str) -> None:
+    version = None if row is None else int(row[0])
+    if version != SCHEMA_VERSION:
+        raise RuntimeError(f"the event store {where} has schema version {version}; this simserve reads version {SCHEMA_VERSION}")
+
+
+class PostgresStore(_SqlStore):
+    """A PostgreSQL database through one psycopg 3 connection (autocommit off, one transaction per call).
+
+    The connection is opened lazily and again after a loss: a call that cannot connect raises StoreUnavailable
+    and the next call tries anew. The schema is ensured on every (re)connection, under an advisory lock.
+    """
+
+    _click_teams = _POSTGRES_CLICK_TEAMS
+    _param = "%s"
+
+    def __init__(self, url: str, connect: bool = True) -> None:
+        if "connect_timeout" in psycopg.conninfo.conninfo_to_dict(url):
+            self._conninfo = url
+        else:  # without one, connecting to an unreachable host waits on the operating system's TCP timeout
+            self._conninfo = psycopg.conninfo.make_conninfo(url, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S)
+        self._where = _redact(url)
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._closed = False
+        if connect:
+            with self._lock:
+                self._connection()
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._closed:
+            raise RuntimeError("the event store is closed")
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=False)
+        except psycopg.OperationalError as err:
+            raise StoreUnavailable(f"cannot connect to the PostgreSQL event store {self._where}: {err}") from err
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_POSTGRES_SCHEMA_LOCK,))
+                for statement in _schema_ddl("id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
+                    conn.execute(statement)
+                _check_version(conn.execute("SELECT version FROM schema_version").fetchone(), self._where)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+            conn.close()
+            raise StoreUnavailable(f"PostgreSQL event store {self._where}: {err}") from err
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _run(self, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        """`work` in one transaction; a connection error drops the connection and raises StoreUnavailable.
+
+        A stale connection (the server restarted while this store was idle) fails on the first statement,
+        before anything was committed: then the call runs once more on a fresh connection. A failure during
+        or after COMMIT is not retried, since the transaction may have been committed.
+        """
+        with self._lock:
+            for attempt in (0, 1):
+                reused = self._conn is not None and not self._conn.closed
+                conn = self._connection()
+                committing = False
+                try:
+                    with conn.transaction():
+                        result = work(conn)
+                        committing = True
+                    return result
+                except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+                    self._drop()
+                    if committing or not reused or attempt == 1:
+                        raise StoreUnavailable(f"PostgreSQL event store {self._where}: {err}") from err
+        raise AssertionError("unreachable")
+
+    def _write(self, statement: str, params: list[tuple[Any, ...]]) -> int:
+        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            with conn.cursor() as cur:
+                cur.executemany(statement, params)  # rowcount: the sum over the batch, ignored rows count 0
+                return max(cur.rowcount, 0)
+
+        return self._run(work)
+
+    def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._run(lambda conn: conn.execute(statement, params).fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _bad_url(url: str, why: str) -> InputError:
+    return InputError(f"EVENTS_DB={_redact(url)!r}: {why}; accepted forms: {_ACCEPTED}")
+
+
+def open_store(url: str, *, connect: bool = True) -> EventStore:
+    """The store an EVENTS_DB URL names: "sqlite:///abs/path.db" or "postgresql://..." (also "postgres://").
+
+    The SQLite file (and its folder) is created if absent. PostgreSQL is connected to at once and
+    StoreUnavailable raised when it cannot be reached; with connect=False the store is returned anyway and
+    connects on its first call (a service that starts while its database is down). A malformed URL raises
+    InputError (a ValueError) naming EVENTS_DB and the accepted forms.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise _bad_url(str(url), "empty")
+    if url.startswith("sqlite:"):
+        if not url.startswith("sqlite:///"):
+            raise _bad_url(url, "a SQLite URL needs an absolute path, sqlite:/// followed by the path without its leading slash")
+        rest = url[len("sqlite://") :]
+        if "?" in rest or "#" in rest:
+            raise _bad_url(url, "a SQLite URL takes no query string or fragment")
+        path = Path(rest)
+        if path.name in ("", ".", "..") or rest.endswith("/"):
+            raise _bad_url(url, "the SQLite URL names a folder, not a database file")
+        return SqliteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as err:
+            raise _bad_url(url, f"not a valid PostgreSQL URL ({_redact(str(err).strip())})") from None
+        # libpq parses the port lazily: caught here, a typo would otherwise read as a database that is down.
+        port = str(params.get("port") or "")
+        if port and not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+            raise _bad_url(url, f"the port {port!r} is not a number in 1..65535")
+        return PostgresStore(url, connect=connect)
+    raise _bad_url(url, "unknown scheme")

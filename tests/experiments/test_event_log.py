@@ -1,0 +1,127 @@
+"""The event log against real stores: every submitted record reaches the database exactly once, through a
+PostgreSQL outage (spilled, then replayed), a full queue and a restart; drops happen only when the spill file
+is full too, and are counted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.postgres import SKIP_REASON, PostgresCluster, binaries
+
+from app.experiments.event_log import EventLog, EventLogParams
+from app.experiments.events import Exposure, Feedback, open_store
+
+
+def exposure(i: int, interleaved: bool = False) -> Exposure:
+    shown = tuple(f"i{(i + j) % 37}" for j in range(4))
+    return Exposure(
+        exposure_id=f"x{i}",
+        time=1_800_000_000.0 + i,
+        experiment="exp",
+        arm="a" if i % 2 else "b",
+        unit_id=f"u{i % 13}",
+        endpoint="similar-items",
+        query_id="i1",
+        k=4,
+        artifact_version="v1",
+        shown=shown,
+        teams=(0, 1, 1, 0) if interleaved else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    if binaries() is None:
+        pytest.skip(SKIP_REASON)
+    cluster = PostgresCluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+FAST = EventLogParams(batch=50, flush_interval=0.01, retry_interval=0.05)
+
+
+def test_every_record_is_written_once(tmp_path: Path) -> None:
+    store = open_store(f"sqlite://{tmp_path / 'events.db'}")
+    log = EventLog(store, tmp_path / "spill.jsonl", FAST)
+    for i in range(1000):
+        log.submit("exposure", exposure(i, interleaved=i % 3 == 0))
+    log.submit("feedback", Feedback("x3", "i3", "click", None, "e1", 1.0))
+    assert log.flush(20)
+    assert store.exposure_count("exp") == 1000 and store.get_exposure("x3") == exposure(3, interleaved=True)
+    assert store.feedback_for("x3") == [Feedback("x3", "i3", "click", None, "e1", 1.0)]
+    assert log.counts() == {"queued": 1001, "written": 1001, "spilled": 0, "replayed": 0, "dropped": 0}
+    log.close()
+    store.close()
+
+
+def test_a_database_outage_spills_then_replays_everything_once(tmp_path: Path, pg_cluster: PostgresCluster) -> None:
+    store = open_store(pg_cluster.new_database())
+    seen: list[tuple[str, int]] = []
+    log = EventLog(store, tmp_path / "spill.jsonl", FAST, on_count=lambda name, n: seen.append((name, n)))
+    for i in range(300):
+        log.submit("exposure", exposure(i))
+    assert log.flush(20)
+    pg_cluster.stop()
+    try:
+        t0 = time.perf_counter()
+        for i in range(300, 900):
+            log.submit("exposure", exposure(i))
+        submit_seconds = time.perf_counter() - t0
+        deadline = time.monotonic() + 20
+        while log.counts()["spilled"] < 600 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log.counts()["spilled"] == 600 and (tmp_path / "spill.jsonl").stat().st_size > 0
+    finally:
+        pg_cluster.start()
+    assert submit_seconds < 1.0  # the request path never waits for the database
+    assert log.flush(30), log.counts()
+    assert store.exposure_count("exp") == 900
+    counts = log.counts()
+    assert counts["written"] == 900 and counts["replayed"] == 600 and counts["dropped"] == 0
+    assert (tmp_path / "spill.jsonl").read_text() == ""
+    assert sum(n for name, n in seen if name == "spilled") == 600  # the Prometheus hook saw what counts() says
+    log.close()
+    store.close()
+
+
+def test_a_spill_left_by_a_stopped_process_is_replayed_by_the_next(tmp_path: Path, pg_cluster: PostgresCluster) -> None:
+    url = pg_cluster.new_database()
+    store = open_store(url)
+    pg_cluster.stop()
+    try:
+        log = EventLog(store, tmp_path / "spill.jsonl", FAST)
+        for i in range(50):
+            log.submit("exposure", exposure(i))
+        log.close(timeout=0.5)  # the database is down: the records stay in the spill file
+    finally:
+        pg_cluster.start()
+    assert len((tmp_path / "spill.jsonl").read_text().splitlines()) == 50
+    again = EventLog(open_store(url), tmp_path / "spill.jsonl", FAST)
+    assert again.flush(20)
+    assert open_store(url).exposure_count("exp") == 50
+    again.close()
+
+
+def test_drops_only_when_queue_and_spill_are_full_and_counts_them(tmp_path: Path, pg_cluster: PostgresCluster) -> None:
+    store = open_store(pg_cluster.new_database())
+    one = len(exposure(0).exposure_id) + 300  # a spilled record is about this many bytes
+    params = EventLogParams(queue_size=5, batch=5, flush_interval=0.01, retry_interval=60.0, spill_max_bytes=20 * one)
+    pg_cluster.stop()
+    try:
+        log = EventLog(store, tmp_path / "spill.jsonl", params)
+        for i in range(200):
+            log.submit("exposure", exposure(i))
+        time.sleep(0.3)
+        counts = log.counts()
+        assert counts["dropped"] > 0 and counts["spilled"] > 0
+        assert (tmp_path / "spill.jsonl").stat().st_size <= params.spill_max_bytes
+        assert counts["spilled"] + counts["dropped"] + log._queue.qsize() == 200  # every record accounted for
+    finally:
+        pg_cluster.start()
+    log.close(timeout=0.2)

@@ -1,0 +1,411 @@
+"""The experiments' event store on real databases: a SQLite file, and a throwaway PostgreSQL cluster.
+
+Every behaviour is checked on both backends; the aggregates (unit_rows, interleaving_credits) against the
+same quantities counted in Python over the rows the test wrote. The PostgreSQL cluster is started once per
+module (support.postgres); each test gets a database of its own on it. Without Debian's postgresql package
+the PostgreSQL cases skip, naming it.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+import pytest
+from support.postgres import SKIP_REASON, PostgresCluster, binaries
+
+from app.experiments.events import (
+    EventStore,
+    Exposure,
+    Feedback,
+    SqliteStore,
+    StoreUnavailable,
+    UnitRow,
+    open_store,
+)
+from app.experiments.interleaving import credit
+from models.errors import InputError
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    if binaries() is None:
+        pytest.skip(SKIP_REASON)
+    cluster = PostgresCluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'events.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[EventStore]:
+    s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def exposure(i: int, experiment: str = "exp-a", *, rng: random.Random | None = None, interleaved: bool = False) -> Exposure:
+    rng = rng or random.Random(i)
+    shown = tuple(f"item-{j}" for j in rng.sample(range(50), 5))
+    teams = tuple(rng.randrange(2) for _ in shown) if interleaved else None
+    return Exposure(
+        exposure_id=f"{experiment}/{i}",
+        time=1.7e9 + i / 7,
+        experiment=experiment,
+        arm=rng.choice(["control", "treatment"]),
+        unit_id=f"user-{rng.randrange(12)}",
+        endpoint="neighbours" if i % 2 else "recommendations",
+        query_id=f"q-{i}",
+        k=len(shown),
+        artifact_version="v20240101",
+        shown=shown,
+        teams=teams,
+    )
+
+
+def feedback_for(e: Exposure, rng: random.Random, n: int, prefix: str) -> list[Feedback]:
+    """n events on e: clicks (some on items it did not show), purchases with values, ratings; half with event ids."""
+    out = []
+    for j in range(n):
+        event = rng.choice(["click", "click", "purchase", "rating"])
+        item = rng.choice(e.shown) if rng.random() < 0.9 else "item-never-shown"
+        value = None if event == "click" else round(rng.uniform(0, 5), 3)
+        event_id = f"{prefix}/{e.exposure_id}/{j}" if j % 2 else None
+        out.append(Feedback(e.exposure_id, item, event, value, event_id, e.time + 1 + j))
+    return out
+
+
+def test_round_trip(store: EventStore) -> None:
+    rng = random.Random(1)
+    exposures = [exposure(i, "exp-a", rng=rng) for i in range(30)] + [
+        exposure(i, "exp-i", rng=rng, interleaved=True) for i in range(20)
+    ]
+    odd = Exposure("é/∑ \"quoted\" 'x'", 0.1 + 0.2, "exp-a", "control", "ünït", "neighbours", "", 0, "v1", (), None)
+    assert store.write_exposures([*exposures, odd]) == 51
+    for e in [*exposures, odd]:
+        assert store.get_exposure(e.exposure_id) == e  # every field, floats bit for bit, tuples typed
+    assert store.get_exposure("no-such-exposure") is None
+    feedback = feedback_for(exposures[0], rng, 6, "f")
+    assert store.write_feedback(feedback) == 6
+    assert store.feedback_for(exposures[0].exposure_id) == feedback  # in write order, None values kept
+    assert store.feedback_for(exposures[1].exposure_id) == []
+    assert store.exposure_count() == 51
+    assert store.exposure_count("exp-a") == 31
+    assert store.exposure_count("exp-i") == 20
+    assert store.exposure_count("exp-none") == 0
+    assert store.write_exposures([]) == 0 and store.write_feedback([]) == 0
+    store.ping()
+
+
+def test_reopen_keeps_rows_and_schema(store_url: str) -> None:
+    with closing(open_store(store_url)) as first:
+        first.write_exposures([exposure(1)])
+    with closing(open_store(store_url)) as again:
+        assert again.get_exposure(exposure(1).exposure_id) == exposure(1)
+        assert again.write_exposures([exposure(1), exposure(2)]) == 1
+
+
+def test_newer_schema_version_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url[len("sqlite://") :]) as conn:
+            conn.execute("UPDATE schema_version SET version = 2")
+    else:
+        with psycopg.connect(store_url) as pg:
+            pg.execute("UPDATE schema_version SET version = 2")
+    with pytest.raises(RuntimeError, match="schema version 2"):
+        open_store(store_url)
+
+
+def test_exposures_idempotent_on_exposure_id(store: EventStore) -> None:
+    e = exposure(7)
+    changed = Exposure(**{**e.__dict__, "arm": "other-arm", "shown": ("x",)})
+    assert store.write_exposures([e]) == 1
+    assert store.write_exposures([e]) == 0
+    assert store.write_exposures([changed, exposure(8)]) == 1  # the repeat is ignored, the new one written
+    assert store.exposure_count() == 2
+    assert store.get_exposure(e.exposure_id) == e  # the first write wins
+    assert store.write_exposures([exposure(9), exposure(9)]) == 1  # a repeat inside one batch too
+    assert store.exposure_count() == 3
+
+
+def test_feedback_idempotent_on_event_id(store: EventStore) -> None:
+    e = exposure(3)
+    store.write_exposures([e])
+    once = Feedback(e.exposure_id, e.shown[0], "click", None, "evt-1", 10.0)
+    assert store.write_feedback([once]) == 1
+    assert store.write_feedback([once, Feedback(e.exposure_id, e.shown[1], "click", None, "evt-1", 11.0)]) == 0
+    anonymous = Feedback(e.exposure_id, e.shown[2], "click", None, None, 12.0)
+    assert store.write_feedback([anonymous]) == 1
+    assert store.write_feedback([anonymous]) == 1  # no event id: each write is a new event
+    assert store.feedback_for(e.exposure_id) == [once, anonymous, anonymous]
+
+
+def expected_unit_rows(exposures: list[Exposure], feedback: list[Feedback], experiment: str) -> list[UnitRow]:
+    """Counted in Python: exposures per (arm, unit), and events per (arm, unit, event) via each event's exposure."""
+    by_id = {e.exposure_id: e for e in exposures}
+    n = Counter((e.arm, e.unit_id) for e in by_id.values() if e.experiment == experiment)
+    events: dict[tuple[str, str], Counter[str]] = {key: Counter() for key in n}
+    for f in feedback:
+        e = by_id.get(f.exposure_id)
+        if e is not None and e.experiment == experiment:
+            events[(e.arm, e.unit_id)][f.event] += 1
+    return [UnitRow(arm, unit, n[(arm, unit)], dict(events[(arm, unit)])) for arm, unit in sorted(n)]
+
+
+def test_unit_rows_equal_a_python_count(store: EventStore) -> None:
+    rng = random.Random(5)
+    exposures = [exposure(i, "exp-a", rng=rng) for i in range(300)] + [exposure(i, "exp-b", rng=rng) for i in range(100)]
+    feedback = [f for e in exposures for f in feedback_for(e, rng, rng.randrange(4), "u")]
+    feedback.append(Feedback("exp-a/unknown", "item-1", "click", None, None, 1.0))  # an exposure never written
+    for start in range(0, len(exposures), 64):
+        store.write_exposures(exposures[start : start + 64])
+    store.write_feedback(feedback)
+    got = store.unit_rows("exp-a")
+    want = expected_unit_rows(exposures, feedback, "exp-a")
+    assert got == want
+    assert sum(r.exposures for r in got) == 300
+    assert store.unit_rows("exp-b") == expected_unit_rows(exposures, feedback, "exp-b")
+    assert store.unit_rows("exp-none") == []
+
+
+def test_unit_without_feedback_has_no_events(store: EventStore) -> None:
+    store.write_exposures([exposure(1), exposure(2)])
+    rows = store.unit_rows("exp-a")
+    assert [r.events for r in rows] == [{}] * len(rows)
+    assert sum(r.exposures for r in rows) == 2
+
+
+def expected_credits(exposures: list[Exposure], feedback: list[Feedback], experiment: str) -> list[tuple[str, int, int]]:
+    """Per interleaved exposure: the click events' positions in shown, credited by interleaving.credit."""
+    clicked: dict[str, list[int]] = {e.exposure_id: [] for e in exposures if e.experiment == experiment and e.teams is not None}
+    shown = {e.exposure_id: e.shown for e in exposures}
+    for f in feedback:
+        if f.event == "click" and f.exposure_id in clicked and f.item_id in shown[f.exposure_id]:
+            clicked[f.exposure_id].append(shown[f.exposure_id].index(f.item_id))
+    teams = {e.exposure_id: e.teams for e in exposures}
+    out = []
+    for eid, positions in clicked.items():
+        t = teams[eid]
+        assert t is not None
+        out.append((eid, *credit(t, positions)))
+    return sorted(out)
+
+
+def test_interleaving_credits_equal_a_python_count(store: EventStore) -> None:
+    rng = random.Random(9)
+    exposures = [exposure(i, "exp-i", rng=rng, interleaved=True) for i in range(200)]
+    exposures += [exposure(i, "exp-a", rng=rng) for i in range(50)]  # A/B exposures: not in the credits
+    exposures += [exposure(i, "exp-j", rng=rng, interleaved=True) for i in range(30)]  # another experiment
+    feedback = [f for e in exposures for f in feedback_for(e, rng, rng.randrange(5), "c")]
+    store.write_exposures(exposures)
+    store.write_feedback(feedback)
+    got = store.interleaving_credits("exp-i")
+    want = expected_credits(exposures, feedback, "exp-i")
+    assert got == want
+    assert len(got) == 200 and any(a > 0 for _, a, _ in got) and any(b > 0 for _, _, b in got)  # both teams credited
+    assert any(a == b == 0 for _, a, b in got)  # and exposures without credited clicks are there, as (0, 0)
+    assert store.interleaving_credits("exp-a") == []
+    assert store.interleaving_credits("exp-j") == expected_credits(exposures, feedback, "exp-j")
+
+
+def test_credits_of_an_exposure_without_clicks_are_zero(store: EventStore) -> None:
+    e = Exposure("x", 1.0, "exp-i", "interleaved", "u", "neighbours", "q", 3, "v1", ("a", "b", "c"), (0, 1, 0))
+    store.write_exposures([e])
+    store.write_feedback([Feedback("x", "b", "purchase", 2.0, None, 2.0), Feedback("x", "zz", "click", None, None, 3.0)])
+    assert store.interleaving_credits("exp-i") == [("x", 0, 0)]
+    store.write_feedback([Feedback("x", "c", "click", None, None, 4.0), Feedback("x", "c", "click", None, None, 5.0)])
+    store.write_feedback([Feedback("x", "b", "click", None, "once", 6.0), Feedback("x", "b", "click", None, "once", 7.0)])
+    assert store.interleaving_credits("exp-i") == [("x", 2, 1)]  # position 2 (team 0) twice, position 1 (team 1) once
+
+
+@pytest.mark.parametrize("sharing", ["one store", "a store per thread"])
+def test_concurrent_writers_lose_nothing(store_url: str, sharing: str) -> None:
+    """Two threads, 2,000 exposures each in batches of 25 with feedback, plus 200 exposure ids both write."""
+    stores = [open_store(store_url)] if sharing == "one store" else [open_store(store_url), open_store(store_url)]
+    written = [0, 0]
+    feedback_written = [0, 0]
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        store = stores[t % len(stores)]
+        rng = random.Random(t)
+        try:
+            for start in range(0, 2000, 25):
+                batch = [exposure(i, f"exp-{t}", rng=rng) for i in range(start, start + 25)]
+                batch += [exposure(i, "exp-shared", rng=random.Random(i)) for i in range(start // 10, start // 10 + 3)]
+                written[t] += store.write_exposures(batch)
+                feedback_written[t] += store.write_feedback(
+                    [Feedback(e.exposure_id, e.shown[0], "click", None, None, 0.0) for e in batch[:25]]
+                )
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    try:
+        assert not errors, errors
+        shared = len({i for start in range(0, 2000, 25) for i in range(start // 10, start // 10 + 3)})
+        assert sum(written) == 4000 + shared  # each shared id counted once, by whichever thread wrote it first
+        assert stores[0].exposure_count() == 4000 + shared
+        assert stores[0].exposure_count("exp-0") == stores[0].exposure_count("exp-1") == 2000
+        assert feedback_written == [2000, 2000]
+        for t in (0, 1):
+            rows = stores[0].unit_rows(f"exp-{t}")
+            assert sum(r.exposures for r in rows) == 2000
+            assert sum(r.events.get("click", 0) for r in rows) == 2000
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "events.db"  # the folder is created
+    store = open_store(f"sqlite://{path}")
+    try:
+        assert isinstance(store, SqliteStore)
+        with sqlite3.connect(path) as other:  # WAL is a property of the file, seen by any connection
+            assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    finally:
+        store.close()
+
+
+def test_sqlite_locked_past_busy_timeout_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SqliteStore(path, busy_timeout_ms=100)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.write_exposures([exposure(1)])
+        assert store.exposure_count() == 0  # readers are not blocked by a writer in WAL mode
+        holder.execute("ROLLBACK")
+        assert store.write_exposures([exposure(1)]) == 1
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_postgres_down_then_up_reconnects(pg_cluster: PostgresCluster) -> None:
+    url = pg_cluster.new_database()
+    store = open_store(url)
+    try:
+        assert store.write_exposures([exposure(i) for i in range(10)]) == 10
+        store.write_feedback([Feedback(exposure(0).exposure_id, "item-1", "click", None, "e0", 1.0)])
+        pg_cluster.stop()
+        try:
+            with pytest.raises(StoreUnavailable):
+                store.ping()
+            with pytest.raises(StoreUnavailable):
+                store.write_exposures([exposure(10)])
+            with pytest.raises(StoreUnavailable):
+                store.write_feedback([Feedback(exposure(0).exposure_id, "item-1", "click", None, "e1", 2.0)])
+            with pytest.raises(StoreUnavailable):
+                store.unit_rows("exp-a")
+        finally:
+            pg_cluster.start()
+        store.ping()  # the same store object, a new connection
+        assert store.write_exposures([exposure(i) for i in range(8, 12)]) == 2
+        assert store.exposure_count() == 12  # nothing written before the stop is lost
+        assert store.feedback_for(exposure(0).exposure_id) == [
+            Feedback(exposure(0).exposure_id, "item-1", "click", None, "e0", 1.0)
+        ]
+        assert store.get_exposure(exposure(3).exposure_id) == exposure(3)
+    finally:
+        store.close()
+
+
+def test_postgres_restart_while_idle_costs_no_failure(pg_cluster: PostgresCluster) -> None:
+    """A stale connection fails before anything is committed, so the call runs again on a new one."""
+    store = open_store(pg_cluster.new_database())
+    try:
+        store.write_exposures([exposure(1)])
+        pg_cluster.stop()
+        pg_cluster.start()
+        assert store.write_exposures([exposure(2)]) == 1
+        assert store.exposure_count() == 2
+    finally:
+        store.close()
+
+
+def test_postgres_down_at_open(pg_cluster: PostgresCluster) -> None:
+    url = pg_cluster.new_database()
+    pg_cluster.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot connect"):
+            open_store(url)
+        lazy = open_store(url, connect=False)  # a service that starts before its database
+        with pytest.raises(StoreUnavailable):
+            lazy.ping()
+    finally:
+        pg_cluster.start()
+    try:
+        assert lazy.write_exposures([exposure(1)]) == 1  # the first call that can connect creates the schema
+        assert lazy.get_exposure(exposure(1).exposure_id) == exposure(1)
+    finally:
+        lazy.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "events.db",
+        "mysql://u@h/db",
+        "sqlite:relative.db",
+        "sqlite://relative.db",
+        "sqlite:///tmp/events.db?mode=ro",
+        "sqlite:///tmp/",
+        "postgresql://[::1",
+        "postgresql://u@h/db?nonsense=1",
+        "postgresql://u:secret@h:notaport/db",
+    ],
+)
+def test_bad_urls_are_refused_naming_events_db(url: str) -> None:
+    with pytest.raises(ValueError, match="EVENTS_DB") as info:
+        open_store(url)
+    assert isinstance(info.value, InputError)
+    message = str(info.value)
+    assert "sqlite:///" in message and "postgresql://" in message  # the accepted forms
+    assert "secret" not in message  # a password never reaches a log
+
+
+def test_closed_store_refuses_calls(tmp_path: Path) -> None:
+    store = open_store(f"sqlite://{tmp_path / 'e.db'}")
+    store.close()
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.write_exposures([exposure(1)])
+
+
+@pytest.mark.parametrize(
+    ("teams", "shown"),
+    [((0, 1), ("a", "b", "c")), ((0, 2, 1), ("a", "b", "c")), ((0, 1), ("a", "a")), ((True, False), ("a", "b"))],
+)
+def test_inconsistent_interleaved_exposure_is_refused(teams: tuple[int, ...], shown: tuple[str, ...]) -> None:
+    with pytest.raises(InputError, match="exposure 'x'"):
+        Exposure("x", 1.0, "exp", "arm", "u", "neighbours", "q", len(shown), "v1", shown, teams)
