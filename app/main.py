@@ -17,6 +17,7 @@ import faiss
 from fastapi import APIRouter, FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from app.experiments.service import ExperimentsService
 from app.plumbing import metrics, problems
 from app.plumbing.problems import PROBLEM_MEDIA_TYPE
 from app.routers import compare, figures, items, neighbours, ops, page, quality
@@ -57,19 +58,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events=metrics.reload_events(),
     )
 
+    experiments: ExperimentsService | None = None
+    if settings.experiments_file is not None:
+        experiments = ExperimentsService(
+            settings.experiments_file,
+            settings.events_url(),
+            settings.events_dir,
+            on_count=metrics.count_event,
+            on_refusal=metrics.experiments_refused,
+        )
+
+    async def poll_experiments(interval: float) -> None:
+        assert experiments is not None
+        while True:
+            await asyncio.sleep(interval)
+            experiments.check(holder.current)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load before accepting requests: a worker that starts with a published version is ready at once.
         await reloader.check_async("startup")
+        if experiments is not None:
+            experiments.check(holder.current)
         app.openapi()  # build the schema now, not on the first request (the metrics middleware reads its paths)
-        poller = asyncio.create_task(reloader.poll_forever(settings.reload_interval)) if settings.reload_interval > 0 else None
+        tasks = []
+        if settings.reload_interval > 0:
+            tasks.append(asyncio.create_task(reloader.poll_forever(settings.reload_interval)))
+            if experiments is not None:
+                tasks.append(asyncio.create_task(poll_experiments(settings.reload_interval)))
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+                    await task
+            if experiments is not None:
+                await asyncio.to_thread(experiments.close)
             metrics.worker_exit()
 
     # FastAPI's native OpenTelemetry is off: metrics go to Prometheus, and its per-request provider check costs time.
@@ -78,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.state.reloader = reloader
+    app.state.experiments = experiments
     problems.install(app)
     _include_flat(app, neighbours.router)
     app.include_router(ops.router)

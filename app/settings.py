@@ -74,3 +74,22 @@ class Settings(BaseSettings):
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads per worker for FAISS; 1 because workers already use every core."
     )
+    experiments_file: Path | None = Field(
+        None,
+        description="TOML file of online experiments (docs/experiments.md), reloaded when it changes; unset: no "
+        "experiments (and no events database is opened).",
+    )
+    events_db: str | None = Field(
+        None,
+        description="Where exposures and feedback go: sqlite:///ABSOLUTE/PATH (WAL) or postgresql://...; default "
+        "sqlite:// + EVENTS_DIR/events.db.",
+    )
+    events_dir: Path = Field(
+        Path("events"),
+        description="Read-write folder of the default SQLite events database and of each worker's bounded spill file "
+        "(events the database could not take yet). Never inside ARTIFACTS_DIR, which may be read-only.",
+    )
+
+    def events_url(self) -> str:
+        """EVENTS_DB, or the default SQLite file under EVENTS_DIR."""
+        return self.events_db or f"sqlite://{(self.events_dir / 'events.db').resolve()}"

@@ -71,6 +71,24 @@ REFUSAL = Gauge(
 )
 
 
+EVENTS = Counter(
+    "simserve_experiment_events",
+    "Experiment records (exposures and feedback) by outcome: queued, written, spilled (the database could not take "
+    "them yet), replayed (spilled, then written), dropped (queue and spill file full).",
+    ["outcome"],
+)
+EXPERIMENTS_REFUSED = Counter("simserve_experiments_refused", "Experiments files refused (the previous definitions stayed).")
+
+
+def count_event(outcome: str, n: int) -> None:
+    EVENTS.labels(outcome).inc(n)
+
+
+def experiments_refused(reason: str) -> None:
+    del reason  # in the log and /readyz; a label per reason would grow without bound
+    EXPERIMENTS_REFUSED.inc()
+
+
 def reload_events() -> ReloadEvents:
     """Hooks for app.serving.reload.Reloader that keep the version gauges and reload counters current."""
     last_refusal: list[tuple[str, str]] = []

@@ -8,6 +8,8 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app.experiments.interleaving import exposure_rng, team_draft
+from app.experiments.service import new_exposure_id
 from app.plumbing.metrics import NONE, SCOPE_LABELS
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response, require_model
 from app.query import neighbours as search
@@ -100,6 +102,8 @@ def user_neighbours(version: Version, rows: np.ndarray, scores: np.ndarray) -> l
 )
 async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Request) -> Response:
     version = current_version(request)
+    if q.experiment is not None:
+        return _experiment_answer(request, version, "similar-items", q, {"item_id": q.item_id})
     check_model(request, version, q.model)
     check_metric(version, q.metric)
     check_k(request, q.k)
@@ -117,6 +121,8 @@ async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Reque
 )
 async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Request) -> Response:
     version = current_version(request)
+    if q.experiment is not None:
+        return _experiment_answer(request, version, "similar-users", q, {"user_id": q.user_id})
     check_model(request, version, q.model)
     check_metric(version, q.metric)
     check_k(request, q.k)
@@ -134,6 +140,8 @@ async def similar_users(q: Annotated[SimilarUsersQuery, Query()], request: Reque
 )
 async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> Response:
     version = current_version(request)
+    if q.experiment is not None:
+        return _experiment_answer(request, version, "recommend", q, {"user_id": q.user_id}, exclude_seen=q.exclude_seen)
     check_model(request, version, q.model)
     check_metric(version, q.metric, recommend=True)
     check_k(request, q.k)
@@ -151,4 +159,87 @@ def _answer(
     """The body every neighbour endpoint answers with: the query's id, model, metric, k, extras, version, neighbors."""
     body = {**query, "model": q.model, "metric": q.metric, "k": q.k, **extra, "artifact_version": version.name}
     body["neighbors"] = neighbours
+    return json_response(body, version.name)
+
+
+AnyQuery = SimilarItemsQuery | SimilarUsersQuery | RecommendQuery
+
+
+def _lists_of(version: Version, endpoint: str, q: AnyQuery, model: str, metric: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(neighbour entries, their external ids) of one model and metric for the endpoint's query."""
+    if endpoint == "similar-items":
+        rows, scores = search.similar(version, "items", q.item_id, model, metric, q.k)  # type: ignore[union-attr]
+        entries = item_neighbours(version, rows, scores)
+        return entries, [e["item_id"] for e in entries]
+    if endpoint == "similar-users":
+        rows, scores = search.similar(version, "users", q.user_id, model, metric, q.k)  # type: ignore[union-attr]
+        entries = user_neighbours(version, rows, scores)
+        return entries, [e["user_id"] for e in entries]
+    assert isinstance(q, RecommendQuery)
+    rows, scores = search.recommend(version, q.user_id, model, metric, q.k, q.exclude_seen)
+    entries = item_neighbours(version, rows, scores)
+    return entries, [e["item_id"] for e in entries]
+
+
+def _experiment_answer(
+    request: Request, version: Version, endpoint: str, q: AnyQuery, query: dict[str, Any], **extra: Any
+) -> Response:
+    """The endpoint's body under an experiment: the unit's arm decides model and metric (team-draft of both arms in
+    interleave mode); the response is queued as an exposure (app.experiments.service)."""
+    service = request.app.state.experiments
+    request.scope[SCOPE_LABELS] = (NONE, NONE)
+    if service is None:
+        raise invalid("experiment", "no experiments are configured on this server (EXPERIMENTS_FILE is unset)", q.experiment)
+    for param in ("model", "metric"):
+        if param in request.query_params:
+            raise invalid(
+                param, "the experiment's arm decides model and metric: leave this parameter out", request.query_params[param]
+            )
+    if q.unit_id is None:
+        raise invalid("unit_id", "required with experiment (the unit the experiment assigns to an arm)", None)
+    assert q.experiment is not None
+    resolved = service.assign(q.experiment, q.unit_id)
+    if resolved is None:
+        names = [e.name for e in service.current.experiments]
+        raise invalid(
+            "experiment",
+            f"unknown experiment {q.experiment!r}; this server runs {', '.join(names) or 'none'}",
+            q.experiment,
+            {"experiment": names},
+        )
+    experiment, arm = resolved
+    if experiment.endpoint != endpoint:
+        raise invalid(
+            "experiment", f"experiment {experiment.name!r} is for /{experiment.endpoint}, not /{endpoint}", q.experiment
+        )
+    check_k(request, q.k)
+    query_id = str(next(iter(query.values())))
+    for a in experiment.arms:
+        check_model(request, version, a.model)
+        check_metric(version, a.metric, recommend=endpoint == "recommend")
+    if experiment.mode == "interleave":
+        first, second = experiment.arms
+        exposure_id = new_exposure_id()
+        lists = [_lists_of(version, endpoint, q, a.model, a.metric) for a in (first, second)]
+        ids, teams = team_draft(lists[0][1], lists[1][1], q.k, exposure_rng(exposure_id))
+        by_id = [dict(zip(names, entries, strict=True)) for entries, names in lists]
+        neighbours = [by_id[t][i] for i, t in zip(ids, teams, strict=True)]
+        service.expose(experiment, "interleave", q.unit_id, query_id, q.k, version.name, ids, teams, exposure_id)
+        model = first.model if first.model == second.model else f"{first.model}|{second.model}"
+        metric = first.metric if first.metric == second.metric else f"{first.metric}|{second.metric}"
+        block = {
+            "name": experiment.name,
+            "arm": None,
+            "exposure_id": exposure_id,
+            "teams": [experiment.arms[t].name for t in teams],
+        }
+    else:
+        neighbours, shown = _lists_of(version, endpoint, q, arm.model, arm.metric)
+        exposure_id = service.expose(experiment, arm.name, q.unit_id, query_id, q.k, version.name, shown)
+        model, metric = arm.model, arm.metric
+        block = {"name": experiment.name, "arm": arm.name, "exposure_id": exposure_id, "teams": None}
+    request.scope[SCOPE_LABELS] = (model, metric)
+    body = {**query, "model": model, "metric": metric, "k": q.k, **extra, "artifact_version": version.name}
+    body["neighbors"] = neighbours
+    body["experiment"] = block
     return json_response(body, version.name)

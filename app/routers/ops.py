@@ -113,6 +113,7 @@ async def readyz(request: Request) -> Response:
             "loaded_at": live.loaded_at,
             "last_refusal": refusal_dict(holder.last_refusal),
             "pid": os.getpid(),
+            **({"experiments": service.status()} if (service := request.app.state.experiments) is not None else {}),
         },
         live.name,
     )

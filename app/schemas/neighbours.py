@@ -32,6 +32,20 @@ class SimilarItemsQuery(BaseModel):
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
     k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
+    experiment: str | None = Field(
+        None,
+        description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
+        "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
+        "exposure.",
+        examples=[None],
+    )
+    unit_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
+        examples=[None],
+    )
 
 
 class SimilarUsersQuery(BaseModel):
@@ -40,6 +54,20 @@ class SimilarUsersQuery(BaseModel):
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
     k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
+    experiment: str | None = Field(
+        None,
+        description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
+        "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
+        "exposure.",
+        examples=[None],
+    )
+    unit_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
+        examples=[None],
+    )
 
 
 class RecommendQuery(BaseModel):
@@ -59,6 +87,36 @@ class RecommendQuery(BaseModel):
     exclude_seen: bool = Field(
         True, description="Leave out the items the user already interacted with. Default true.", examples=[True]
     )
+    experiment: str | None = Field(
+        None,
+        description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
+        "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
+        "exposure.",
+        examples=[None],
+    )
+    unit_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
+        examples=[None],
+    )
+
+
+class ExperimentExposure(BaseModel):
+    name: str = Field(description="The experiment.", examples=["item-metric"])
+    arm: str | None = Field(description="The unit's arm (null in interleave mode: see teams).", examples=["projected"])
+    exposure_id: str = Field(description="Id of this exposure, for POST /feedback.", examples=["3f2c9a0d4b5e4d8f9a1b2c3d"])
+    teams: list[str] | None = Field(
+        None, description="Interleave mode: the arm whose list contributed each position (team-draft).", examples=[None]
+    )
+
+
+_EXPERIMENT = Field(
+    None,
+    description="Present when the request named an experiment: the arm that served it and the exposure id. In "
+    "interleave mode `model` and `metric` are the two arms' values (joined by `|` when they differ).",
+)
 
 
 _MODEL = Field(description="The model used.", examples=[DEFAULT_MODEL])
@@ -94,6 +152,7 @@ class SimilarItemsResponse(BaseModel):
     k: int = _K
     artifact_version: str = VERSION
     neighbors: list[ItemNeighbor] = Field(description="Most similar items, best first; the query item itself is excluded.")
+    experiment: ExperimentExposure | None = _EXPERIMENT
 
 
 class SimilarUsersResponse(BaseModel):
@@ -117,6 +176,7 @@ class SimilarUsersResponse(BaseModel):
     k: int = _K
     artifact_version: str = VERSION
     neighbors: list[UserNeighbor] = Field(description="Most similar users, best first; the query user itself is excluded.")
+    experiment: ExperimentExposure | None = _EXPERIMENT
 
 
 class RecommendResponse(BaseModel):
@@ -142,3 +202,4 @@ class RecommendResponse(BaseModel):
     exclude_seen: bool = Field(description="Whether the user's own items were left out.", examples=[True])
     artifact_version: str = VERSION
     neighbors: list[ItemNeighbor] = Field(description="Recommended items, best score first.")
+    experiment: ExperimentExposure | None = _EXPERIMENT

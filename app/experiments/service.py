@@ -1,0 +1,125 @@
+"""The experiments of a worker: the definitions (EXPERIMENTS_FILE, hot-reloaded like artifact versions), the
+event store (EVENTS_DB) and the event log that takes every exposure off the request path.
+
+Definitions are validated against the served version's models and metrics: on load, when the file changes
+and when a new version is served. A refused file keeps the previous definitions; the reason is in
+`status()` (GET /readyz, GET /experiments), the log and /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.experiments.assignment import assign
+from app.experiments.definitions import Arm, Experiment, Experiments, ExperimentsError, file_fingerprint, load_experiments
+from app.experiments.event_log import EventLog
+from app.experiments.events import EventStore, Exposure, open_store
+from app.serving.version import Version
+from models.artifact.manifest import RECOMMEND_METRICS
+
+log = logging.getLogger("app.experiments")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    at: float
+
+
+class ExperimentsService:
+    """One per worker; `check(version)` is called at startup and by the poller."""
+
+    def __init__(self, path: Path, events_db: str, spill_dir: Path, on_count: Any = None, on_refusal: Any = None) -> None:
+        self.path = path
+        self.current = Experiments()
+        self.loaded_at: float | None = None
+        self.last_refusal: Refusal | None = None
+        self._checked: tuple[str, str] | None = None  # (file fingerprint, version) last validated
+        self._on_refusal = on_refusal
+        self.store: EventStore = open_store(events_db, connect=False)
+        self.log = EventLog(self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count)
+
+    def check(self, version: Version | None) -> None:
+        """Load the file when it or the served version changed since the last check; keep the previous on refusal."""
+        if version is None:
+            return
+        try:
+            fingerprint = file_fingerprint(self.path)
+        except OSError as e:
+            fingerprint = f"unreadable: {e}"
+        key = (fingerprint, version.name)
+        if key == self._checked:
+            return
+        self._checked = key
+        try:
+            loaded = load_experiments(self.path, version.models, version.metrics, tuple(m for m in RECOMMEND_METRICS))
+        except (ExperimentsError, OSError) as e:
+            self.last_refusal = Refusal(str(e), time.time())
+            log.error("experiments file refused, the previous definitions stay: %s", e)
+            if self._on_refusal is not None:
+                self._on_refusal(str(e))
+            return
+        changed = loaded.fingerprint != self.current.fingerprint
+        self.current, self.loaded_at, self.last_refusal = loaded, time.time(), None
+        if changed:
+            log.info("experiments: %d loaded from %s", len(loaded.experiments), self.path)
+
+    def assign(self, name: str, unit_id: str) -> tuple[Experiment, Arm] | None:
+        experiment = self.current.by_name.get(name)
+        return None if experiment is None else (experiment, assign(experiment, unit_id))
+
+    def expose(
+        self,
+        experiment: Experiment,
+        arm: str,
+        unit_id: str,
+        query_id: str,
+        k: int,
+        version: str,
+        shown: Sequence[str],
+        teams: Sequence[int] | None = None,
+        exposure_id: str | None = None,
+    ) -> str:
+        """Queue the exposure (never blocks, never fails the request); its id."""
+        exposure_id = exposure_id or new_exposure_id()
+        row = Exposure(
+            exposure_id=exposure_id,
+            time=time.time(),
+            experiment=experiment.name,
+            arm=arm,
+            unit_id=unit_id,
+            endpoint=experiment.endpoint,
+            query_id=query_id,
+            k=k,
+            artifact_version=version,
+            shown=tuple(shown),
+            teams=None if teams is None else tuple(teams),
+        )
+        self.log.submit("exposure", row)
+        return exposure_id
+
+    def status(self) -> dict[str, Any]:
+        refusal = self.last_refusal
+        return {
+            "file": str(self.path),
+            "experiments": [e.name for e in self.current.experiments],
+            "fingerprint": self.current.fingerprint or None,
+            "loaded_at": self.loaded_at,
+            "last_refusal": None if refusal is None else {"reason": refusal.reason, "at": refusal.at},
+            "events": self.log.counts(),
+        }
+
+    def close(self) -> None:
+        self.log.close()
+        self.store.close()
+
+
+def new_exposure_id() -> str:
+    return uuid.uuid4().hex

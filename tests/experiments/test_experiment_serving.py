@@ -1,0 +1,143 @@
+"""Serving under an experiment: the arm the documented formula picks decides model and metric, the response is
+the endpoint's usual body plus the exposure, every exposure reaches the events database, interleaving merges the
+two arms' lists, bad requests are 422s, and a bad experiments file keeps the previous definitions."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from support.artifacts import api_build_in_process
+from support.in_process import in_process_server
+
+from app.experiments.events import open_store
+
+EXPERIMENTS = """
+[[experiment]]
+name = "item-metric"
+endpoint = "similar-items"
+salt = "2026-12"
+mode = "ab"
+arms = [
+  { name = "control",   model = "denoising-symmetric", metric = "cosine",    weight = 50 },
+  { name = "projected", model = "denoising-symmetric", metric = "projected", weight = 50 },
+]
+
+[[experiment]]
+name = "rec-interleave"
+endpoint = "recommend"
+salt = "s2"
+mode = "interleave"
+arms = [
+  { name = "dot",       model = "weight-decay", metric = "dot",       weight = 1 },
+  { name = "projected", model = "weight-decay", metric = "projected", weight = 1 },
+]
+"""
+
+
+def arm_of(salt: str, unit: str) -> str:
+    """The issue's formula, written again here: bucket < 5000 -> the first of two equal arms."""
+    bucket = int.from_bytes(hashlib.sha256(f"{salt}:{unit}".encode()).digest()[:8], "big") % 10000
+    return "control" if bucket < 5000 else "projected"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    api_build_in_process(root / "art")
+    (root / "experiments.toml").write_text(EXPERIMENTS)
+    env = {"EXPERIMENTS_FILE": root / "experiments.toml", "EVENTS_DIR": root / "events", "RELOAD_INTERVAL": "0.1"}
+    with in_process_server(root / "art", **env) as server:
+        yield server, root
+
+
+def test_the_arm_decides_model_and_metric_and_the_exposure_is_logged(served):
+    server, root = served
+    shown = {}
+    for unit in (f"u{i}" for i in range(40)):
+        r = server.client.get("/similar-items", params={"item_id": "i7", "experiment": "item-metric", "unit_id": unit, "k": 5})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        arm = arm_of("2026-12", unit)
+        assert body["experiment"]["name"] == "item-metric" and body["experiment"]["arm"] == arm
+        assert body["metric"] == ("cosine" if arm == "control" else "projected") and body["model"] == "denoising-symmetric"
+        plain = server.client.get("/similar-items", params={"item_id": "i7", "metric": body["metric"], "k": 5}).json()
+        assert body["neighbors"] == plain["neighbors"]  # the endpoint's usual answer for that arm
+        shown[body["experiment"]["exposure_id"]] = (unit, arm, [n["item_id"] for n in body["neighbors"]])
+    assert {arm for _, arm, _ in shown.values()} == {"control", "projected"}
+    store = open_store(f"sqlite://{(root / 'events' / 'events.db').resolve()}")
+    deadline = time.monotonic() + 10
+    while store.exposure_count("item-metric") < len(shown) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.exposure_count("item-metric") == len(shown)  # every response logged exactly once
+    for exposure_id, (unit, arm, items) in shown.items():
+        e = store.get_exposure(exposure_id)
+        assert e is not None and (e.unit_id, e.arm, list(e.shown), e.query_id, e.k) == (unit, arm, items, "i7", 5)
+    store.close()
+
+
+def test_interleaving_merges_both_arms_lists(served):
+    server, _ = served
+    for unit in ("u1", "u2", "u3"):
+        r = server.client.get("/recommend", params={"user_id": "u5", "experiment": "rec-interleave", "unit_id": unit, "k": 6})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        ids = [n["item_id"] for n in body["neighbors"]]
+        teams = body["experiment"]["teams"]
+        assert len(ids) == len(set(ids)) == len(teams) == 6 and body["experiment"]["arm"] is None
+        lists = {
+            m: [
+                n["item_id"]
+                for n in server.client.get(
+                    "/recommend", params={"user_id": "u5", "model": "weight-decay", "metric": m, "k": 6}
+                ).json()["neighbors"]
+            ]
+            for m in ("dot", "projected")
+        }
+        for item, team in zip(ids, teams, strict=True):
+            assert item in lists[team]  # each position comes from its team's own list
+        for team, own in lists.items():  # each team's picks keep its list's order
+            picked = [i for i, t in zip(ids, teams, strict=True) if t == team]
+            assert picked == [i for i in own if i in picked]
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"experiment": "item-metric", "unit_id": "u1", "metric": "dot"}, "metric"),
+        ({"experiment": "item-metric", "unit_id": "u1", "model": "weight-decay"}, "model"),
+        ({"experiment": "item-metric"}, "unit_id"),
+        ({"experiment": "nope", "unit_id": "u1"}, "experiment"),
+        ({"experiment": "rec-interleave", "unit_id": "u1"}, "experiment"),  # a /recommend experiment on /similar-items
+    ],
+)
+def test_bad_experiment_requests_are_422s_naming_the_parameter(served, params, param):
+    server, _ = served
+    r = server.client.get("/similar-items", params={"item_id": "i7", **params})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+    assert [e["param"] for e in r.json()["errors"]] == [param]
+
+
+def test_a_bad_experiments_file_is_refused_and_the_previous_definitions_stay(served):
+    server, root = served
+    path = root / "experiments.toml"
+    path.write_text(EXPERIMENTS.replace('metric = "projected", weight = 50', 'metric = "euclid", weight = 50'))
+    try:
+        deadline = time.monotonic() + 10
+        status = {}
+        while time.monotonic() < deadline:
+            status = server.client.get("/readyz").json()["experiments"]
+            if status["last_refusal"]:
+                break
+            time.sleep(0.05)
+        assert "euclid" in status["last_refusal"]["reason"] and "arms[1].metric" in status["last_refusal"]["reason"]
+        assert status["experiments"] == ["item-metric", "rec-interleave"]  # still served
+        r = server.client.get("/similar-items", params={"item_id": "i7", "experiment": "item-metric", "unit_id": "u1"})
+        assert r.status_code == 200
+    finally:
+        path.write_text(EXPERIMENTS)
+    deadline = time.monotonic() + 10
+    while server.client.get("/readyz").json()["experiments"]["last_refusal"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.client.get("/readyz").json()["experiments"]["last_refusal"] is None
