@@ -21,6 +21,7 @@ from app.experiments.service import ExperimentsService
 from app.plumbing import metrics, problems
 from app.plumbing.problems import PROBLEM_MEDIA_TYPE
 from app.routers import compare, figures, items, neighbours, ops, page, quality
+from app.routers import experiments as experiments_routes
 from app.serving.loader import LoadOptions
 from app.serving.reload import Reloader, VersionHolder
 from app.settings import Settings
@@ -107,7 +108,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     _include_flat(app, neighbours.router)
     app.include_router(ops.router)
-    for router in (compare.router, figures.router, items.router, page.router, quality.router, quality.evaluation_router):
+    for router in (
+        compare.router,
+        figures.router,
+        items.router,
+        page.router,
+        quality.router,
+        quality.evaluation_router,
+        experiments_routes.router,
+    ):
         app.include_router(router)
     if settings.admin_token:
         app.include_router(ops.admin_router)

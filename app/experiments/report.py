@@ -9,9 +9,9 @@ is undefined, never NaN), `format_report(report)` renders it as markdown. Shape 
                "ctr": {"value", "ci95": [lo, hi]},
                "lift": {"value", "ci95": [lo, hi], "p_value"} | None}],      # None for arms[0], the baseline
      "srm": {"chi2", "p_value", "flag"},
-     "interleaving": {"exposures", "wins": {arm name: n}, "ties", "clicks": {arm name: n},
+     "interleaving": {"exposures", "units", "wins": {arm name: n}, "ties", "clicks": {arm name: n},
                       "sign_test": {"wins", "losses", "ties", "p_value"}},    # interleave mode only
-     "unlisted_arms": {arm name: {"units", "exposures"}},                    # stored arms the file no longer has
+     "unlisted_arms": {arm label: {"units", "exposures"}},                   # stored labels the file does not list
      "methods": {...}}
 
 The quantities, from `EventStore.unit_rows` (one row per arm and unit) and `interleaving_credits`:
@@ -24,8 +24,10 @@ The quantities, from `EventStore.unit_rows` (one row per arm and unit) and `inte
 - interleaving: team 0 is arms[0], team 1 arms[1]; per exposure the team with more credited clicks wins
   (interleaving.outcome) and the sign test compares the wins of arms[0] with those of arms[1], ties dropped.
 
-Rows of arms the experiment does not list (an arm renamed or removed from the file while its exposures
-stay stored) are left out of arms and of the SRM, and counted under unlisted_arms.
+Rows stored under an arm label the experiment does not list (an arm renamed or removed from the file while
+its exposures stay stored, or one label for all team-draft exposures) are left out of arms and of the SRM and
+counted under unlisted_arms. The interleaving block does not depend on arm labels: it takes every exposure
+of the experiment that has teams, and its units are the distinct unit ids of all the experiment's exposures.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def experiment_report(experiment: Experiment, store: EventStore) -> dict[str, An
         "srm": srm([a["units"] for a in arms], widths),
     }
     if experiment.mode == "interleave":
-        report["interleaving"] = _interleaving(experiment, store)
+        report["interleaving"] = _interleaving(experiment, store, len({row.unit_id for row in rows}))
     report["unlisted_arms"] = unlisted
     report["methods"] = dict(METHODS)
     return report
@@ -117,12 +119,13 @@ def _unit_arrays(rows: Sequence[UnitRow]) -> tuple[np.ndarray, np.ndarray]:
     return clicks, exposures
 
 
-def _interleaving(experiment: Experiment, store: EventStore) -> dict[str, Any]:
+def _interleaving(experiment: Experiment, store: EventStore, units: int) -> dict[str, Any]:
     credits = store.interleaving_credits(experiment.name)
     wins_a, wins_b, ties = tally(outcome(a, b) for _, a, b in credits)
     first, second = (arm.name for arm in experiment.arms)
     return {
         "exposures": len(credits),
+        "units": units,
         "wins": {first: wins_a, second: wins_b},
         "ties": ties,
         "clicks": {first: sum(a for _, a, _ in credits), second: sum(b for _, _, b in credits)},
@@ -211,12 +214,13 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines += [
             f"| ties | {_num(inter.get('ties'))} | |",
             "",
-            f"{_num(inter.get('exposures'))} interleaved exposures; sign test: {_num(test.get('wins'))} wins,"
-            f" {_num(test.get('losses'))} losses, {_num(test.get('ties'))} ties dropped, p = {_num(test.get('p_value'))}.",
+            f"{_num(inter.get('exposures'))} interleaved exposures of {_num(inter.get('units'))} units;"
+            f" sign test: {_num(test.get('wins'))} wins, {_num(test.get('losses'))} losses,"
+            f" {_num(test.get('ties'))} ties dropped, p = {_num(test.get('p_value'))}.",
         ]
     unlisted = report.get("unlisted_arms") or {}
     if unlisted:
-        lines += ["", "Stored arms this experiment does not list (left out above):"]
+        lines += ["", "Exposures stored under arm labels the experiment does not list (not in the arm tables):"]
         lines += [f"- {name}: {_num(v.get('units'))} units, {_num(v.get('exposures'))} exposures" for name, v in unlisted.items()]
     methods = report.get("methods") or {}
     if methods:

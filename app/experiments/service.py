@@ -8,8 +8,10 @@ and when a new version is served. A refused file keeps the previous definitions;
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,11 +22,12 @@ from typing import Any
 from app.experiments.assignment import assign
 from app.experiments.definitions import Arm, Experiment, Experiments, ExperimentsError, file_fingerprint, load_experiments
 from app.experiments.event_log import EventLog
-from app.experiments.events import EventStore, Exposure, open_store
+from app.experiments.events import EventStore, Exposure, Feedback, open_store
 from app.serving.version import Version
 from models.artifact.manifest import RECOMMEND_METRICS
 
 log = logging.getLogger("app.experiments")
+RECENT_EXPOSURES = 100_000  # ~ a minute of traffic at 1,000 experiment requests/s per worker
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ExperimentsService:
         self._checked: tuple[str, str] | None = None  # (file fingerprint, version) last validated
         self._on_refusal = on_refusal
         self.store: EventStore = open_store(events_db, connect=False)
+        # this worker's latest exposures: feedback on one the writer has not stored yet is still validated
+        self._recent: collections.OrderedDict[str, Exposure] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         self.log = EventLog(self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count)
 
     def check(self, version: Version | None) -> None:
@@ -102,8 +108,21 @@ class ExperimentsService:
             shown=tuple(shown),
             teams=None if teams is None else tuple(teams),
         )
+        with self._recent_lock:
+            self._recent[exposure_id] = row
+            while len(self._recent) > RECENT_EXPOSURES:
+                self._recent.popitem(last=False)
         self.log.submit("exposure", row)
         return exposure_id
+
+    def find_exposure(self, exposure_id: str) -> Exposure | None:
+        """The exposure from this worker's recent ones or the store; StoreUnavailable when the store cannot tell."""
+        with self._recent_lock:
+            row = self._recent.get(exposure_id)
+        return row if row is not None else self.store.get_exposure(exposure_id)
+
+    def give_feedback(self, row: Feedback) -> None:
+        self.log.submit("feedback", row)
 
     def status(self) -> dict[str, Any]:
         refusal = self.last_refusal

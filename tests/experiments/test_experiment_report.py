@@ -226,7 +226,9 @@ def test_srm_expects_the_bucket_widths(store: EventStore) -> None:
     assert [a["share"] for a in report["arms"]] == [0.3333, 0.6667]
 
 
-def test_interleaving_wins_and_sign_test(store: EventStore) -> None:
+@pytest.mark.parametrize("label", ["assigned arm", "one label"])
+def test_interleaving_wins_and_sign_test(store: EventStore, label: str) -> None:
+    """Exposures stored under the unit's assigned arm, or all under one label ("interleave"): the block is the same."""
     exp = experiment("draft", (1, 1), mode="interleave", names=("cosine", "projected"))
     rng = np.random.default_rng(7)
     w = Written()
@@ -235,7 +237,8 @@ def test_interleaving_wins_and_sign_test(store: EventStore) -> None:
     for x in range(150):
         unit = f"user-{x % 50}"
         teams = tuple(int(t) for t in rng.integers(0, 2, size=6))
-        e = make_exposure(f"d{x}", "draft", assign(exp, unit).name, unit, rng, teams)
+        arm = assign(exp, unit).name if label == "assigned arm" else "interleave"
+        e = make_exposure(f"d{x}", "draft", arm, unit, rng, teams)
         w.expose(e)
         clicks = [0, 0]
         for pos, team in enumerate(teams):
@@ -252,7 +255,7 @@ def test_interleaving_wins_and_sign_test(store: EventStore) -> None:
     w.write(store)
     report = experiment_report(exp, store)
     inter = report["interleaving"]
-    assert inter["exposures"] == 150
+    assert inter["exposures"] == 150 and inter["units"] == 50
     assert inter["wins"] == {"cosine": wins["cosine"], "projected": wins["projected"]}
     assert inter["ties"] == wins["tie"]
     assert inter["clicks"] == {"cosine": credited[0], "projected": credited[1]}
@@ -261,7 +264,12 @@ def test_interleaving_wins_and_sign_test(store: EventStore) -> None:
     n = wins["cosine"] + wins["projected"]
     assert st["p_value"] == pytest.approx(stats.binomtest(wins["cosine"], n, 0.5).pvalue, rel=1e-12)
     assert st["p_value"] < 0.05  # the simulated preference for team 0 is found
-    assert sum(a["units"] for a in report["arms"]) == 50 and sum(a["exposures"] for a in report["arms"]) == 150
+    listed = (sum(a["units"] for a in report["arms"]), sum(a["exposures"] for a in report["arms"]))
+    if label == "assigned arm":
+        assert listed == (50, 150) and report["unlisted_arms"] == {}
+    else:
+        assert listed == (0, 0) and report["unlisted_arms"] == {"interleave": {"units": 50, "exposures": 150}}
+        assert report["srm"] == {"chi2": None, "p_value": None, "flag": False}
     md = format_report(json.loads(json.dumps(report, allow_nan=False)))
     assert "Interleaving" in md and f"p = {st['p_value']:.4g}" in md
     assert "| cosine |" in md and "| projected |" in md
@@ -312,6 +320,7 @@ def test_experiment_without_exposures_gives_a_valid_report(store: EventStore, mo
     if mode == "interleave":
         assert report["interleaving"] == {
             "exposures": 0,
+            "units": 0,
             "wins": {"first": 0, "second": 0},
             "ties": 0,
             "clicks": {"first": 0, "second": 0},

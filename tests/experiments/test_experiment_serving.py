@@ -141,3 +141,68 @@ def test_a_bad_experiments_file_is_refused_and_the_previous_definitions_stay(ser
     while server.client.get("/readyz").json()["experiments"]["last_refusal"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.client.get("/readyz").json()["experiments"]["last_refusal"] is None
+
+
+def _exposed(server, unit: str) -> dict:
+    r = server.client.get("/similar-items", params={"item_id": "i9", "experiment": "item-metric", "unit_id": unit, "k": 4})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _wait_stored(root, count_at_least: int, experiment: str = "item-metric"):
+    store = open_store(f"sqlite://{(root / 'events' / 'events.db').resolve()}")
+    deadline = time.monotonic() + 10
+    while store.exposure_count(experiment) < count_at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return store
+
+
+def test_feedback_is_validated_accepted_once_and_reported(served):
+    server, root = served
+    body = _exposed(server, "fb-unit")
+    exposure_id, shown = body["experiment"]["exposure_id"], [n["item_id"] for n in body["neighbors"]]
+    click = {"exposure_id": exposure_id, "item_id": shown[1], "event": "click", "event_id": "ev-1"}
+    for _ in range(3):  # repeating an event_id is idempotent
+        r = server.client.post("/feedback", json=click)
+        assert r.status_code == 202 and r.json() == {
+            "accepted": True,
+            "exposure_id": exposure_id,
+            "event_id": "ev-1",
+            "validated": True,
+        }
+    assert (
+        server.client.post("/feedback", json={**click, "event": "conversion", "event_id": "ev-2", "value": 9.5}).status_code
+        == 202
+    )
+    for bad, param in (
+        ({**click, "exposure_id": "nope"}, "exposure_id"),
+        ({**click, "item_id": "i-never-shown"}, "item_id"),
+        ({**click, "event": "Not A Name!"}, "event"),
+        ({**click, "extra": 1}, "extra"),
+    ):
+        r = server.client.post("/feedback", json=bad)
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert param in {e["param"] for e in r.json()["errors"]}, r.json()
+    store = _wait_stored(root, 1)
+    deadline = time.monotonic() + 10
+    while len(store.feedback_for(exposure_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = store.feedback_for(exposure_id)
+    assert sorted((f.event, f.item_id, f.event_id) for f in events) == [
+        ("click", shown[1], "ev-1"),
+        ("conversion", shown[1], "ev-2"),
+    ]
+    report = server.client.get("/experiments/item-metric/report").json()
+    arms = {a["name"]: a for a in report["arms"]}
+    assert set(arms) == {"control", "projected"} and report["mode"] == "ab"
+    assert sum(a["exposures"] for a in arms.values()) == store.exposure_count("item-metric")
+    assert (
+        arms[body["experiment"]["arm"]]["events"]["click"] >= 1 and arms[body["experiment"]["arm"]]["events"]["conversion"] == 1
+    )
+    assert {"chi2", "p_value", "flag"} <= set(report["srm"])
+    markdown = server.client.get("/experiments/item-metric/report", params={"format": "markdown"})
+    assert markdown.status_code == 200 and "control" in markdown.text and "projected" in markdown.text
+    listing = server.client.get("/experiments").json()
+    assert listing["configured"] and [e["name"] for e in listing["experiments"]] == ["item-metric", "rec-interleave"]
+    assert server.client.get("/experiments/nope/report").status_code == 404
+    store.close()

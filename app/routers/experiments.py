@@ -1,0 +1,135 @@
+"""POST /feedback, GET /experiments and GET /experiments/{name}/report: the online side of the experiments."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.experiments.events import Feedback, StoreUnavailable
+from app.experiments.report import experiment_report, format_report
+from app.experiments.service import ExperimentsService
+from app.plumbing.problems import ProblemError
+from app.plumbing.query_route import invalid, json_response
+from app.schemas.common import NOT_READY, Problem, ValidationProblem
+from app.schemas.experiments import ExperimentsResponse, FeedbackAccepted, FeedbackBody, ReportResponse
+
+router = APIRouter(tags=["experiments"])
+bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server (reports, when ADMIN_TOKEN is set).")
+
+
+def _service(request: Request) -> ExperimentsService:
+    service = request.app.state.experiments
+    if service is None:
+        raise ProblemError(
+            404, "No experiments", "this server runs no experiments (EXPERIMENTS_FILE is unset)", "/problems/no-experiments"
+        )
+    return service
+
+
+@router.post(
+    "/feedback",
+    status_code=202,
+    response_model=FeedbackAccepted,
+    summary="Record an event (click, conversion, ...) on an item an experiment response showed",
+    description="Accepted (202) and queued for the events database off the request path. Refused (422, naming the "
+    "field) when the exposure is unknown or the item was not shown in it. Repeating an `event_id` is idempotent. "
+    "Anyone holding an exposure id may post feedback for it: exposure ids are random 128-bit values handed only to "
+    "the client that received the response.",
+    responses={
+        400: {"model": Problem, "description": "The body is not JSON."},
+        404: {"model": Problem, "description": "This server runs no experiments (EXPERIMENTS_FILE is unset)."},
+        422: {"model": ValidationProblem, "description": "Unknown exposure, an item it did not show, a bad field."},
+    },
+)
+async def feedback(body: FeedbackBody, request: Request) -> Response:
+    service = _service(request)
+    validated = True
+    try:
+        exposure = await asyncio.to_thread(service.find_exposure, body.exposure_id)
+    except StoreUnavailable:
+        exposure, validated = None, False  # the database is down: never fail the request, keep the event
+    if validated:
+        if exposure is None:
+            raise invalid("exposure_id", f"unknown exposure {body.exposure_id!r}", body.exposure_id, where="body")
+        if body.item_id not in exposure.shown:
+            raise invalid(
+                "item_id", f"item {body.item_id!r} was not shown in exposure {body.exposure_id!r}", body.item_id, where="body"
+            )
+    service.give_feedback(Feedback(body.exposure_id, body.item_id, body.event, body.value, body.event_id, time.time()))
+    accepted = {"accepted": True, "exposure_id": body.exposure_id, "event_id": body.event_id, "validated": validated}
+    return json_response(accepted, None, status_code=202)
+
+
+@router.get(
+    "/experiments",
+    response_model=ExperimentsResponse,
+    summary="The experiments this server runs, and the state of their file and events",
+    responses=NOT_READY,
+)
+async def list_experiments(request: Request) -> Response:
+    service = request.app.state.experiments
+    if service is None:
+        return json_response({"configured": False, "experiments": [], "status": None}, None)
+    experiments = [
+        {
+            "name": e.name,
+            "endpoint": e.endpoint,
+            "salt": e.salt,
+            "mode": e.mode,
+            "arms": [dataclasses.asdict(a) for a in e.arms],
+            "report": f"/experiments/{e.name}/report",
+        }
+        for e in service.current.experiments
+    ]
+    return json_response({"configured": True, "experiments": experiments, "status": service.status()}, None)
+
+
+@router.get(
+    "/experiments/{name}/report",
+    response_model=ReportResponse,
+    summary="Per-arm units, exposures, events, CTR with intervals, lift, sample-ratio check (and interleaving)",
+    description="From the events database. When ADMIN_TOKEN is set the report needs `Authorization: Bearer "
+    "ADMIN_TOKEN` (results are for the team running the experiment); `?format=markdown` for tables.",
+    responses={
+        401: {"model": Problem, "description": "ADMIN_TOKEN is set and the token is missing or wrong."},
+        404: {"model": Problem, "description": "No such experiment (or no experiments)."},
+        422: {"model": ValidationProblem, "description": "A bad `format`."},
+        503: {"model": Problem, "description": "The events database is unreachable."},
+    },
+)
+async def report(
+    request: Request,
+    name: Annotated[str, Path(description="An experiment of GET /experiments.")],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    format: Annotated[str, Query(pattern="^(json|markdown)$", description="json (default) or markdown.")] = "json",
+) -> Response:
+    token = request.app.state.settings.admin_token
+    given = credentials.credentials if credentials else ""
+    if token and not hmac.compare_digest(given.encode(), token.encode()):
+        raise ProblemError(
+            401,
+            "Unauthorized",
+            "reports need the bearer token (ADMIN_TOKEN)",
+            "/problems/unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="reports"'},
+        )
+    service = _service(request)
+    experiment = service.current.by_name.get(name)
+    if experiment is None:
+        raise ProblemError(
+            404, "Unknown experiment", f"no experiment {name!r} (see /experiments)", "/problems/unknown-experiment"
+        )
+    try:
+        body = await asyncio.to_thread(experiment_report, experiment, service.store)
+    except StoreUnavailable as e:
+        raise ProblemError(503, "Events database unavailable", str(e), "/problems/events-unavailable") from e
+    if format == "markdown":
+        return PlainTextResponse(format_report(body), media_type="text/markdown")
+    return json_response(body, None)
