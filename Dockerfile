@@ -14,10 +14,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 
-# The non-root user both jobs run as. /artifacts belongs to it: a new named volume mounted there starts
-# as a copy of this folder, so the offline job can write it (the API mounts it read-only).
+# The non-root user both jobs run as. /artifacts and /events belong to it: a new named volume mounted there
+# starts as a copy of this folder, so the offline job can write /artifacts (the API mounts it read-only) and
+# the API its experiments' events database and spill files in /events.
 RUN useradd --create-home --home-dir /home/simserve --uid 10001 --user-group --shell /usr/sbin/nologin simserve \
-    && mkdir -p /artifacts && chown simserve:simserve /artifacts
+    && mkdir -p /artifacts /events && chown simserve:simserve /artifacts /events
 WORKDIR /srv/simserve
 
 # Dependency layer: depends on pyproject.toml only, so editing models/ or app/ rebuilds in seconds.
@@ -40,8 +41,9 @@ RUN chmod 0755 /usr/local/bin/build-job \
     && pip install --no-deps --no-build-isolation . \
     && rm -rf build *.egg-info models app
 
-VOLUME /artifacts
+VOLUME /artifacts /events
 ENV ARTIFACTS_DIR=/artifacts \
+    EVENTS_DIR=/events \
     HOST=0.0.0.0 \
     PORT=8000
 USER simserve

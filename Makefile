@@ -10,7 +10,7 @@ export ARTIFACTS_DIR
 
 LINTED := models app tests bench tools
 
-.PHONY: install demo serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
+.PHONY: install demo demo-experiment serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
 	bench-build bench-serve bench-memory bench-own-models clean
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,12 @@ SIM_BUILD := --dataset simulation --out $(ARTIFACTS_DIR) --precompute-neighbours
 demo: install
 	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build $(SIM_BUILD)
 	$(PY) -m app --host $(HOST) --port $(PORT)
+
+# An online experiment end to end: simulated users click on what the API shows them (ground-truth
+# probabilities), and the reports say which metric wins (bench/experiment_traffic.py).
+demo-experiment: install
+	@test -s $(ARTIFACTS_DIR)/CURRENT || $(PY) -m models.build $(SIM_BUILD)
+	$(PY) bench/experiment_traffic.py --artifacts $(ARTIFACTS_DIR)
 
 serve: install
 	$(PY) -m app --host $(HOST) --port $(PORT)
