@@ -25,6 +25,23 @@ from app.schemas.common import (
 )
 from app.settings import K_LIMIT
 
+_EXPERIMENT_PARAM = Field(
+    None,
+    description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
+    "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
+    "exposure.",
+    examples=[None],
+)
+
+
+_UNIT_ID = Field(
+    None,
+    min_length=1,
+    max_length=256,
+    description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
+    examples=[None],
+)
+
 
 class SimilarItemsQuery(BaseModel):
     model_config = QUERY_CONFIG
@@ -32,20 +49,8 @@ class SimilarItemsQuery(BaseModel):
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
     k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
-    experiment: str | None = Field(
-        None,
-        description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
-        "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
-        "exposure.",
-        examples=[None],
-    )
-    unit_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
-        examples=[None],
-    )
+    experiment: str | None = _EXPERIMENT_PARAM
+    unit_id: str | None = _UNIT_ID
 
 
 class SimilarUsersQuery(BaseModel):
@@ -54,20 +59,8 @@ class SimilarUsersQuery(BaseModel):
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
     k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
-    experiment: str | None = Field(
-        None,
-        description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
-        "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
-        "exposure.",
-        examples=[None],
-    )
-    unit_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
-        examples=[None],
-    )
+    experiment: str | None = _EXPERIMENT_PARAM
+    unit_id: str | None = _UNIT_ID
 
 
 class RecommendQuery(BaseModel):
@@ -87,20 +80,8 @@ class RecommendQuery(BaseModel):
     exclude_seen: bool = Field(
         True, description="Leave out the items the user already interacted with. Default true.", examples=[True]
     )
-    experiment: str | None = Field(
-        None,
-        description="Serve this request under an experiment of EXPERIMENTS_FILE (GET /experiments): its arm, chosen by "
-        "`unit_id`, decides model and metric (giving model or metric too is a 422), and the response is logged as an "
-        "exposure.",
-        examples=[None],
-    )
-    unit_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        description="The unit (user, session) the experiment assigns to an arm; required with `experiment`.",
-        examples=[None],
-    )
+    experiment: str | None = _EXPERIMENT_PARAM
+    unit_id: str | None = _UNIT_ID
 
 
 class ExperimentExposure(BaseModel):

@@ -5,11 +5,9 @@ is full too, and are counted."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from support.postgres import SKIP_REASON, PostgresCluster, binaries
+from support.postgres import PostgresCluster
 
 from app.experiments.event_log import EventLog, EventLogParams
 from app.experiments.events import Exposure, Feedback, open_store
@@ -30,17 +28,6 @@ def exposure(i: int, interleaved: bool = False) -> Exposure:
         shown=shown,
         teams=(0, 1, 1, 0) if interleaved else None,
     )
-
-
-@pytest.fixture(scope="module")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    if binaries() is None:
-        pytest.skip(SKIP_REASON)
-    cluster = PostgresCluster.create()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 FAST = EventLogParams(batch=50, flush_interval=0.01, retry_interval=0.05)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support.postgres import SKIP_REASON, PostgresCluster, binaries
+from support.postgres import PostgresCluster
 
 from app.experiments.events import (
     EventStore,
@@ -33,17 +33,6 @@ from app.experiments.interleaving import credit
 from models.errors import InputError
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="module")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    if binaries() is None:
-        pytest.skip(SKIP_REASON)
-    cluster = PostgresCluster.create()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(params=BACKENDS)
