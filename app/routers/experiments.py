@@ -21,6 +21,7 @@ from app.schemas.common import NOT_READY, Problem, ValidationProblem
 from app.schemas.experiments import ExperimentsResponse, FeedbackAccepted, FeedbackBody, ReportResponse
 
 router = APIRouter(tags=["experiments"])
+UNKNOWN_EXPOSURE_RETRIES = (0.1, 0.2, 0.4)  # seconds: past the event log's flush interval, before "unknown exposure"
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server (reports, when ADMIN_TOKEN is set).")
 
 
@@ -50,9 +51,14 @@ def _service(request: Request) -> ExperimentsService:
 )
 async def feedback(body: FeedbackBody, request: Request) -> Response:
     service = _service(request)
-    validated = True
+    validated, exposure = True, None
     try:
-        exposure = await asyncio.to_thread(service.find_exposure, body.exposure_id)
+        # another worker's exposure reaches the database within its writer's flush (0.1 s): look a few times
+        for wait in (0.0, *UNKNOWN_EXPOSURE_RETRIES):
+            await asyncio.sleep(wait)
+            exposure = await asyncio.to_thread(service.find_exposure, body.exposure_id)
+            if exposure is not None:
+                break
     except StoreUnavailable:
         exposure, validated = None, False  # the database is down: never fail the request, keep the event
     if validated:
