@@ -65,7 +65,7 @@ class ExperimentsService:
             return
         self._checked = key
         try:
-            loaded = load_experiments(self.path, version.models, version.metrics, tuple(m for m in RECOMMEND_METRICS))
+            loaded = load_experiments(self.path, version.models, version.metrics, RECOMMEND_METRICS)
         except (ExperimentsError, OSError) as e:
             self.last_refusal = Refusal(str(e), time.time())
             log.error("experiments file refused, the previous definitions stay: %s", e)

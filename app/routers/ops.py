@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.plumbing import metrics
+from app.plumbing.auth import require_token
 from app.plumbing.problems import ProblemError, refusal_dict
 from app.plumbing.query_route import json_response
 from app.schemas.common import DEFAULT_K, DEFAULT_METRIC, DEFAULT_MODEL, Problem
@@ -155,16 +155,7 @@ bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server.")
 async def admin_reload(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Response:
-    token = request.app.state.settings.admin_token or ""
-    given = credentials.credentials if credentials else ""
-    if not token or not hmac.compare_digest(given.encode(), token.encode()):
-        raise ProblemError(
-            401,
-            "Unauthorized",
-            "a valid bearer token is required",
-            "/problems/unauthorized",
-            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
-        )
+    require_token(request.app.state.settings.admin_token, credentials, "admin", "a valid bearer token is required")
     result = await request.app.state.reloader.check_async("admin", force=True)
     if result.refusal is not None and not result.changed:
         raise ProblemError(
