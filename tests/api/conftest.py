@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 from support.artifacts import ApiArtifact
-from support.servers import ApiServer, start_api_server
+from support.servers import ApiServer, start_api_server, wait_serving
 
 
 @pytest.fixture(scope="session")
 def api_server(api_artifact: ApiArtifact, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """The API as `make demo` runs it (2 workers), on the session's fixture artifact; `.client` is an httpx.Client."""
     with start_api_server(api_artifact.root, tmp_path_factory.mktemp("api-server"), workers=2) as server:
+        wait_serving(server, api_artifact.version, 2)  # start_api_server returns once the first worker is ready
         yield server
 
 
