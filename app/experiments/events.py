@@ -20,8 +20,9 @@ and feedback for an unknown exposure is written and then simply never joins an e
 API validates events before writing them.
 
 Aggregates are computed by the database: `unit_rows` groups by (arm, unit_id) and by event name, and
-`interleaving_credits` joins each click to its item's position in `shown` and that position's team. Rows are
-returned sorted in Python, so both backends give the same order whatever the database collation.
+`interleaved_exposures` joins each event to its item's position in `shown` and that position's team
+(`interleaving_credits`: the clicks of that, per team). Rows are returned sorted in Python, so both backends
+give the same order whatever the database collation.
 
 Failures that a later retry can cure (PostgreSQL down or unreachable, the connection lost, SQLite busy past
 its busy_timeout, disk full or I/O errors) raise StoreUnavailable; the caller spills and retries. A store
@@ -48,6 +49,7 @@ import psycopg.conninfo
 from models.errors import InputError
 
 SCHEMA_VERSION = 1
+CLICK = "click"  # the event the CTR, the lift and the interleaving count
 SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT_S = 5
 # Held during schema creation so that workers opening one fresh database at once do not race on CREATE TABLE.
@@ -111,6 +113,23 @@ class UnitRow:
     events: dict[str, int]  # event name -> count over the unit's exposures in this arm
 
 
+@dataclass(frozen=True)
+class CreditedExposure:
+    """One interleaved exposure with its events credited to teams: events[(team, event name)] = count.
+
+    An event is credited to the team of the position that showed its item (0 = arms[0], 1 = arms[1]);
+    first_team is teams[0], the team that won the exposure's first coin flip of the draft.
+    """
+
+    exposure_id: str
+    unit_id: str
+    first_team: int
+    events: dict[tuple[int, str], int]
+
+    def credited(self, team: int, event: str) -> int:
+        return self.events.get((team, event), 0)
+
+
 class StoreUnavailable(RuntimeError):
     """The database cannot be reached or cannot take the write now (down, connection lost, busy, disk full)."""
 
@@ -135,6 +154,10 @@ class EventStore(Protocol):
         ...
 
     def exposure_count(self, experiment: str | None = None) -> int: ...
+
+    def interleaved_exposures(self, experiment: str) -> list[CreditedExposure]:
+        """The experiment's exposures that have teams, sorted by id, each with its events credited to teams."""
+        ...
 
     def interleaving_credits(self, experiment: str) -> list[tuple[str, int, int]]:
         """Per interleaved exposure, sorted by id: (exposure_id, clicks credited to team 0, to team 1)."""
@@ -201,26 +224,25 @@ WITH u AS (
 )
 SELECT u.arm, u.unit_id, u.n, ev.event, ev.c FROM u LEFT JOIN ev ON ev.arm = u.arm AND ev.unit_id = u.unit_id
 """
-# Each click joins the position of its item in the exposure's shown list and takes that position's team;
-# a click on an item the exposure did not show credits nobody. Exposures without clicks are (0, 0).
-_CREDITS = """
-SELECT e.exposure_id,
-       COALESCE(SUM(CASE WHEN t.team = 0 THEN 1 ELSE 0 END), 0),
-       COALESCE(SUM(CASE WHEN t.team = 1 THEN 1 ELSE 0 END), 0)
-FROM exposures e LEFT JOIN ({clicks}) t ON t.exposure_id = e.exposure_id
+# Each event joins the position of its item in the exposure's shown list and takes that position's team; an
+# event on an item the exposure did not show credits nobody. An exposure without credited events is one row
+# with team and event NULL.
+_INTERLEAVED = """
+SELECT e.exposure_id, e.unit_id, e.teams, t.team, t.event, COUNT(t.team)
+FROM exposures e LEFT JOIN ({event_teams}) t ON t.exposure_id = e.exposure_id
 WHERE e.experiment = ? AND e.teams IS NOT NULL
-GROUP BY e.exposure_id
+GROUP BY e.exposure_id, e.unit_id, e.teams, t.team, t.event
 """
-_SQLITE_CLICK_TEAMS = """
-SELECT f.exposure_id, CAST(json_extract(x.teams, '$[' || s.key || ']') AS INTEGER) AS team
+_SQLITE_EVENT_TEAMS = """
+SELECT f.exposure_id, f.event, CAST(json_extract(x.teams, '$[' || s.key || ']') AS INTEGER) AS team
 FROM feedback f JOIN exposures x ON x.exposure_id = f.exposure_id, json_each(x.shown) s
-WHERE x.experiment = ? AND x.teams IS NOT NULL AND f.event = 'click' AND s.value = f.item_id
+WHERE x.experiment = ? AND x.teams IS NOT NULL AND s.value = f.item_id
 """
-_POSTGRES_CLICK_TEAMS = """
-SELECT f.exposure_id, (x.teams::jsonb ->> (s.ord - 1)::int)::int AS team
+_POSTGRES_EVENT_TEAMS = """
+SELECT f.exposure_id, f.event, (x.teams::jsonb ->> (s.ord - 1)::int)::int AS team
 FROM feedback f JOIN exposures x ON x.exposure_id = f.exposure_id
 CROSS JOIN LATERAL jsonb_array_elements_text(x.shown::jsonb) WITH ORDINALITY AS s(item, ord)
-WHERE x.experiment = ? AND x.teams IS NOT NULL AND f.event = 'click' AND s.item = f.item_id
+WHERE x.experiment = ? AND x.teams IS NOT NULL AND s.item = f.item_id
 """
 
 
@@ -259,10 +281,23 @@ def _unit_rows(rows: Iterable[Sequence[Any]]) -> list[UnitRow]:
     return [units[key] for key in sorted(units)]
 
 
+def _credited(rows: Iterable[Sequence[Any]]) -> list[CreditedExposure]:
+    """Fold the (exposure, unit, teams, team, event, count) rows of _INTERLEAVED into CreditedExposures by id."""
+    out: dict[str, CreditedExposure] = {}
+    for exposure_id, unit_id, teams, team, event, count in rows:
+        e = out.get(exposure_id)
+        if e is None:
+            first = json.loads(teams)
+            e = out[exposure_id] = CreditedExposure(str(exposure_id), str(unit_id), int(first[0]) if first else -1, {})
+        if team is not None and event is not None:
+            e.events[(int(team), str(event))] = int(count)
+    return [out[key] for key in sorted(out)]
+
+
 class _SqlStore:
     """The queries of both backends; a subclass runs them (`_write`, `_read`) on its connection."""
 
-    _click_teams: str
+    _event_teams: str
     _param = "?"
 
     def _sql(self, statement: str) -> str:
@@ -299,9 +334,12 @@ class _SqlStore:
             rows = self._read(self._sql("SELECT COUNT(*) FROM exposures WHERE experiment = ?"), (experiment,))
         return int(rows[0][0])
 
+    def interleaved_exposures(self, experiment: str) -> list[CreditedExposure]:
+        rows = self._read(self._sql(_INTERLEAVED.format(event_teams=self._event_teams)), (experiment, experiment))
+        return _credited(rows)
+
     def interleaving_credits(self, experiment: str) -> list[tuple[str, int, int]]:
-        rows = self._read(self._sql(_CREDITS.format(clicks=self._click_teams)), (experiment, experiment))
-        return sorted((str(r[0]), int(r[1]), int(r[2])) for r in rows)
+        return [(e.exposure_id, e.credited(0, CLICK), e.credited(1, CLICK)) for e in self.interleaved_exposures(experiment)]
 
     def ping(self) -> None:
         self._read("SELECT version FROM schema_version", ())
@@ -333,7 +371,7 @@ class SqliteStore(_SqlStore):
     take the lock up front (BEGIN IMMEDIATE), so a writer waits up to busy_timeout instead of failing.
     """
 
-    _click_teams = _SQLITE_CLICK_TEAMS
+    _event_teams = _SQLITE_EVENT_TEAMS
 
     def __init__(self, path: Path, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
         self.path = path
@@ -418,7 +456,7 @@ class PostgresStore(_SqlStore):
     and the next call tries anew. The schema is ensured on every (re)connection, under an advisory lock.
     """
 
-    _click_teams = _POSTGRES_CLICK_TEAMS
+    _event_teams = _POSTGRES_EVENT_TEAMS
     _param = "%s"
 
     def __init__(self, url: str, connect: bool = True) -> None:

@@ -22,6 +22,8 @@ from models.errors import InputError
 T = TypeVar("T", bound=Hashable)
 
 TEAM_A = 0
+# The arm label under which team-draft exposures are stored: each shows both arms, so none belongs to one.
+INTERLEAVED_LABEL = "interleave"
 TEAM_B = 1
 Outcome = Literal["a", "b", "tie"]
 

@@ -14,24 +14,34 @@ is undefined, never NaN), `format_report(report)` renders it as markdown. Shape 
      "unlisted_arms": {arm label: {"units", "exposures"}},                   # stored labels the file does not list
      "methods": {...}}
 
-The quantities, from `EventStore.unit_rows` (one row per arm and unit) and `interleaving_credits`:
+In A/B mode the quantities come from `EventStore.unit_rows` (one row per arm and unit):
 
 - units: the unit rows of the arm; exposures: Σ_u e_u; events[name]: Σ_u (events `name` of u).
 - CTR = Σ_u c_u / Σ_u e_u with c_u the unit's click events, its Wilson 95% interval (statistics.arm_summary).
 - lift of arm j over arms[0]: R_j / R_0 − 1 by the delta method on the unit sums (c_u, e_u) (statistics.lift).
 - SRM: chi-square of units per arm against the arms' bucket widths |ranges[i]| / 10000
   (assignment.arm_ranges), the shares the assignment really realises, flagged below p = 0.001.
-- interleaving: team 0 is arms[0], team 1 arms[1]; per exposure the team with more credited clicks wins
-  (interleaving.outcome) and the sign test compares the wins of arms[0] with those of arms[1], ties dropped.
+
+In interleave mode every exposure shows both arms, so they come from `EventStore.interleaved_exposures`
+(each event credited to the team of the position that showed its item; team 0 is arms[0], team 1 arms[1]):
+
+- units, exposures: those of the interleaved exposures, the same for both arms; events[name]: the events
+  credited to the arm's team; CTR: its credited clicks / exposures; share: None (there are no buckets).
+- lift of arms[1] over arms[0]: Σ c1_u / Σ c0_u − 1 by the paired delta method (statistics.paired_lift).
+- SRM: the exposures whose first pick each team won (the draft's coin) against 1/2.
+- interleaving: per exposure the team with more credited clicks wins (interleaving.outcome) and the sign
+  test compares the wins of arms[0] with those of arms[1], ties dropped.
 
 Rows stored under an arm label the experiment does not list (an arm renamed or removed from the file while
-its exposures stay stored, or one label for all team-draft exposures) are left out of arms and of the SRM and
-counted under unlisted_arms. The interleaving block does not depend on arm labels: it takes every exposure
-of the experiment that has teams, and its units are the distinct unit ids of all the experiment's exposures.
+its exposures stay stored) are left out of arms and of the SRM and counted under unlisted_arms; team-draft
+exposures are stored under the label interleaving.INTERLEAVED_LABEL, which is not one of those. The interleaved
+quantities do not depend on arm labels: they take every exposure of the experiment that has teams; the
+interleaving block's units are the distinct unit ids of all the experiment's exposures.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,12 +50,10 @@ import numpy as np
 
 from app.experiments.assignment import BUCKETS
 from app.experiments.definitions import Experiment
-from app.experiments.events import EventStore, UnitRow
-from app.experiments.interleaving import outcome, tally
-from app.experiments.statistics import SRM_ALPHA, arm_summary, lift, sign_test, srm
+from app.experiments.events import CLICK, CreditedExposure, EventStore, UnitRow
+from app.experiments.interleaving import INTERLEAVED_LABEL, outcome, tally
+from app.experiments.statistics import SRM_ALPHA, arm_summary, lift, paired_lift, sign_test, srm
 from models.errors import InputError
-
-CLICK = "click"
 
 METHODS: dict[str, str] = {
     "ctr": "click events / exposures per arm (an exposure with two clicked items counts 2)",
@@ -53,6 +61,11 @@ METHODS: dict[str, str] = {
     "lift": "delta method on unit-level sums of clicks and exposures (log ratio), two-sided z-test",
     "srm": "chi-square of units per arm against the bucket shares, flagged below p = 0.001",
     "interleaving": "team-draft; per exposure the team with more credited clicks wins; two-sided sign test, ties dropped",
+}
+INTERLEAVE_METHODS: dict[str, str] = {
+    "ctr": "events credited to the arm's team (the team that placed the item) / interleaved exposures",
+    "lift": "paired delta method on unit-level sums of each team's credited clicks (log ratio), two-sided z-test",
+    "srm": "chi-square of the exposures whose first pick each team won against 1/2 (the draft's coin)",
 }
 
 
@@ -65,15 +78,15 @@ def experiment_report(experiment: Experiment, store: EventStore) -> dict[str, An
         if width == 0:  # the loader refuses such a file; the SRM's expected count would be 0
             raise InputError(f"experiment {experiment.name!r}: arms[{i}].weight: arm {arm.name!r} gets no bucket")
     rows = store.unit_rows(experiment.name)
-    by_arm: dict[str, list[UnitRow]] = {arm.name: [] for arm in experiment.arms}
+    interleaved = store.interleaved_exposures(experiment.name) if experiment.mode == "interleave" else []
+    listed = {arm.name for arm in experiment.arms} | ({INTERLEAVED_LABEL} if experiment.mode == "interleave" else set())
     unlisted: dict[str, dict[str, int]] = {}
     for row in rows:
-        if row.arm in by_arm:
-            by_arm[row.arm].append(row)
-        else:
+        if row.arm not in listed:
             other = unlisted.setdefault(row.arm, {"units": 0, "exposures": 0})
             other["units"] += 1
             other["exposures"] += row.exposures
+    by_arm = _ab_unit_rows(experiment, rows) if experiment.mode == "ab" else _team_unit_rows(experiment, interleaved)
     # One key set for every arm, so the arms' tables line up: click first, then the names seen, sorted.
     seen = {name for arm_rows in by_arm.values() for row in arm_rows for name in row.events}
     event_names = [CLICK, *sorted(seen - {CLICK})]
@@ -84,32 +97,67 @@ def experiment_report(experiment: Experiment, store: EventStore) -> dict[str, An
         clicks_u, exposures_u = unit_arrays[j]
         summary = arm_summary(clicks_u, exposures_u)
         events = {name: sum(row.events.get(name, 0) for row in by_arm[arm.name]) for name in event_names}
+        if j == 0:
+            arm_lift = None
+        elif experiment.mode == "ab":
+            arm_lift = lift(*unit_arrays[0], clicks_u, exposures_u)
+        else:  # the same units and exposures on both teams: a paired comparison
+            arm_lift = paired_lift(unit_arrays[0][0], clicks_u)
         arms.append(
             {
                 "name": arm.name,
                 "model": arm.model,
                 "metric": arm.metric,
                 "weight": arm.weight,
-                "share": width / BUCKETS,
+                "share": width / BUCKETS if experiment.mode == "ab" else None,
                 "units": summary["units"],
                 "exposures": summary["exposures"],
                 "events": events,
                 "ctr": {"value": summary["ctr"], "ci95": list(summary["ci95"])},
-                "lift": None if j == 0 else lift(*unit_arrays[0], clicks_u, exposures_u),
+                "lift": arm_lift,
             }
         )
+    if experiment.mode == "ab":
+        ratio_check = srm([a["units"] for a in arms], widths)
+    else:  # every exposure shows both arms; what is randomised per exposure is the draft's first coin
+        firsts = [sum(1 for e in interleaved if e.first_team == team) for team in (0, 1)]
+        ratio_check = srm(firsts, [1, 1])
     report: dict[str, Any] = {
         "name": experiment.name,
         "mode": experiment.mode,
         "endpoint": experiment.endpoint,
         "arms": arms,
-        "srm": srm([a["units"] for a in arms], widths),
+        "srm": ratio_check,
     }
     if experiment.mode == "interleave":
-        report["interleaving"] = _interleaving(experiment, store, len({row.unit_id for row in rows}))
+        report["interleaving"] = _interleaving(experiment, interleaved, len({row.unit_id for row in rows}))
     report["unlisted_arms"] = unlisted
-    report["methods"] = dict(METHODS)
+    report["methods"] = dict(METHODS if experiment.mode == "ab" else {**METHODS, **INTERLEAVE_METHODS})
     return report
+
+
+def _ab_unit_rows(experiment: Experiment, rows: Sequence[UnitRow]) -> dict[str, list[UnitRow]]:
+    """The unit rows of each listed arm, by arm name."""
+    by_arm: dict[str, list[UnitRow]] = {arm.name: [] for arm in experiment.arms}
+    for row in rows:
+        if row.arm in by_arm:
+            by_arm[row.arm].append(row)
+    return by_arm
+
+
+def _team_unit_rows(experiment: Experiment, interleaved: Sequence[CreditedExposure]) -> dict[str, list[UnitRow]]:
+    """Per arm (team 0 = arms[0], team 1 = arms[1]) one row per unit: the unit's interleaved exposures (both
+    teams share them) and the events credited to that team, in the same units order for both arms."""
+    per_unit: dict[str, tuple[int, list[collections.Counter[str]]]] = {}
+    for e in interleaved:
+        n, teams = per_unit.get(e.unit_id, (0, [collections.Counter(), collections.Counter()]))
+        for (team, event), count in e.events.items():
+            teams[team][event] += count
+        per_unit[e.unit_id] = (n + 1, teams)
+    return {
+        arm.name: [UnitRow(arm.name, unit, n, dict(teams[team])) for unit, (n, teams) in sorted(per_unit.items())]
+        for team, arm in enumerate(experiment.arms)
+    }
 
 
 def _unit_arrays(rows: Sequence[UnitRow]) -> tuple[np.ndarray, np.ndarray]:
@@ -119,16 +167,16 @@ def _unit_arrays(rows: Sequence[UnitRow]) -> tuple[np.ndarray, np.ndarray]:
     return clicks, exposures
 
 
-def _interleaving(experiment: Experiment, store: EventStore, units: int) -> dict[str, Any]:
-    credits = store.interleaving_credits(experiment.name)
-    wins_a, wins_b, ties = tally(outcome(a, b) for _, a, b in credits)
+def _interleaving(experiment: Experiment, interleaved: Sequence[CreditedExposure], units: int) -> dict[str, Any]:
+    credits = [(e.credited(0, CLICK), e.credited(1, CLICK)) for e in interleaved]
+    wins_a, wins_b, ties = tally(outcome(a, b) for a, b in credits)
     first, second = (arm.name for arm in experiment.arms)
     return {
         "exposures": len(credits),
         "units": units,
         "wins": {first: wins_a, second: wins_b},
         "ties": ties,
-        "clicks": {first: sum(a for _, a, _ in credits), second: sum(b for _, _, b in credits)},
+        "clicks": {first: sum(a for a, _ in credits), second: sum(b for _, b in credits)},
         "sign_test": sign_test(wins_a, wins_b, ties),
     }
 

@@ -104,14 +104,42 @@ def lift(
     """
     r0, v0 = ratio_and_variance(unit_clicks_0, unit_exposures_0)
     rj, vj = ratio_and_variance(unit_clicks_j, unit_exposures_j)
-    undefined: dict[str, Any] = {"value": None, "ci95": [None, None], "p_value": None}
     if r0 is None or rj is None or r0 == 0.0:
-        return undefined
-    value = rj / r0 - 1.0
+        return _lift_result(None, None)
     if v0 is None or vj is None or rj == 0.0:
+        return _lift_result(rj / r0, None)
+    return _lift_result(rj / r0, math.sqrt(vj / (rj * rj) + v0 / (r0 * r0)))
+
+
+def paired_lift(unit_clicks_0: npt.ArrayLike, unit_clicks_1: npt.ArrayLike) -> dict[str, Any]:
+    """Lift of team 1 over team 0 when both are measured on the same units (interleaving), shapes (n,), (n,).
+
+    L = Σ_u c1_u / Σ_u c0_u − 1 (both teams share every exposure, so the exposures cancel from the CTR
+    ratio). Delta method on the log ratio of the unit means, the units' pairing kept:
+    Var(log c̄1 − log c̄0) ≈ (s²_1 / c̄1² + s²_0 / c̄0² − 2 s_01 / (c̄0 c̄1)) / n, sample (co)variances (ddof = 1).
+    Interval, p-value and the undefined cases as in `lift` (fewer than 2 units: no variance).
+    """
+    c0, c1 = _unit_arrays("paired lift", unit_clicks_0, unit_clicks_1)
+    n = c0.size
+    m0, m1 = (float(c0.mean()), float(c1.mean())) if n else (0.0, 0.0)
+    if n == 0 or m0 == 0.0:
+        return _lift_result(None, None)
+    if n < 2 or m1 == 0.0:
+        return _lift_result(m1 / m0, None)
+    cov = np.cov(np.vstack([c0, c1]), ddof=1)
+    var = (cov[1, 1] / (m1 * m1) + cov[0, 0] / (m0 * m0) - 2.0 * cov[0, 1] / (m0 * m1)) / n
+    return _lift_result(m1 / m0, math.sqrt(max(float(var), 0.0)))
+
+
+def _lift_result(ratio: float | None, se: float | None) -> dict[str, Any]:
+    """{"value": ratio − 1, "ci95": exp(log ratio ± z·se) − 1, "p_value"} of a ratio and the standard error of its log."""
+    undefined: dict[str, Any] = {"value": None, "ci95": [None, None], "p_value": None}
+    if ratio is None:
+        return undefined
+    value = ratio - 1.0
+    if se is None:
         return {**undefined, "value": value}
-    log_ratio = math.log(rj / r0)
-    se = math.sqrt(vj / (rj * rj) + v0 / (r0 * r0))
+    log_ratio = math.log(ratio)
     if se == 0.0:
         return {"value": value, "ci95": [value, value], "p_value": 1.0 if log_ratio == 0.0 else 0.0}
     z = float(stats.norm.ppf(0.5 + LIFT_CONFIDENCE / 2.0))

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.experiments.interleaving import exposure_rng, team_draft
+from app.experiments.interleaving import INTERLEAVED_LABEL, exposure_rng, team_draft
 from app.experiments.service import new_exposure_id
 from app.plumbing.metrics import NONE, SCOPE_LABELS
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response, require_model
@@ -224,7 +224,7 @@ def _experiment_answer(
         ids, teams = team_draft(lists[0][1], lists[1][1], q.k, exposure_rng(exposure_id))
         by_id = [dict(zip(names, entries, strict=True)) for entries, names in lists]
         neighbours = [by_id[t][i] for i, t in zip(ids, teams, strict=True)]
-        service.expose(experiment, "interleave", q.unit_id, query_id, q.k, version.name, ids, teams, exposure_id)
+        service.expose(experiment, INTERLEAVED_LABEL, q.unit_id, query_id, q.k, version.name, ids, teams, exposure_id)
         model = first.model if first.model == second.model else f"{first.model}|{second.model}"
         metric = first.metric if first.metric == second.metric else f"{first.metric}|{second.metric}"
         block = {

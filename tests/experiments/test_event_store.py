@@ -217,6 +217,30 @@ def test_interleaving_credits_equal_a_python_count(store: EventStore) -> None:
     assert store.interleaving_credits("exp-j") == expected_credits(exposures, feedback, "exp-j")
 
 
+def test_interleaved_exposures_credit_every_event_type_like_a_python_count(store: EventStore) -> None:
+    rng = random.Random(11)
+    exposures = [exposure(i, "exp-i", rng=rng, interleaved=True) for i in range(150)]
+    exposures += [exposure(i, "exp-a", rng=rng) for i in range(20)]
+    feedback = [f for e in exposures for f in feedback_for(e, rng, rng.randrange(6), "t")]
+    store.write_exposures(exposures)
+    store.write_feedback(feedback)
+    want: dict[str, Counter[tuple[int, str]]] = {e.exposure_id: Counter() for e in exposures if e.experiment == "exp-i"}
+    by_id = {e.exposure_id: e for e in exposures}
+    for f in feedback:
+        e = by_id[f.exposure_id]
+        if f.exposure_id in want and f.item_id in e.shown:
+            assert e.teams is not None
+            want[f.exposure_id][(e.teams[e.shown.index(f.item_id)], f.event)] += 1
+    got = store.interleaved_exposures("exp-i")
+    assert [g.exposure_id for g in got] == sorted(want)
+    for g in got:
+        e = by_id[g.exposure_id]
+        assert e.teams is not None
+        assert (g.unit_id, g.first_team, g.events) == (e.unit_id, e.teams[0], dict(want[g.exposure_id]))
+    assert {event for g in got for _, event in g.events} == {"click", "purchase", "rating"}
+    assert store.interleaved_exposures("exp-a") == []
+
+
 def test_credits_of_an_exposure_without_clicks_are_zero(store: EventStore) -> None:
     e = Exposure("x", 1.0, "exp-i", "interleaved", "u", "neighbours", "q", 3, "v1", ("a", "b", "c"), (0, 1, 0))
     store.write_exposures([e])

@@ -234,6 +234,7 @@ def test_interleaving_wins_and_sign_test(store: EventStore, label: str) -> None:
     w = Written()
     wins = Counter[str]()
     credited = [0, 0]
+    purchases = [0, 0]
     for x in range(150):
         unit = f"user-{x % 50}"
         teams = tuple(int(t) for t in rng.integers(0, 2, size=6))
@@ -247,7 +248,9 @@ def test_interleaving_wins_and_sign_test(store: EventStore, label: str) -> None:
                 w.event(e, e.shown[pos], "click")
                 clicks[team] += 1
         if rng.random() < 0.3:
-            w.event(e, e.shown[int(rng.integers(6))], "purchase")  # not a click: credits nobody
+            pos = int(rng.integers(6))
+            w.event(e, e.shown[pos], "purchase")  # not a click: in its team's events, not in the clicks
+            purchases[teams[pos]] += 1
         if rng.random() < 0.1:
             w.event(e, "item-not-shown", "click")  # a click on no position: credits nobody
         credited = [credited[0] + clicks[0], credited[1] + clicks[1]]
@@ -264,12 +267,31 @@ def test_interleaving_wins_and_sign_test(store: EventStore, label: str) -> None:
     n = wins["cosine"] + wins["projected"]
     assert st["p_value"] == pytest.approx(stats.binomtest(wins["cosine"], n, 0.5).pvalue, rel=1e-12)
     assert st["p_value"] < 0.05  # the simulated preference for team 0 is found
-    listed = (sum(a["units"] for a in report["arms"]), sum(a["exposures"] for a in report["arms"]))
-    if label == "assigned arm":
-        assert listed == (50, 150) and report["unlisted_arms"] == {}
-    else:
-        assert listed == (0, 0) and report["unlisted_arms"] == {"interleave": {"units": 50, "exposures": 150}}
-        assert report["srm"] == {"chi2": None, "p_value": None, "flag": False}
+    # Each arm's table: every interleaved exposure (both teams are in each), the events its team placed.
+    assert report["unlisted_arms"] == {}
+    for team, arm in enumerate(report["arms"]):
+        assert (arm["units"], arm["exposures"]) == (50, 150)
+        assert arm["events"] == {"click": credited[team], "purchase": purchases[team]}
+        assert arm["ctr"]["value"] == pytest.approx(credited[team] / 150, rel=1e-12)
+        assert arm["share"] is None
+    per_unit = np.zeros((2, 50))
+    for e in w.exposures:
+        assert e.teams is not None
+        for f in w.feedback:
+            if f.exposure_id == e.exposure_id and f.event == "click" and f.item_id in e.shown:
+                per_unit[e.teams[e.shown.index(f.item_id)], int(e.unit_id.split("-")[1])] += 1
+    d = per_unit[1] / per_unit[1].mean() - per_unit[0] / per_unit[0].mean()  # the influence form of Var(log R)
+    se = math.sqrt(np.var(d, ddof=1) / 50)
+    log_r = math.log(credited[1] / credited[0])
+    got = report["arms"][1]["lift"]
+    assert got["value"] == pytest.approx(credited[1] / credited[0] - 1, rel=1e-12)
+    assert got["ci95"][0] == pytest.approx(math.expm1(log_r - 1.959964 * se), rel=1e-5)
+    assert got["ci95"][1] == pytest.approx(math.expm1(log_r + 1.959964 * se), rel=1e-5)
+    assert report["arms"][0]["lift"] is None
+    firsts = Counter(e.teams[0] for e in w.exposures if e.teams)
+    chi2, p = chi_square([firsts[0], firsts[1]], [0.5, 0.5])
+    assert report["srm"]["chi2"] == pytest.approx(chi2, rel=1e-9, abs=1e-12)
+    assert report["srm"]["p_value"] == pytest.approx(p, rel=1e-9)
     md = format_report(json.loads(json.dumps(report, allow_nan=False)))
     assert "Interleaving" in md and f"p = {st['p_value']:.4g}" in md
     assert "| cosine |" in md and "| projected |" in md

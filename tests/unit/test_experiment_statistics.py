@@ -11,9 +11,10 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.stats import binomtest, chi2
 
-from app.experiments.statistics import arm_summary, ctr, lift, ratio_and_variance, sign_test, srm, wilson_interval
+from app.experiments.statistics import arm_summary, ctr, lift, paired_lift, ratio_and_variance, sign_test, srm, wilson_interval
 from models.errors import InputError
 
 
@@ -114,6 +115,52 @@ def test_lift_interval_covers_the_true_lift_and_p_is_calibrated():
         rejected_null += null["p_value"] < 0.05
     assert covered >= 180
     assert rejected_null <= 20
+
+
+def paired_units(rng: np.random.Generator, n: int, p0: float, p1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both teams' clicks on the same units' exposures: a unit's appetite scales both, so they correlate."""
+    exposures = 1 + rng.negative_binomial(1, 1 / 10, n)
+    appetite = rng.gamma(2.0, 0.5, n)
+    return rng.binomial(exposures, np.minimum(1, p0 * appetite)), rng.binomial(exposures, np.minimum(1, p1 * appetite))
+
+
+def test_paired_lift_matches_a_paired_unit_bootstrap_and_beats_the_unpaired_interval():
+    rng = np.random.default_rng(21)
+    c0, c1 = paired_units(rng, 3000, 0.10, 0.12)
+    got = paired_lift(c0, c1)
+    assert got["value"] == pytest.approx(c1.sum() / c0.sum() - 1, rel=1e-12)
+    idx = rng.integers(0, c0.size, (4000, c0.size))  # resample units, both teams together
+    boot = c1[idx].sum(axis=1) / c0[idx].sum(axis=1) - 1
+    b_lo, b_hi = np.quantile(boot, [0.025, 0.975])
+    lo, hi = got["ci95"]
+    assert hi - lo == pytest.approx(b_hi - b_lo, rel=0.15)
+    assert lo == pytest.approx(b_lo, abs=0.1 * (b_hi - b_lo)) and hi == pytest.approx(b_hi, abs=0.1 * (b_hi - b_lo))
+    # Influence form, written independently: Var(log R) = var(c1/c̄1 − c0/c̄0, ddof=1) / n.
+    d = c1 / c1.mean() - c0 / c0.mean()
+    se = math.sqrt(np.var(d, ddof=1) / d.size)
+    z = float(stats.norm.ppf(0.975))
+    log_r = math.log(c1.sum() / c0.sum())
+    assert lo == pytest.approx(math.expm1(log_r - z * se), rel=1e-9) and hi == pytest.approx(math.expm1(log_r + z * se), rel=1e-9)
+    assert got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(log_r) / se), rel=1e-9)
+    # The pairing matters: treating the teams as independent arms gives a much wider interval.
+    unpaired = lift(c0, np.ones_like(c0), c1, np.ones_like(c1))
+    assert (hi - lo) < 0.8 * (unpaired["ci95"][1] - unpaired["ci95"][0])
+
+
+def test_paired_lift_covers_the_true_lift_and_undefined_cases():
+    rng = np.random.default_rng(22)
+    covered = rejected_null = 0
+    for _ in range(200):
+        got = paired_lift(*paired_units(rng, 300, 0.10, 0.12))
+        covered += got["ci95"][0] <= 0.2 <= got["ci95"][1]
+        rejected_null += paired_lift(*paired_units(rng, 300, 0.10, 0.10))["p_value"] < 0.05
+    assert covered >= 180 and rejected_null <= 20
+    assert paired_lift([0, 0], [1, 2]) == {"value": None, "ci95": [None, None], "p_value": None}
+    assert paired_lift([], []) == {"value": None, "ci95": [None, None], "p_value": None}
+    assert paired_lift([3], [6]) == {"value": 1.0, "ci95": [None, None], "p_value": None}  # one unit: no variance
+    assert paired_lift([1, 2], [0, 0])["value"] == -1.0
+    with pytest.raises(InputError, match="one length"):
+        paired_lift([1, 2], [1])
 
 
 def test_ratio_variance_with_equal_exposures_is_the_variance_of_a_mean():
