@@ -11,12 +11,19 @@ logged. Counts (records): queued, written, spilled, replayed, dropped, exposed t
 
 Ordering: within a kind records are written in submission order (replayed spill first). Idempotency of the
 store (exposure_id, event_id) makes a replay of a batch that did reach the store before a failure harmless.
+
+Several processes (the server's workers) share one spill directory, each with a spill file of its own. A log
+holds an exclusive flock on `<spill file>.lock` for its life; the kernel releases it when the process dies,
+however it dies. Given `siblings` (a glob of the other processes' spill files), the writer looks every
+`adopt_interval` seconds for sibling files whose lock it can take: their process is gone, so it replays them
+into the store like its own spill, then deletes them. A live sibling's file is never touched.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -50,6 +57,7 @@ class EventLogParams:
     flush_interval: float = 0.1  # seconds the writer waits for a batch to fill
     retry_interval: float = 1.0  # seconds between attempts to reach a store that failed
     spill_max_bytes: int = 64 << 20  # the spill file's bound
+    adopt_interval: float = 10.0  # seconds between looks for spill files left by processes that are gone
 
 
 class EventLog:
@@ -64,8 +72,11 @@ class EventLog:
         spill_path: Path,
         params: EventLogParams = EventLogParams(),
         on_count: Callable[[str, int], None] | None = None,
+        siblings: str | None = None,
     ) -> None:
         self.store, self.spill_path, self.params = store, Path(spill_path), params
+        self.siblings = siblings
+        self._adopt_at = 0.0
         self._queue: queue.Queue[tuple[Kind, Any]] = queue.Queue(maxsize=params.queue_size)
         self._counts = collections.Counter({name: 0 for name in COUNTS})
         self._on_count = on_count
@@ -74,6 +85,10 @@ class EventLog:
         self._idle = threading.Event()
         self._retry_at = 0.0
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+        # Blocking: a sibling may be replaying this file (a dead process had the same pid) for a moment.
+        lock_fd = _lock(_lock_path(self.spill_path), blocking=True)
+        assert lock_fd is not None  # a blocking lock is always taken
+        self._lock_fd = lock_fd
         self._thread = threading.Thread(target=self._run, name="simserve-event-log", daemon=True)
         self._thread.start()
 
@@ -117,11 +132,18 @@ class EventLog:
         leftover = self._drain(self.params.queue_size)
         if leftover:
             self._spill(leftover)
+        if self._spilled_records() == 0:  # nothing left for anyone: no file per process id piles up
+            self.spill_path.unlink(missing_ok=True)
+            _lock_path(self.spill_path).unlink(missing_ok=True)
+        os.close(self._lock_fd)  # releases the flock: what is left in the file is a sibling's to adopt
 
     # -- the writer thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.siblings is not None and time.monotonic() >= self._adopt_at:
+                self._adopt_at = time.monotonic() + self.params.adopt_interval
+                self._adopt_orphans()
             if self._spilled_records() and time.monotonic() >= self._retry_at:
                 self._replay()
             records = self._drain(self.params.batch, wait=self.params.flush_interval)
@@ -201,8 +223,8 @@ class EventLog:
                 text = self.spill_path.read_text(encoding="utf-8")
             except FileNotFoundError:
                 return
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        rows = [(r["kind"], decode(r["kind"], r["row"])) for r in records]
+        rows, bad = _decode_lines(text)
+        self._count_unreadable(bad, self.spill_path)
         try:
             self.store.ping()
             for start in range(0, len(rows), self.params.batch):
@@ -219,11 +241,93 @@ class EventLog:
         self._count("written", len(rows))
         log.info("event log: %d spilled records written to the store", len(rows))
 
+    def _adopt_orphans(self) -> None:
+        """Replay, then delete, every sibling spill file whose process is gone (its lock can be taken)."""
+        assert self.siblings is not None
+        for path in sorted(self.spill_path.parent.glob(self.siblings)):
+            if path == self.spill_path or path.suffix == ".lock":
+                continue
+            fd = _lock(_lock_path(path), blocking=False)
+            if fd is None:  # its process is alive and replays it itself
+                continue
+            try:
+                rows, bad = _read_spill(path)
+                self.store.ping()
+                for start in range(0, len(rows), self.params.batch):
+                    self._store_records(rows[start : start + self.params.batch])
+                path.unlink(missing_ok=True)
+                _lock_path(path).unlink(missing_ok=True)
+                self._count_unreadable(bad, path)
+            except Exception as e:  # the store is down: the file stays for a later look
+                log.info("event log: %s left by a stopped process kept (%s: %s)", path.name, type(e).__name__, e)
+                continue
+            finally:
+                os.close(fd)
+            if rows:
+                self._count("replayed", len(rows))
+                self._count("written", len(rows))
+                log.info("event log: %d records spilled by a stopped process written to the store (%s)", len(rows), path.name)
+
+    def _count_unreadable(self, n: int, path: Path) -> None:
+        if n:  # a process killed in the middle of a spill write leaves a partial last line
+            self._count("dropped", n)
+            log.error("event log: %d unreadable lines of %s dropped", n, path)
+
     def _count(self, name: str, n: int) -> None:
         with self._lock:
             self._counts[name] += n
         if self._on_count is not None:
             self._on_count(name, n)
+
+
+def _lock_path(spill_path: Path) -> Path:
+    return spill_path.with_name(spill_path.name + ".lock")
+
+
+def _lock(path: Path, blocking: bool) -> int | None:
+    """An open descriptor holding an exclusive flock on `path` (created if missing); None if another holds it.
+
+    A holder deletes the lock file before it lets go, so a lock taken on a file that is no longer at `path`
+    protects nothing: then try again (blocking) or report it held (not blocking).
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)
+        if not blocking:
+            return None
+
+
+def _decode_lines(text: str) -> tuple[list[tuple[Kind, Any]], int]:
+    """The records of a spill file's text, and the number of lines that are no record (a write cut short)."""
+    rows: list[tuple[Kind, Any]] = []
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            rows.append((r["kind"], decode(r["kind"], r["row"])))
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    return rows, bad
+
+
+def _read_spill(path: Path) -> tuple[list[tuple[Kind, Any]], int]:
+    try:
+        return _decode_lines(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return [], 0
 
 
 def _as_json(row: Exposure | Feedback) -> dict[str, Any]:

@@ -50,7 +50,9 @@ class ExperimentsService:
         # this worker's latest exposures: feedback on one the writer has not stored yet is still validated
         self._recent: collections.OrderedDict[str, Exposure] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
-        self.log = EventLog(self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count)
+        self.log = EventLog(
+            self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count, siblings="events-spill-*.jsonl"
+        )
 
     def check(self, version: Version | None) -> None:
         """Load the file when it or the served version changed since the last check; keep the previous on refusal."""

@@ -4,10 +4,18 @@ is full too, and are counted."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from support.postgres import PostgresCluster
+from support.servers import free_port
 
 from app.experiments.event_log import EventLog, EventLogParams
 from app.experiments.events import Exposure, Feedback, open_store
@@ -30,6 +38,7 @@ def exposure(i: int, interleaved: bool = False) -> Exposure:
     )
 
 
+ROOT = Path(__file__).resolve().parents[2]
 FAST = EventLogParams(batch=50, flush_interval=0.01, retry_interval=0.05)
 
 
@@ -112,3 +121,85 @@ def test_drops_only_when_queue_and_spill_are_full_and_counts_them(tmp_path: Path
     finally:
         pg_cluster.start()
     log.close(timeout=0.2)
+
+
+# A worker of the server: its records spill (the database is unreachable), then it waits to be killed.
+_SPILLING_WORKER = """
+import sys, time
+from pathlib import Path
+from app.experiments.event_log import EventLog, EventLogParams
+from app.experiments.events import Exposure, open_store
+store = open_store(sys.argv[2], connect=False)
+log = EventLog(store, Path(sys.argv[1]), EventLogParams(batch=50, flush_interval=0.01, retry_interval=60.0))
+name = Path(sys.argv[1]).stem
+for i in range(int(sys.argv[3])):
+    log.submit("exposure", Exposure(f"{name}/{i}", 1.0, "exp", "a", f"u{i}", "similar-items", "q", 1, "v1", ("i1",), None))
+while log.counts()["spilled"] < int(sys.argv[3]):
+    time.sleep(0.01)
+print("spilled", flush=True)
+time.sleep(600)
+"""
+
+
+def start_spilling_worker(spill: Path, n: int) -> subprocess.Popen[str]:
+    unreachable = f"postgresql://simserve@127.0.0.1:{free_port()}/events"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SPILLING_WORKER, str(spill), unreachable, str(n)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "spilled"
+    return proc
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_killed_workers_spill_is_replayed_by_a_live_sibling_and_a_live_ones_is_not(tmp_path: Path) -> None:
+    dead, alive = tmp_path / "events-spill-101.jsonl", tmp_path / "events-spill-102.jsonl"
+    doomed, survivor = start_spilling_worker(dead, 120), start_spilling_worker(alive, 30)
+    store = open_store(f"sqlite://{tmp_path / 'events.db'}")
+    params = EventLogParams(batch=50, flush_interval=0.01, retry_interval=0.05, adopt_interval=0.1)
+    log = EventLog(store, tmp_path / "events-spill-103.jsonl", params, siblings="events-spill-*.jsonl")
+    try:
+        time.sleep(0.5)  # several looks for orphans: both siblings are alive, nothing is taken
+        assert store.exposure_count() == 0 and len(dead.read_text().splitlines()) == 120
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+        assert wait_for(lambda: store.exposure_count() == 120, 10), log.counts()
+        ids = [f"events-spill-101/{i}" for i in range(120)]
+        assert all(store.get_exposure(i) is not None for i in ids)
+        assert wait_for(lambda: not dead.exists(), 5) and not (tmp_path / "events-spill-101.jsonl.lock").exists()
+        assert log.counts()["replayed"] == 120 and log.counts()["written"] == 120
+        time.sleep(0.3)
+        assert len(alive.read_text().splitlines()) == 30  # the live sibling's file is its own to replay
+        assert store.exposure_count() == 120
+    finally:
+        survivor.kill()
+        survivor.wait(10)
+        if doomed.poll() is None:
+            doomed.kill()
+    assert wait_for(lambda: store.exposure_count() == 150, 10)  # and once it is gone, it is adopted too
+    log.close()
+    assert not (tmp_path / "events-spill-103.jsonl").exists() and not (tmp_path / "events-spill-103.jsonl.lock").exists()
+    store.close()
+
+
+def test_a_spill_line_cut_short_by_a_kill_is_counted_as_dropped_and_the_rest_written(tmp_path: Path) -> None:
+    orphan = tmp_path / "events-spill-7.jsonl"
+    records = [json.dumps({"kind": "exposure", "row": dataclasses.asdict(exposure(i))}) for i in range(10)]
+    orphan.write_text("\n".join(records) + "\n" + records[0][: len(records[0]) // 2], encoding="utf-8")
+    store = open_store(f"sqlite://{tmp_path / 'events.db'}")
+    log = EventLog(store, tmp_path / "events-spill-8.jsonl", FAST, siblings="events-spill-*.jsonl")
+    assert wait_for(lambda: not orphan.exists(), 10)
+    assert store.exposure_count("exp") == 10
+    assert log.counts()["dropped"] == 1 and log.counts()["replayed"] == 10
+    log.close()
+    store.close()
