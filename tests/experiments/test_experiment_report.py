@@ -23,6 +23,7 @@ from app.experiments.assignment import assign
 from app.experiments.definitions import Arm, Experiment
 from app.experiments.events import EventStore, Exposure, Feedback, open_store
 from app.experiments.report import experiment_report, format_report
+from app.schemas.experiments import ArmStats, Interleaving, ReportResponse
 
 ITEMS = tuple(f"item-{i}" for i in range(40))
 
@@ -50,6 +51,16 @@ def make_exposure(
 ) -> Exposure:
     shown = tuple(str(i) for i in rng.choice(ITEMS, size=6, replace=False))
     return Exposure(eid, 1.7e9, exp, arm, unit, "similar-items", f"q-{eid}", len(shown), "v1", shown, teams)
+
+
+def assert_documented(report: dict) -> None:
+    """The report validates against the OpenAPI model, and every key it has is a declared field (none rides on extra)."""
+    ReportResponse.model_validate(json.loads(json.dumps(report, allow_nan=False)))
+    assert set(report) <= set(ReportResponse.model_fields)
+    for arm in report["arms"]:
+        assert set(arm) <= set(ArmStats.model_fields)
+    if report.get("interleaving") is not None:
+        assert set(report["interleaving"]) <= set(Interleaving.model_fields)
 
 
 @dataclass
@@ -147,6 +158,7 @@ def test_ab_report_equals_counts_of_the_written_rows(store: EventStore) -> None:
     assert (report["name"], report["mode"], report["endpoint"]) == ("three-arms", "ab", "similar-items")
     assert "interleaving" not in report and report["unlisted_arms"] == {}
     assert [a["name"] for a in report["arms"]] == ["control", "better", "same"]
+    assert_documented(report)
     c0, e0 = w.arm_units("control")
     for j, a in enumerate(report["arms"]):
         arm = exp.arms[j]
@@ -292,6 +304,7 @@ def test_interleaving_wins_and_sign_test(store: EventStore, label: str) -> None:
     chi2, p = chi_square([firsts[0], firsts[1]], [0.5, 0.5])
     assert report["srm"]["chi2"] == pytest.approx(chi2, rel=1e-9, abs=1e-12)
     assert report["srm"]["p_value"] == pytest.approx(p, rel=1e-9)
+    assert_documented(report)
     md = format_report(json.loads(json.dumps(report, allow_nan=False)))
     assert "Interleaving" in md and f"p = {st['p_value']:.4g}" in md
     assert "| cosine |" in md and "| projected |" in md
@@ -351,5 +364,6 @@ def test_experiment_without_exposures_gives_a_valid_report(store: EventStore, mo
     else:
         assert "interleaving" not in report
     assert set(report["methods"]) == {"ctr", "ci", "lift", "srm", "interleaving"}
+    assert_documented(report)
     md = format_report(json.loads(json.dumps(report, allow_nan=False)))
     assert "Arm first" in md and "Arm second" in md and "p = –" in md
