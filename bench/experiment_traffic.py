@@ -6,11 +6,14 @@ metric wins.
     .venv/bin/python bench/experiment_traffic.py --artifacts artifacts --users 3000
 
 Starts `python -m app` on the artifacts (a simulation build, e.g. `make build-sim`) with an experiments file
-of two experiments, both A/B with one arm per metric of denoising-symmetric:
-  rec-metric   /recommend      dot | cosine | projected
-  item-metric  /similar-items  cosine | projected
+of three experiments on the metrics of denoising-symmetric, two A/B with one arm per metric and one
+team-draft interleaving:
+  rec-metric        /recommend      A/B          dot | cosine | projected
+  item-metric       /similar-items  A/B          cosine | projected
+  item-interleave   /similar-items  interleave   cosine | projected
 Each simulated user u (a unit) asks for 10 recommendations and for the 10 neighbours of one item it
-consumed; every shown item i is clicked with probability min(1, C * p_true(u, i)) (C = CLICK_SCALE x
+consumed, under the A/B experiments and again, for the same item, under the interleaving; every shown
+item i is clicked with probability min(1, C * p_true(u, i)) (C = CLICK_SCALE x
 n_items: a uniform p gives CLICK_SCALE), where p_true(u, .) is the simulation's true preference row. Clicks
 go to POST /feedback; then the reports are printed (markdown) and written to bench/results/. The events
 database is a SQLite file in a temporary folder.
@@ -59,7 +62,18 @@ arms = [
   {{ name = "cosine",    model = "{MODEL}", metric = "cosine",    weight = 1 }},
   {{ name = "projected", model = "{MODEL}", metric = "projected", weight = 1 }},
 ]
+
+[[experiment]]
+name = "item-interleave"
+endpoint = "similar-items"
+salt = "demo"
+mode = "interleave"
+arms = [
+  {{ name = "cosine",    model = "{MODEL}", metric = "cosine",    weight = 1 }},
+  {{ name = "projected", model = "{MODEL}", metric = "projected", weight = 1 }},
+]
 """
+NAMES = ("rec-metric", "item-metric", "item-interleave")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                     seen = X.indices[X.indptr[u] : X.indptr[u + 1]]
                     calls = [("/recommend", {"user_id": unit, "experiment": "rec-metric"})]
                     if seen.size:
-                        calls.append(("/similar-items", {"item_id": items[int(rng.choice(seen))], "experiment": "item-metric"}))
+                        item = items[int(rng.choice(seen))]
+                        calls.append(("/similar-items", {"item_id": item, "experiment": "item-metric"}))
+                        calls.append(("/similar-items", {"item_id": item, "experiment": "item-interleave"}))
                     for path, params in calls:
                         body = client.get(path, params={**params, "unit_id": unit, "k": 10}).raise_for_status().json()
                         for entry in body["neighbors"]:
@@ -122,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     if (n + 1) % 500 == 0:
                         print(f"  {n + 1} users, {clicks} clicks, {time.perf_counter() - t0:.0f}s", file=sys.stderr)
                 time.sleep(1.0)  # the event log's writer flushes every 0.1 s
-                reports = {name: client.get(f"/experiments/{name}/report").json() for name in ("rec-metric", "item-metric")}
+                reports = {name: client.get(f"/experiments/{name}/report").json() for name in NAMES}
                 markdown = {
                     name: client.get(f"/experiments/{name}/report", params={"format": "markdown"}).text for name in reports
                 }
