@@ -1,6 +1,7 @@
 // The comparison page: plain DOM + fetch against this server's own API; no framework, no build step.
 // Every value from the API is put into the page with textContent (never innerHTML).
-// The view lives in the URL: ?item_id= (or user_id=) &model= &k= [&compare=models&metric=] and #tab, so a link reopens it.
+// The view lives in the URL: ?item_id= (or user_id=) &model= &k= [&compare=models&metric=] and #tab, so a link reopens it
+// (#experiments/NAME: that experiment's report). The admin token of the reports never goes into the URL.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -28,11 +29,11 @@
     implicit: "trained by the implicit library",
     imported: "factors imported from files",
   };
-  const TABS = ["compare", "models", "evaluation", "summary"];
+  const TABS = ["compare", "models", "evaluation", "summary", "experiments"];
   const state = { side: "items", mode: "metrics", model: null, metric: "cosine", k: 10, id: null, models: [] };
   let catalog = null;  // the /models document of the served version
   let suggestTimer = null, suggestSeq = 0, compareSeq = 0, activeSuggestion = -1, shownSearch = null;
-  const loaded = { models: false, evaluation: false, summary: false };
+  const loaded = { models: false, evaluation: false, summary: false, experiments: false };
   const gauges = new Map();  // model -> Promise of its /models/{model}/gauge document, or null when it has none
   let summaryDoc = null;  // Promise of /compare-metrics/summary (read by the Models tab and the Summary tab)
 
@@ -68,8 +69,8 @@
 
   function swatch(metric) { return el("span", { class: `swatch m-${metric}` }); }
 
-  async function api(path) {
-    const r = await fetch(path, { headers: { Accept: "application/json" } });
+  async function api(path, headers = {}) {
+    const r = await fetch(path, { headers: { Accept: "application/json", ...headers } });
     const body = await r.json().catch(() => ({}));
     if (!r.ok) {
       const e = new Error(body.detail || `${r.status} ${r.statusText}`);
@@ -212,8 +213,10 @@
     $("search").placeholder = state.side === "items" ? "Type a title or an id…" : "e.g. u7";
   }
 
+  // #tab, or #experiments/NAME (the name URI-encoded)
   function route() {
-    const tab = TABS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "compare";
+    const [head, ...rest] = location.hash.slice(1).split("/");
+    const tab = TABS.includes(head) ? head : "compare";
     for (const t of TABS) {
       $(`view-${t}`).classList.toggle("hidden", t !== tab);
       $(`tab-${t}`).classList.toggle("active", t === tab);
@@ -221,6 +224,11 @@
     if (tab === "models" && !loaded.models) { loaded.models = true; loadModels(); }
     if (tab === "evaluation" && !loaded.evaluation) { loaded.evaluation = true; loadEvaluation(); }
     if (tab === "summary" && !loaded.summary) { loaded.summary = true; loadSummary(); loadFigures(); }
+    if (tab === "experiments") openExperiments(rest.length ? safeDecode(rest.join("/")) : null);
+  }
+
+  function safeDecode(text) {
+    try { return decodeURIComponent(text); } catch (e) { return text; }
   }
 
   async function openPopular() {
@@ -888,6 +896,495 @@
     card.classList.remove("hidden");
   }
 
+
+  // ------------------------------------------------------------------ online experiments (GET /experiments, the reports)
+
+  // The admin token of the reports (when the server sets ADMIN_TOKEN): in memory, and in sessionStorage so that a
+  // reload of this tab keeps it; sent only as an Authorization header, never in a URL.
+  const TOKEN_KEY = "simserve.adminToken";
+  const SRM_ALPHA = 0.001;  // the report's flag threshold (app/schemas/experiments.py, Srm.flag)
+  const ARM_FIELDS = new Set(["name", "model", "metric", "weight", "share", "units", "exposures", "events", "ctr", "lift"]);
+  const experimentsState = {
+    listing: null,      // the last GET /experiments body
+    selected: null,     // the name of the experiment whose report is shown
+    report: null,       // its last report
+    token: readToken(),
+    listSeq: 0, reportSeq: 0, timer: null, busy: false,
+  };
+
+  function readToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || null; } catch (e) { return null; }
+  }
+  function keepToken(token) {
+    experimentsState.token = token || null;
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage refused (private mode): the token stays in memory only */ }
+  }
+
+  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+  const count = (v) => (isNum(v) ? v.toLocaleString("en-US") : "–");
+  const percent = (v, digits = 2) => (isNum(v) ? `${(v * 100).toFixed(digits)}%` : "–");
+  const signedPercent = (v, digits = 2) => (isNum(v) ? `${v >= 0 ? "+" : ""}${(v * 100).toFixed(digits)}%` : "–");
+  const pValue = (p) => (isNum(p) ? (p < 0.0001 ? "< 0.0001" : p.toFixed(4)) : "–");
+  const pIs = (p) => (isNum(p) && p < 0.0001 ? "p < 0.0001" : `p = ${pValue(p)}`);  // "p = 0.0123", "p < 0.0001"
+  const hasInterval = (ci) => Array.isArray(ci) && ci.length === 2 && isNum(ci[0]) && isNum(ci[1]);
+  function interval(ci, f) {
+    if (!Array.isArray(ci) || ci.every((x) => !isNum(x))) return "–";
+    return `[${f(ci[0])}, ${f(ci[1])}]`;
+  }
+  // a tick of a percent axis without float noise: 0.15000000000000002 -> "15%"
+  const tickPercent = (t, signed = false) => `${signed && t > 0 ? "+" : ""}${Number((t * 100).toFixed(6))}%`;
+
+  function openExperiments(name) {
+    if (name && name !== experimentsState.selected) experimentsState.selected = name;
+    if (!loaded.experiments) {
+      loaded.experiments = true;
+      wireExperiments();
+      refreshExperiments();
+    } else if (name && experimentsState.listing && $("experiment-select").value !== name) {
+      selectExperiment(name, false);
+    }
+  }
+
+  function wireExperiments() {
+    $("experiments-controls").addEventListener("submit", (e) => e.preventDefault());
+    $("experiment-select").addEventListener("change", () => selectExperiment($("experiment-select").value, true));
+    $("experiments-refresh").addEventListener("click", () => refreshExperiments());
+    $("experiments-auto").addEventListener("change", scheduleRefresh);
+    $("experiments-every").addEventListener("change", scheduleRefresh);
+    $("token-form").addEventListener("submit", (e) => {
+      e.preventDefault();  // never a form submission: the token would go into a URL
+      const token = $("token").value.trim();
+      $("token").value = "";
+      if (!token) return;
+      keepToken(token);
+      loadReport();
+    });
+    $("token-forget").addEventListener("click", () => { keepToken(null); loadReport(); });
+  }
+
+  // auto-refresh: off by default; while on, every N seconds, and only while this tab is shown and the page visible
+  function scheduleRefresh() {
+    clearInterval(experimentsState.timer);
+    experimentsState.timer = null;
+    if (!$("experiments-auto").checked) return;
+    const seconds = Number($("experiments-every").value) || 10;
+    experimentsState.timer = setInterval(() => {
+      const shownTab = !$("view-experiments").classList.contains("hidden");
+      if (shownTab && document.visibilityState === "visible" && !experimentsState.busy) refreshExperiments();
+    }, seconds * 1000);
+  }
+
+  async function refreshExperiments() {
+    experimentsState.busy = true;
+    try {
+      const listing = await loadExperimentsList();
+      if (listing) await loadReport();
+      $("experiments-updated").textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
+    } finally {
+      experimentsState.busy = false;
+    }
+  }
+
+  async function loadExperimentsList() {
+    const seq = ++experimentsState.listSeq;
+    const status = $("experiments-status");
+    let body;
+    try { body = await api("/experiments"); }
+    catch (e) {
+      if (seq !== experimentsState.listSeq) return null;
+      status.className = "error";
+      status.textContent = `The experiments cannot be listed: ${e.message}`;
+      return null;
+    }
+    if (seq !== experimentsState.listSeq) return null;
+    if (!body.configured || !(body.experiments || []).length) { explainNoExperiments(body); return null; }
+    status.className = "hint hidden";
+    status.textContent = "";
+    experimentsState.listing = body;
+    renderExperimentsList(body);
+    $("experiments").classList.remove("hidden");
+    return body;
+  }
+
+  function explainNoExperiments(body) {
+    $("experiments").classList.add("hidden");
+    const box = $("experiments-status");
+    box.className = "card noeval";
+    const file = body.status && body.status.file;
+    const refusal = body.status && body.status.last_refusal;
+    box.replaceChildren(
+      el("h2", { class: "section", id: "no-experiments", text: body.configured
+        ? "The experiments file of this server lists no experiment" : "This server runs no experiments" }),
+      el("p", { text: body.configured
+        ? `${file || "The file"} is loaded but defines no experiment.${refusal ? ` Last refusal: ${refusal.reason}` : ""}`
+        : "EXPERIMENTS_FILE is unset, so no response is part of an experiment and there is no report to show." }),
+      el("p", { text: "Start the server with EXPERIMENTS_FILE set to a TOML file of experiments (see docs/experiments.md; "
+        + "the file is reloaded when it changes); exposures and feedback then go to the events database (EVENTS_DB, "
+        + "default EVENTS_DIR/events.db):" }),
+      el("pre", {}, el("code", { text: "EXPERIMENTS_FILE=experiments.toml EVENTS_DIR=events python -m app" })),
+      el("pre", {}, el("code", { text: "[[experiment]]\nname = \"item-metric\"\nendpoint = \"similar-items\"\nsalt = \"2026-12\"\n"
+        + "mode = \"ab\"\narms = [\n  { name = \"control\",   model = \"denoising-symmetric\", metric = \"cosine\",    weight = 50 },\n"
+        + "  { name = \"projected\", model = \"denoising-symmetric\", metric = \"projected\", weight = 50 },\n]" })));
+  }
+
+  function armLine(arm) {
+    return `${arm.name}: ${arm.model} · ${arm.metric} · weight ${arm.weight}`;
+  }
+
+  function renderExperimentsList(body) {
+    const names = body.experiments.map((e) => e.name);
+    if (!names.includes(experimentsState.selected)) experimentsState.selected = names[0];
+    const select = $("experiment-select");
+    select.replaceChildren(...body.experiments.map((e) => el("option", { value: e.name, text: `${e.name} (${e.mode})` })));
+    select.value = experimentsState.selected;
+    const st = body.status || {};
+    const loadedAt = isNum(st.loaded_at) ? new Date(st.loaded_at * 1000).toLocaleString("en-GB") : null;
+    const t = $("experiments-table");
+    t.replaceChildren(el("tr", {}, el("th", { text: "experiment" }), el("th", { class: "left", text: "endpoint" }),
+      el("th", { class: "left", text: "mode" }), el("th", { class: "left", text: "arms (model · metric · weight)" }),
+      el("th", { class: "left", text: "status" })));
+    for (const e of body.experiments) {
+      const open = el("button", { type: "button", class: "linkish", text: e.name, "aria-label": `show the report of ${e.name}` });
+      open.addEventListener("click", () => selectExperiment(e.name, true));
+      const served = st.last_refusal ? "served; a newer file was refused" : "served";
+      t.append(el("tr", { "data-experiment": e.name, class: e.name === experimentsState.selected ? "selected" : "" },
+        el("td", {}, open), el("td", { class: "left", text: `/${e.endpoint}` }),
+        el("td", { class: "left", text: e.mode === "interleave" ? "interleave (team draft)" : "A/B" }),
+        el("td", { class: "left arms-list" }, ...(e.arms || []).map((a, i) =>
+          el("span", { class: "arm-chip", title: armLine(a) }, el("b", { text: a.name }),
+            ` ${a.model} · ${a.metric} · ${a.weight}${i === 0 ? " (baseline)" : ""}`))),
+        el("td", { class: "left", text: loadedAt ? `${served} since ${loadedAt}` : served })));
+    }
+    const counts = Object.entries(st.events || {}).map(([k, v]) => `${k} ${count(v)}`).join(" · ");
+    const parts = [];
+    if (st.file) parts.push(`File ${st.file}${st.fingerprint ? ` (sha256 ${String(st.fingerprint).slice(0, 12)}…)` : ""}`);
+    if (loadedAt) parts.push(`loaded ${loadedAt}`);
+    if (counts) parts.push(`events of this worker: ${counts}`);
+    const legend = $("experiments-file");
+    legend.replaceChildren(parts.join("; ") + ".");
+    if (st.last_refusal) {
+      legend.append(el("br"), el("span", { class: "error", text: `A newer version of the file was refused (the one above is `
+        + `still served): ${st.last_refusal.reason}` }));
+    }
+  }
+
+  function selectExperiment(name, writeHash) {
+    if (!name) return;
+    experimentsState.selected = name;
+    $("experiment-select").value = name;
+    for (const tr of $("experiments-table").querySelectorAll("tr[data-experiment]")) {
+      tr.classList.toggle("selected", tr.dataset.experiment === name);
+    }
+    if (writeHash) history.replaceState(null, "", `${location.pathname}${location.search}#experiments/${encodeURIComponent(name)}`);
+    loadReport();
+  }
+
+  async function loadReport() {
+    const name = experimentsState.selected;
+    if (!name) return;
+    const seq = ++experimentsState.reportSeq;
+    const status = $("report-status");
+    const token = experimentsState.token;
+    status.className = "hint";
+    status.textContent = experimentsState.report && experimentsState.report.name === name ? "" : `Loading the report of ${name}…`;
+    $("token-forget").classList.toggle("hidden", !token);
+    let body;
+    try {
+      body = await api(`/experiments/${encodeURIComponent(name)}/report`, token ? { Authorization: `Bearer ${token}` } : {});
+    } catch (e) {
+      if (seq !== experimentsState.reportSeq) return;
+      reportError(name, e, token);
+      return;
+    }
+    if (seq !== experimentsState.reportSeq) return;
+    if (token) $("token-card").classList.remove("hidden");  // shown while a token is in use, so it can be changed
+    $("token-state").textContent = token ? "token accepted" : "";
+    status.textContent = "";
+    experimentsState.report = body;
+    renderReport(body);
+  }
+
+  function reportError(name, e, token) {
+    const status = $("report-status");
+    $("report-body").classList.add("hidden");
+    experimentsState.report = null;
+    status.className = "error";
+    if (e.status === 401) {
+      const first = $("token-card").classList.contains("hidden");
+      $("token-card").classList.remove("hidden");
+      $("token-forget").classList.toggle("hidden", !token);
+      $("token-state").textContent = token ? "token refused" : "";
+      status.textContent = token
+        ? `The admin token was refused (401 Unauthorized): the report of ${name} needs this server's ADMIN_TOKEN. Enter it again above.`
+        : `The reports of this server need its admin token (401 Unauthorized: ADMIN_TOKEN is set). Enter it above to see ${name}.`;
+      if (first) $("token").focus();  // once: an auto-refresh must not pull the focus back here
+    } else if (e.status === 404) {
+      status.textContent = `No report for ${name}: ${e.message}. The experiments file may have changed: refresh.`;
+    } else if (e.status === 503) {
+      status.textContent = `The events database cannot be read right now (503): ${e.message}`;
+    } else {
+      status.textContent = `The report of ${name} cannot be shown: ${e.message}`;
+    }
+  }
+
+  // arms coloured by their metric (the page's palette) unless two arms share a metric, then by position
+  function armClasses(arms) {
+    const metrics = arms.map((a) => a.metric);
+    const distinct = new Set(metrics).size === metrics.length;
+    return arms.map((a, i) => (distinct && METRIC_INFO[a.metric] ? `m-${a.metric}` : `arm-${i % 6}`));
+  }
+
+  function renderReport(r) {
+    const arms = Array.isArray(r.arms) ? r.arms : [];
+    const colours = armClasses(arms);
+    const interleave = r.mode === "interleave";
+    const exposures = interleave ? (arms[0] || {}).exposures : arms.reduce((n, a) => n + (isNum(a.exposures) ? a.exposures : 0), 0);
+    const units = interleave ? (arms[0] || {}).units : arms.reduce((n, a) => n + (isNum(a.units) ? a.units : 0), 0);
+    $("report").dataset.experiment = r.name;
+    $("report-title").textContent = `${r.name}`;
+    $("report-meta").textContent = `${interleave ? "team-draft interleaving" : "A/B test"} on /${r.endpoint} · ${arms.length} arms `
+      + `· ${count(exposures)} exposures of ${count(units)} units${r.artifact_version ? ` · artifact ${r.artifact_version}` : ""}`;
+    renderSrm(r.srm || {}, arms, interleave);
+    renderArmsTable(arms, colours, interleave);
+    const unlisted = Object.entries(r.unlisted_arms || {});
+    $("unlisted").textContent = unlisted.length ? `Stored under arm labels the file no longer lists (not in the table): `
+      + unlisted.map(([k, v]) => `${k}: ${count(v.units)} units, ${count(v.exposures)} exposures`).join("; ") + "." : "";
+    const baseline = arms[0] ? arms[0].name : "the baseline";
+    $("ctr-caption").textContent = "Click-through rate per arm, with its 95% Wilson interval";
+    $("ctr-plot").replaceChildren(forestPlot(arms.map((a, i) => ({
+      arm: a.name, label: i === 0 ? `${a.name} (baseline)` : a.name, cls: colours[i],
+      value: (a.ctr || {}).value, ci: (a.ctr || {}).ci95, empty: "no exposures yet",
+    })), { what: "CTR", fmt: percent, tick: (t) => tickPercent(t), zero: false, axis: "CTR (click events / exposures)" }));
+    const lifted = arms.slice(1);
+    $("lift-figure").classList.toggle("hidden", !lifted.length);
+    $("lift-caption").textContent = `Lift of each arm over ${baseline}, with its 95% interval (dashed and hollow: the interval `
+      + "crosses 0, no significant difference)";
+    $("lift-plot").replaceChildren(forestPlot(lifted.map((a, i) => {
+      const l = a.lift || {};
+      const ci = l.ci95;
+      const crosses = hasInterval(ci) && ci[0] <= 0 && ci[1] >= 0;
+      const side = isNum(l.value) && l.value > 0 ? "up" : "down";
+      return { arm: a.name, label: a.name, cls: `${colours[i + 1]} ${hasInterval(ci) ? (crosses ? "crosses" : `significant ${side}`) : ""}`,
+        value: l.value, ci, empty: isNum(l.value) ? "no interval" : "no lift yet", p: l.p_value };
+    }), { what: `lift over ${baseline}`, fmt: (v) => signedPercent(v), tick: (t) => tickPercent(t, true), zero: true, floor: -1,
+      axis: `lift over ${baseline} (CTR ratio − 1)` }));
+    renderInterleaving(r.interleaving, arms, colours);
+    $("methods").replaceChildren(...Object.entries(r.methods || {}).flatMap(([key, text]) => [
+      el("dt", { text: key }), el("dd", { text: String(text) })]));
+    $("report-body").classList.remove("hidden");
+  }
+
+  function renderSrm(s, arms, interleave) {
+    const line = $("srm");
+    const flagged = s.flag === true;
+    line.className = `srm ${flagged ? "flagged" : "ok"}`;
+    line.dataset.flag = String(flagged);
+    const what = interleave ? "the exposures whose first pick each team won, against 1/2 (the draft's coin)"
+      : `units per arm ${arms.map((a) => count(a.units)).join(" : ")} against the bucket shares `
+        + arms.map((a) => percent(a.share, 1)).join(" : ");
+    const figures = `χ² = ${isNum(s.chi2) ? s.chi2.toFixed(2) : "–"}, ${pIs(s.p_value)}`;
+    if (flagged) {
+      line.replaceChildren(el("strong", { class: "badge", text: "⚠ Sample-ratio mismatch:" }),
+        ` ${figures}, below ${SRM_ALPHA}. ${what[0].toUpperCase()}${what.slice(1)} do not match. `
+        + (interleave ? "The draft's randomisation or the logging is broken" : "The assignment or the logging is broken")
+        + "; do not trust the lift until that is explained.");
+    } else {
+      line.replaceChildren(el("strong", { text: "Sample-ratio check: " }),
+        isNum(s.p_value) ? `${figures}, not flagged (flagged below p = ${SRM_ALPHA}); ${what}.` : `– (no units yet); ${what}.`);
+    }
+  }
+
+  function eventNames(arms) {
+    const names = [];
+    for (const a of arms) for (const k of Object.keys(a.events || {})) if (!names.includes(k)) names.push(k);
+    return names;
+  }
+
+  // arm fields a newer report may carry beyond the known ones: shown as they come (scalars, or {value, ci95})
+  function extraFields(arms) {
+    const keys = [];
+    for (const a of arms) {
+      for (const [k, v] of Object.entries(a)) {
+        const shown = v === null || typeof v !== "object" || (typeof v === "object" && "value" in v);
+        if (!ARM_FIELDS.has(k) && shown && !keys.includes(k)) keys.push(k);
+      }
+    }
+    return keys;
+  }
+
+  function extraText(v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "object") return `${extraText(v.value)}${hasInterval(v.ci95) ? ` ${interval(v.ci95, (x) => dash(x, 4))}` : ""}`;
+    if (typeof v === "number") return Number.isInteger(v) ? count(v) : dash(v, 4);
+    return String(v);
+  }
+
+  function renderArmsTable(arms, colours, interleave) {
+    const events = eventNames(arms);
+    const extras = extraFields(arms);
+    const t = $("arms-table");
+    t.setAttribute("aria-label", "per arm: units, exposures, events, CTR with its 95% interval, lift over the baseline "
+      + "with its 95% interval and p-value");
+    const th = (text, title = "", cls = "") => el("th", { text, title, class: cls });
+    t.replaceChildren(el("tr", {}, th("arm"), th("model", "", "left"), th("metric", "", "left"),
+      th("buckets", interleave ? "interleave: every exposure shows both arms" : "the arm's share of the 10,000 buckets"),
+      th("units", "distinct unit ids exposed"), th("exposures"),
+      ...events.map((k) => th(`${k}s`, interleave ? `${k} events credited to the arm's team` : `${k} events`, "event")),
+      th("CTR", "click events / exposures", "sep"), th("CTR 95% CI", "Wilson 95% interval"),
+      th("lift", "CTR ratio over the baseline − 1", "sep"), th("lift 95% CI"), th("p-value", "two-sided, lift = 0"),
+      ...extras.map((k) => th(k, "", "sep"))));
+    arms.forEach((a, i) => {
+      const ctr = a.ctr || {};
+      const l = a.lift;
+      const cell = (field, text, cls = "") => el("td", { "data-field": field, class: cls, text });
+      const lift = i === 0 || !l
+        ? [cell("lift", i === 0 ? "baseline" : "–", "sep muted"), cell("lift.ci95", "–"), cell("lift.p_value", "–")]
+        : [cell("lift", signedPercent(l.value), "sep"), cell("lift.ci95", interval(l.ci95, (x) => signedPercent(x))),
+          cell("lift.p_value", pValue(l.p_value))];
+      const significant = i > 0 && l && hasInterval(l.ci95) && (l.ci95[0] > 0 || l.ci95[1] < 0);
+      t.append(el("tr", { "data-arm": a.name, class: `${i === 0 ? "baseline" : ""}${significant ? " significant" : ""}` },
+        el("td", { "data-field": "name" }, el("span", { class: `swatch ${colours[i]}` }), a.name),
+        cell("model", a.model ?? "–", "left"), cell("metric", a.metric ?? "–", "left"),
+        cell("share", isNum(a.share) ? percent(a.share) : "–"),
+        cell("units", count(a.units)), cell("exposures", count(a.exposures)),
+        ...events.map((k) => cell(`events.${k}`, count((a.events || {})[k]), "event")),
+        cell("ctr", percent(ctr.value), "sep"), cell("ctr.ci95", interval(ctr.ci95, (x) => percent(x))),
+        ...lift,
+        ...extras.map((k) => cell(k, extraText(a[k]), "sep"))));
+    });
+    $("arms-legend").textContent = (interleave
+      ? "Interleave: every exposure shows both arms' items, so both arms have the same units and exposures; an arm's events "
+        + "are those on the items its team placed, its CTR those clicks / exposures, the lift paired (the same users see both). "
+      : "")
+      + "CTR as a percentage of exposures (an exposure with two clicked items counts 2); lift relative to the baseline arm; "
+      + "– : not defined yet (no exposures, or no clicks to take a ratio of).";
+  }
+
+  // ticks of an axis over `values` (and 0 when withZero), none below `floor` (a lift is never below −100%)
+  function niceDomain(values, withZero, floor = -Infinity) {
+    const v = values.filter(isNum);
+    if (withZero) v.push(0);
+    if (!v.length) return [0, 1];
+    let lo = Math.min(...v), hi = Math.max(...v);
+    if (hi - lo < 1e-9) { const pad = Math.max(Math.abs(hi) * 0.1, 0.01); lo -= pad; hi += pad; }
+    const ticks = niceTicks(lo, hi);
+    if (ticks[0] < floor) return [floor, ...ticks.filter((t) => t > floor)];
+    return ticks;
+  }
+
+  // A forest plot: one row per entry {arm, label, cls, value, ci [lo, hi], empty (text when no value)}: the estimate
+  // as a dot, its interval as a line with caps, the numbers at the right; a vertical line at 0 when opts.zero.
+  function forestPlot(rows, opts) {
+    const W = 640, left = 130, right = 150, top = 8, rowH = 32, axis = 36;
+    const H = top + Math.max(rows.length, 1) * rowH + axis;
+    const ticks = niceDomain(rows.flatMap((r) => [r.value, ...(hasInterval(r.ci) ? r.ci : [])]), opts.zero, opts.floor);
+    const lo = ticks[0], hi = ticks[ticks.length - 1];
+    const x = (v) => left + ((v - lo) / (hi - lo)) * (W - left - right);
+    const summary = rows.map((r) => `${r.arm}: ${opts.fmt(r.value)}${hasInterval(r.ci) ? `, 95% interval ${opts.fmt(r.ci[0])} to ${opts.fmt(r.ci[1])}` : ""}`);
+    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "forest-plot",
+      "aria-label": `${opts.what} per arm with 95% intervals. ${summary.join("; ")}` });
+    s.append(svg("title", {}, `${opts.what} per arm with 95% intervals`));
+    const plotBottom = top + rows.length * rowH;
+    const anything = rows.some((r) => isNum(r.value));
+    for (const t of anything ? ticks : []) {  // no axis without a value to put on it
+      s.append(svg("line", { x1: x(t), x2: x(t), y1: top, y2: plotBottom, class: "gridline" }),
+        svg("text", { x: x(t), y: plotBottom + 14, "text-anchor": "middle", class: "axis-tick" }, opts.tick(t)));
+    }
+    if (anything) s.append(svg("text", { x: (left + W - right) / 2, y: H - 4, "text-anchor": "middle", class: "axis-title" }, opts.axis));
+    if (opts.zero && anything) {
+      s.append(svg("line", { x1: x(0), x2: x(0), y1: top - 4, y2: plotBottom + 3, class: "zero" }));
+    }
+    rows.forEach((r, i) => {
+      const y = top + i * rowH + rowH / 2;
+      s.append(svg("text", { x: left - 10, y: y + 4, "text-anchor": "end", class: "label" }, r.label));
+      if (isNum(r.value)) {
+        s.append(svg("text", { x: W - right + 12, y: y - 1, class: "numbers" }, opts.fmt(r.value)),
+          svg("text", { x: W - right + 12, y: y + 11, class: "numbers ci-text" }, interval(r.ci, opts.fmt)));
+      }
+      if (!isNum(r.value)) {
+        s.append(svg("text", { x: (left + W - right) / 2, y: y + 4, "text-anchor": "middle", class: "none" }, r.empty));
+        return;
+      }
+      const full = hasInterval(r.ci);
+      const g = svg("g", { class: `${full ? "interval" : "point-only"} ${r.cls}`, "data-arm": r.arm, "data-value": r.value,
+        ...(full ? { "data-lo": r.ci[0], "data-hi": r.ci[1] } : {}) });
+      g.append(svg("title", {}, `${r.arm}: ${opts.what} ${opts.fmt(r.value)}`
+        + (full ? `, 95% interval ${opts.fmt(r.ci[0])} to ${opts.fmt(r.ci[1])}` : ` (${r.empty})`)
+        + (isNum(r.p) ? `, ${pIs(r.p)}` : "")));
+      if (full) {
+        g.append(svg("line", { x1: x(r.ci[0]), x2: x(r.ci[1]), y1: y, y2: y, class: "ci" }),
+          svg("line", { x1: x(r.ci[0]), x2: x(r.ci[0]), y1: y - 6, y2: y + 6, class: "cap lo" }),
+          svg("line", { x1: x(r.ci[1]), x2: x(r.ci[1]), y1: y - 6, y2: y + 6, class: "cap hi" }));
+      }
+      g.append(svg("circle", { cx: x(r.value), cy: y, r: 5, class: "est" }));
+      s.append(g);
+    });
+    if (!rows.length) s.append(svg("text", { x: (left + W - right) / 2, y: top + rowH / 2 + 4, "text-anchor": "middle", class: "none" }, "no arms"));
+    return s;
+  }
+
+  function renderInterleaving(inter, arms, colours) {
+    const box = $("interleaving");
+    box.classList.toggle("hidden", !inter);
+    if (!inter) return;
+    const names = Object.keys(inter.wins || {});
+    const clicks = inter.clicks || {};
+    const test = inter.sign_test || {};
+    const t = $("interleave-table");
+    t.replaceChildren(el("tr", {}, el("th", { text: "team" }), el("th", { text: "wins", title: "exposures where its team got more credited clicks" }),
+      el("th", { text: "credited clicks" })));
+    names.forEach((name, i) => t.append(el("tr", { "data-team": name },
+      el("td", {}, el("span", { class: `swatch ${colours[i] || ""}` }), name),
+      el("td", { "data-field": "wins", text: count(inter.wins[name]) }), el("td", { "data-field": "clicks", text: count(clicks[name]) }))));
+    t.append(el("tr", { "data-team": "ties" }, el("td", { text: "ties" }), el("td", { "data-field": "ties", text: count(inter.ties) }),
+      el("td", { text: "" })));
+    $("wins-caption").textContent = `Wins, ties and losses over ${count(inter.exposures)} interleaved exposures`;
+    $("wins-plot").replaceChildren(winsBar(inter, names, colours));
+    $("sign-test").textContent = `${count(inter.exposures)} interleaved exposures of ${count(inter.units)} units. Sign test of `
+      + `${names[0] || "the first arm"} against ${names[1] || "the second"}: ${count(test.wins)} wins, ${count(test.losses)} losses, `
+      + `${count(test.ties)} ties dropped, ${pIs(test.p_value)} (two-sided, exact binomial).`;
+    $("sign-test").dataset.p = isNum(test.p_value) ? String(test.p_value) : "";
+  }
+
+  // one horizontal bar: the first team's wins | ties | the second team's wins, widths proportional to the counts
+  function winsBar(inter, names, colours) {
+    const W = 560, left = 10, right = 10, top = 22, barH = 26, H = 74;
+    const parts = [
+      { part: "wins", arm: names[0], n: (inter.wins || {})[names[0]], cls: colours[0] || "", label: `${names[0]} wins` },
+      { part: "ties", arm: "", n: inter.ties, cls: "ties", label: "ties" },
+      { part: "wins", arm: names[1], n: (inter.wins || {})[names[1]], cls: colours[1] || "", label: `${names[1]} wins` },
+    ];
+    const total = parts.reduce((n, p) => n + (isNum(p.n) ? p.n : 0), 0);
+    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "wins-plot",
+      "aria-label": `interleaving outcomes: ${parts.map((p) => `${p.label} ${count(p.n)}`).join(", ")}` });
+    s.append(svg("title", {}, "Interleaving: wins, ties and losses per exposure"));
+    if (!total) {
+      s.append(svg("text", { x: W / 2, y: top + barH / 2 + 4, "text-anchor": "middle", class: "none" }, "no interleaved exposures yet"));
+      return s;
+    }
+    const scale = (W - left - right) / total;
+    let at = left;
+    parts.forEach((p, i) => {
+      const width = (isNum(p.n) ? p.n : 0) * scale;
+      const rect = svg("rect", { x: at, y: top, width, height: barH, class: `seg ${p.cls}`, "data-part": p.part, "data-arm": p.arm,
+        "data-count": isNum(p.n) ? p.n : 0 });
+      rect.append(svg("title", {}, `${p.label}: ${count(p.n)} of ${count(total)} exposures`));
+      s.append(rect);
+      // the teams' counts above the bar at its ends, the ties below it at the middle of their segment
+      const anchor = i === 0 ? "start" : i === 2 ? "end" : "middle";
+      const tx = i === 0 ? left : i === 2 ? W - right : Math.min(Math.max(at + width / 2, left + 40), W - right - 40);
+      s.append(svg("text", { x: tx, y: i === 1 ? top + barH + 15 : top - 7, "text-anchor": anchor, class: "label",
+        "data-part": p.part }, `${p.label} ${count(p.n)}`));
+      at += width;
+    });
+    const mid = left + (W - left - right) / 2;
+    const half = svg("line", { x1: mid, x2: mid, y1: top - 3, y2: top + barH + 3, class: "zero" });
+    half.append(svg("title", {}, "half of the exposures: where the bar's ends meet when both teams win as often"));
+    s.append(half);
+    return s;
+  }
 
   init();
 })();
