@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from app.experiments.events import Exposure, Feedback
+from app.experiments.events import Exposure, Feedback, RecordRefused
 
 log = logging.getLogger("simserve.experiments")
 
@@ -168,15 +168,15 @@ class EventLog:
             self._spill(records)  # keep the order: older records are waiting in the spill file
             return
         try:
-            self._store_records(records)
-        except Exception as e:  # any failure of the store: never lose the batch
+            written = self._store_or_split(records)
+        except Exception as e:  # any other failure of the store: never lose the batch
             self._retry_at = time.monotonic() + self.params.retry_interval
             log.warning(
                 "event store unavailable (%s: %s): %d records spilled to %s", type(e).__name__, e, len(records), self.spill_path
             )
             self._spill(records)
             return
-        self._count("written", len(records))
+        self._count("written", written)
 
     def _store_records(self, records: list[tuple[Kind, Any]]) -> None:
         exposures = [row for kind, row in records if kind == "exposure"]
@@ -185,6 +185,21 @@ class EventLog:
             self.store.write_exposures(exposures)
         if feedback:  # after the exposures of the same batch: feedback refers to them
             self.store.write_feedback(feedback)
+
+    def _store_or_split(self, records: list[tuple[Kind, Any]]) -> int:
+        """Write `records`; when the store refuses the batch for a record's content (RecordRefused: no retry would
+        cure it), write them one by one and drop, count and log each record refused. Returns the records
+        written. An outage raises."""
+        try:
+            self._store_records(records)
+            return len(records)
+        except RecordRefused as e:
+            if len(records) > 1:
+                return sum(self._store_or_split([record]) for record in records)
+            kind, row = records[0]
+            log.error("event log: the store refuses %s %r (%s): dropped", kind, row.exposure_id, e)
+            self._count("dropped", 1)
+            return 0
 
     def _spill(self, records: list[tuple[Kind, Any]]) -> None:
         lines = [json.dumps({"kind": kind, "row": _as_json(row)}) + "\n" for kind, row in records]
@@ -227,8 +242,9 @@ class EventLog:
         self._count_unreadable(bad, self.spill_path)
         try:
             self.store.ping()
-            for start in range(0, len(rows), self.params.batch):
-                self._store_records(rows[start : start + self.params.batch])
+            written = sum(
+                self._store_or_split(rows[start : start + self.params.batch]) for start in range(0, len(rows), self.params.batch)
+            )
         except Exception as e:
             self._retry_at = time.monotonic() + self.params.retry_interval
             log.info("event store still unavailable (%s); %d spilled records kept", type(e).__name__, len(rows))
@@ -237,9 +253,9 @@ class EventLog:
             # records spilled while replaying (the queue was full) stay for the next round
             rest = self.spill_path.read_text(encoding="utf-8")[len(text) :]
             self.spill_path.write_text(rest, encoding="utf-8")
-        self._count("replayed", len(rows))
-        self._count("written", len(rows))
-        log.info("event log: %d spilled records written to the store", len(rows))
+        self._count("replayed", written)
+        self._count("written", written)
+        log.info("event log: %d spilled records written to the store", written)
 
     def _adopt_orphans(self) -> None:
         """Replay, then delete, every sibling spill file whose process is gone (its lock can be taken)."""
@@ -253,8 +269,10 @@ class EventLog:
             try:
                 rows, bad = _read_spill(path)
                 self.store.ping()
-                for start in range(0, len(rows), self.params.batch):
-                    self._store_records(rows[start : start + self.params.batch])
+                written = sum(
+                    self._store_or_split(rows[start : start + self.params.batch])
+                    for start in range(0, len(rows), self.params.batch)
+                )
                 path.unlink(missing_ok=True)
                 _lock_path(path).unlink(missing_ok=True)
                 self._count_unreadable(bad, path)
@@ -263,10 +281,10 @@ class EventLog:
                 continue
             finally:
                 os.close(fd)
-            if rows:
-                self._count("replayed", len(rows))
-                self._count("written", len(rows))
-                log.info("event log: %d records spilled by a stopped process written to the store (%s)", len(rows), path.name)
+            if written:
+                self._count("replayed", written)
+                self._count("written", written)
+                log.info("event log: %d records spilled by a stopped process written to the store (%s)", written, path.name)
 
     def _count_unreadable(self, n: int, path: Path) -> None:
         if n:  # a process killed in the middle of a spill write leaves a partial last line

@@ -134,6 +134,11 @@ class StoreUnavailable(RuntimeError):
     """The database cannot be reached or cannot take the write now (down, connection lost, busy, disk full)."""
 
 
+class RecordRefused(ValueError):
+    """The database refuses a batch for what a record holds (PostgreSQL text cannot hold NUL, a constraint):
+    no retry cures it, while the batch's other records can be written one by one."""
+
+
 class EventStore(Protocol):
     def write_exposures(self, rows: Sequence[Exposure]) -> int:
         """Write a batch in one transaction; repeats of a stored exposure_id are ignored. Rows newly written."""
@@ -424,7 +429,10 @@ class SqliteStore(_SqlStore):
 
         with self._lock:
             self._check_open()
-            return self._transaction(work)
+            try:
+                return self._transaction(work)
+            except (sqlite3.DataError, sqlite3.IntegrityError) as err:
+                raise RecordRefused(f"SQLite event store {self.path}: {err}") from err
 
     def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -532,7 +540,10 @@ class PostgresStore(_SqlStore):
                 cur.executemany(statement, params)  # rowcount: the sum over the batch, ignored rows count 0
                 return max(cur.rowcount, 0)
 
-        return self._run(work)
+        try:
+            return self._run(work)
+        except (psycopg.DataError, psycopg.IntegrityError) as err:
+            raise RecordRefused(f"PostgreSQL event store {self._where}: {err}") from err
 
     def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._run(lambda conn: conn.execute(statement, params).fetchall())

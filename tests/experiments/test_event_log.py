@@ -203,3 +203,34 @@ def test_a_spill_line_cut_short_by_a_kill_is_counted_as_dropped_and_the_rest_wri
     assert log.counts()["dropped"] == 1 and log.counts()["replayed"] == 10
     log.close()
     store.close()
+
+
+def test_a_record_postgresql_refuses_is_dropped_alone_and_the_log_keeps_flowing(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    """PostgreSQL text cannot hold NUL: such a record fails its batch, in the queue and in a replayed spill alike;
+    it is dropped and counted, every other record of the batch is written, and later batches are not held up."""
+    store = open_store(pg_cluster.new_database())
+    log = EventLog(store, tmp_path / "spill.jsonl", FAST)
+    poisoned = dataclasses.replace(exposure(5), unit_id="u\x005")
+    for i in range(100):
+        log.submit("exposure", poisoned if i == 5 else exposure(i))
+    log.submit("feedback", Feedback("x7", "i7", "click", None, "nul\x00id", 1.0))
+    assert log.flush(20), log.counts()
+    assert store.exposure_count("exp") == 99 and store.get_exposure("x5") is None
+    assert log.counts()["dropped"] == 2 and log.counts()["spilled"] == 0
+    pg_cluster.stop()
+    try:
+        for i in range(100, 150):
+            log.submit("exposure", dataclasses.replace(exposure(i), unit_id="\x00") if i == 120 else exposure(i))
+        assert wait_for(lambda: log.counts()["spilled"] == 50, 20), log.counts()
+    finally:
+        pg_cluster.start()
+    assert log.flush(30), log.counts()
+    assert store.exposure_count("exp") == 148
+    counts = log.counts()
+    assert (counts["dropped"], counts["replayed"], counts["written"]) == (3, 49, 148)
+    log.submit("exposure", exposure(200))
+    assert log.flush(10) and store.get_exposure("x200") == exposure(200)
+    log.close()
+    store.close()

@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import time
 
+import httpx
 import pytest
 from support.artifacts import api_build_in_process
 from support.in_process import in_process_server
+from support.servers import each_worker, start_api_server
 
 from app.experiments.events import open_store
 
@@ -206,3 +208,22 @@ def test_feedback_is_validated_accepted_once_and_reported(served):
     assert listing["configured"] and [e["name"] for e in listing["experiments"]] == ["item-metric", "rec-interleave"]
     assert server.client.get("/experiments/nope/report").status_code == 404
     store.close()
+
+
+def test_every_worker_and_a_restarted_server_assign_by_the_formula(served):
+    """Two real worker processes, then a restart: each unit gets the arm of the formula from whichever answers."""
+    _, root = served
+    units = [f"unit-{i}" for i in range(40)]
+    env = {"EXPERIMENTS_FILE": str(root / "experiments.toml"), "EVENTS_DIR": str(root / "events-workers")}
+    for attempt in ("first start", "after a restart"):
+        with start_api_server(root / "art", root, workers=2, **env) as server:
+            assert len(each_worker(server, "/readyz", 2)) == 2, attempt
+            # no keep-alive: every request a fresh connection, which either worker may accept
+            fresh = httpx.Client(base_url=server.base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+            with fresh:
+                for unit in units:
+                    for _ in range(4):  # with two workers nearly every unit meets both
+                        params = {"item_id": "i7", "experiment": "item-metric", "unit_id": unit, "k": 3}
+                        r = fresh.get("/similar-items", params=params)
+                        assert r.status_code == 200, r.text
+                        assert r.json()["experiment"]["arm"] == arm_of("2026-12", unit), (attempt, unit)
