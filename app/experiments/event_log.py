@@ -89,6 +89,7 @@ class EventLog:
         lock_fd = _lock(_lock_path(self.spill_path), blocking=True)
         assert lock_fd is not None  # a blocking lock is always taken
         self._lock_fd = lock_fd
+        self._spilled = _count_lines(self.spill_path)  # left by an earlier process with this pid
         self._thread = threading.Thread(target=self._run, name="simserve-event-log", daemon=True)
         self._thread.start()
 
@@ -153,11 +154,19 @@ class EventLog:
                 self._idle.set()
 
     def _drain(self, n: int, wait: float = 0.0) -> list[tuple[Kind, Any]]:
+        """Up to `n` records: the first within `wait` seconds, then whatever arrives within `wait` of it.
+
+        Collecting for a window, not just what is queued at the moment, is what makes batches: at a few
+        hundred records a second a writer that took only the queued ones would commit one record per
+        transaction, and a transaction costs far more than a row.
+        """
         out: list[tuple[Kind, Any]] = []
         try:
             out.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+            deadline = time.monotonic() + wait
             while len(out) < n:
-                out.append(self._queue.get_nowait())
+                left = deadline - time.monotonic()
+                out.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
         except queue.Empty:
             pass
         return out
@@ -217,6 +226,7 @@ class EventLog:
                     f.writelines(kept)
                     f.flush()
                     os.fsync(f.fileno())
+                self._spilled += len(kept)
             dropped = len(lines) - len(kept)
         self._count("spilled", len(kept))
         if dropped:
@@ -224,12 +234,9 @@ class EventLog:
             log.error("event log: queue and spill file (%d bytes) full: %d records dropped", self.params.spill_max_bytes, dropped)
 
     def _spilled_records(self) -> int:
+        """Records in this log's spill file, kept in memory: the writer asks on every pass."""
         with self._lock:
-            try:
-                with open(self.spill_path, "rb") as f:
-                    return sum(1 for _ in f)
-            except FileNotFoundError:
-                return 0
+            return self._spilled
 
     def _replay(self) -> None:
         """Write the spill file into the store in batches, then truncate it; on failure keep it and retry later."""
@@ -253,6 +260,7 @@ class EventLog:
             # records spilled while replaying (the queue was full) stay for the next round
             rest = self.spill_path.read_text(encoding="utf-8")[len(text) :]
             self.spill_path.write_text(rest, encoding="utf-8")
+            self._spilled = rest.count("\n")
         self._count("replayed", written)
         self._count("written", written)
         log.info("event log: %d spilled records written to the store", written)
@@ -296,6 +304,14 @@ class EventLog:
             self._counts[name] += n
         if self._on_count is not None:
             self._on_count(name, n)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 def _lock_path(spill_path: Path) -> Path:
