@@ -11,7 +11,7 @@ export ARTIFACTS_DIR
 LINTED := models app tests bench tools
 
 .PHONY: install demo demo-experiment serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
-	bench-build bench-serve bench-memory bench-own-models clean
+	bench-build bench-serve bench-memory bench-own-models bench-experiment clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,9 @@ bench-memory: install
 
 bench-own-models: install
 	$(PY) bench/own_models_cost.py
+
+bench-experiment: install
+	$(PY) bench/experiment_overhead.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -177,6 +177,26 @@ def start_reference(body_file: Path, workers: int, env: dict[str, str], log: Pat
     return Server(name, cmd, env, log)
 
 
+def metric_samples(server: Server, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called `name` in the server's /metrics (summed over workers by the app)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = get(server.base + "/metrics", timeout=10)
+    if status != 200:
+        raise RuntimeError(f"GET {server.base}/metrics: {status}")
+    return [
+        (dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == name
+    ]
+
+
+def metric_sum(server: Server, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels` (0.0 when there are none)."""
+    return sum(v for got, v in metric_samples(server, name) if all(got.get(k) == want for k, want in labels.items()))
+
+
 # --------------------------------------------------------------------------- wrk
 
 WRK_LUA = """
