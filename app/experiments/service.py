@@ -47,8 +47,11 @@ class ExperimentsService:
         self._checked: tuple[str, str] | None = None  # (file fingerprint, version) last validated
         self._on_refusal = on_refusal
         self.store: EventStore = open_store(events_db, connect=False)
-        # this worker's latest exposures: feedback on one the writer has not stored yet is still validated
-        self._recent: collections.OrderedDict[str, Exposure] = collections.OrderedDict()
+        # this worker's latest exposures (id -> the ids shown): feedback on one the writer has not stored yet is
+        # still validated. Tuples of strings only: the cyclic garbage collector soon stops tracking them, so
+        # 100,000 of them kept alive cost its full collections nothing (Exposure objects would be traversed
+        # each time, a pause of tens of ms per worker under load).
+        self._recent: collections.OrderedDict[str, tuple[str, ...]] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
         self.log = EventLog(
             self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count, siblings="events-spill-*.jsonl"
@@ -111,17 +114,21 @@ class ExperimentsService:
             teams=None if teams is None else tuple(teams),
         )
         with self._recent_lock:
-            self._recent[exposure_id] = row
+            self._recent[exposure_id] = row.shown
             while len(self._recent) > RECENT_EXPOSURES:
                 self._recent.popitem(last=False)
         self.log.submit("exposure", row)
         return exposure_id
 
-    def find_exposure(self, exposure_id: str) -> Exposure | None:
-        """The exposure from this worker's recent ones or the store; StoreUnavailable when the store cannot tell."""
+    def shown_in(self, exposure_id: str) -> tuple[str, ...] | None:
+        """The ids an exposure showed, from this worker's recent ones or the store; None for an unknown exposure,
+        StoreUnavailable when the store cannot tell."""
         with self._recent_lock:
-            row = self._recent.get(exposure_id)
-        return row if row is not None else self.store.get_exposure(exposure_id)
+            shown = self._recent.get(exposure_id)
+        if shown is not None:
+            return shown
+        row = self.store.get_exposure(exposure_id)
+        return None if row is None else row.shown
 
     def give_feedback(self, row: Feedback) -> None:
         self.log.submit("feedback", row)

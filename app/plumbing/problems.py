@@ -79,9 +79,11 @@ def validation_errors(
     """FastAPI/pydantic error dicts -> [{"param", "in", "message", "type", "input"?, "allowed"?}]."""
     out = []
     for e in errors:
-        loc = [str(x) for x in e.get("loc", ())]
+        raw = tuple(e.get("loc", ()))
+        loc = [str(x) for x in raw]
         where = loc[0] if len(loc) > 1 else "query"
-        names = [x for x in loc[1:] if not x.isdigit()] if len(loc) > 1 else loc  # ("query", "models", "1"): models
+        # ("query", "models", 1): models. List positions are ints; a body key "0" is a str and is kept.
+        names = [str(x) for x in raw[1:] if not isinstance(x, int)] if len(raw) > 1 else loc
         param = names[-1] if names else ""
         item: dict[str, Any] = {
             "param": param,

@@ -45,7 +45,8 @@ PAGE, CSP = build_page()
     summary="The comparison page",
     description="Find an item by title or id (or a user by id), pick a model, and see its neighbours under dot, cosine "
     "and projected cosine side by side with titles, categories and agreement figures; or one metric across "
-    "models. A second tab shows the build's summary tables and heatmaps. Query parameters `item_id`/`user_id`, "
+    "models. Other tabs show the models' gauge probe and health, the evaluation, the build's summary tables and "
+    "heatmaps, and each online experiment's report with its intervals drawn. Query parameters `item_id`/`user_id`, "
     "`model`, `metric` and `k` open a comparison directly.",
 )
 async def page() -> HTMLResponse:
