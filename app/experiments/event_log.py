@@ -246,12 +246,8 @@ class EventLog:
             except FileNotFoundError:
                 return
         rows, bad = _decode_lines(text)
-        self._count_unreadable(bad, self.spill_path)
         try:
-            self.store.ping()
-            written = sum(
-                self._store_or_split(rows[start : start + self.params.batch]) for start in range(0, len(rows), self.params.batch)
-            )
+            written = self._write_replayed(rows)
         except Exception as e:
             self._retry_at = time.monotonic() + self.params.retry_interval
             log.info("event store still unavailable (%s); %d spilled records kept", type(e).__name__, len(rows))
@@ -261,8 +257,7 @@ class EventLog:
             rest = self.spill_path.read_text(encoding="utf-8")[len(text) :]
             self.spill_path.write_text(rest, encoding="utf-8")
             self._spilled = rest.count("\n")
-        self._count("replayed", written)
-        self._count("written", written)
+        self._count_unreadable(bad, self.spill_path)  # once: the lines are gone with the replayed text
         log.info("event log: %d spilled records written to the store", written)
 
     def _adopt_orphans(self) -> None:
@@ -276,11 +271,7 @@ class EventLog:
                 continue
             try:
                 rows, bad = _read_spill(path)
-                self.store.ping()
-                written = sum(
-                    self._store_or_split(rows[start : start + self.params.batch])
-                    for start in range(0, len(rows), self.params.batch)
-                )
+                written = self._write_replayed(rows)
                 path.unlink(missing_ok=True)
                 _lock_path(path).unlink(missing_ok=True)
                 self._count_unreadable(bad, path)
@@ -290,9 +281,19 @@ class EventLog:
             finally:
                 os.close(fd)
             if written:
-                self._count("replayed", written)
-                self._count("written", written)
                 log.info("event log: %d records spilled by a stopped process written to the store (%s)", written, path.name)
+
+    def _write_replayed(self, rows: list[tuple[Kind, Any]]) -> int:
+        """Write spilled records into the store in batches and count them replayed and written; their number.
+
+        Raises when the store is unavailable (nothing counted then; the store's idempotency makes the retry of
+        a batch that did reach it harmless)."""
+        self.store.ping()
+        batch = self.params.batch
+        written = sum(self._store_or_split(rows[start : start + batch]) for start in range(0, len(rows), batch))
+        self._count("replayed", written)
+        self._count("written", written)
+        return written
 
     def _count_unreadable(self, n: int, path: Path) -> None:
         if n:  # a process killed in the middle of a spill write leaves a partial last line
