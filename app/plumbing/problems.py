@@ -84,19 +84,30 @@ def validation_errors(
         where = loc[0] if len(loc) > 1 else "query"
         # ("query", "models", 1): models. List positions are ints; a body key "0" is a str and is kept.
         names = [str(x) for x in raw[1:] if not isinstance(x, int)] if len(raw) > 1 else loc
-        param = names[-1] if names else ""
+        param = encodable_text(names[-1]) if names else ""
         item: dict[str, Any] = {
             "param": param,
             "in": where,
-            "message": e.get("msg", "invalid"),
+            "message": encodable_text(str(e.get("msg", "invalid"))),
             "type": e.get("type", "value_error"),
         }
-        if e.get("type") != "missing" and isinstance(e.get("input"), str | int | float | bool):
-            item["input"] = e["input"]
+        value = e.get("input")
+        if e.get("type") != "missing" and isinstance(value, str | int | float | bool):
+            # a JSON body can hold what the problem document's encoder (orjson) cannot: an integer past 64 bits
+            # (left out of the echo; the message still says what is wrong) and a lone surrogate (escaped)
+            if isinstance(value, str):
+                item["input"] = encodable_text(value)
+            elif not isinstance(value, int) or isinstance(value, bool) or -(1 << 63) <= value < 1 << 64:
+                item["input"] = value
         if allowed and param in allowed:
             item["allowed"] = list(allowed[param])
         out.append(item)
     return out
+
+
+def encodable_text(text: str) -> str:
+    """`text` with lone surrogates as backslash escapes (the only code points UTF-8 cannot encode)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def literal_choices(model: type) -> dict[str, list[Any]]:

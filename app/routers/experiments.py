@@ -11,7 +11,6 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,8 +21,8 @@ from app.experiments.events import Feedback, StoreUnavailable
 from app.experiments.report import experiment_report, format_report
 from app.experiments.service import ExperimentsService
 from app.plumbing.auth import require_token
-from app.plumbing.problems import ProblemError
-from app.plumbing.query_route import QueryValidationError, invalid, json_response
+from app.plumbing.problems import ProblemError, encodable_text
+from app.plumbing.query_route import invalid, json_response
 from app.schemas.common import NOT_READY, Problem, ValidationProblem
 from app.schemas.experiments import ExperimentsResponse, FeedbackAccepted, FeedbackBody, ReportResponse
 
@@ -63,10 +62,7 @@ class JsonBodyRoute(APIRoute):
         async def checked(request: Request) -> Response:
             body = await bounded_body(request, MAX_FEEDBACK_BYTES)
             check_json_object(request.headers.get("content-type"), body)
-            try:
-                return await handler(Request(request.scope, replay(body, request.receive)))
-            except RequestValidationError as e:
-                raise encodable(e) from None
+            return await handler(Request(request.scope, replay(body, request.receive)))
 
         return checked
 
@@ -86,33 +82,6 @@ async def bounded_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ProblemError(400, "Bad Request", "the client disconnected before the end of the body") from None
     return b"".join(chunks)
-
-
-def encodable(exc: RequestValidationError) -> RequestValidationError:
-    """The same refusal with every part the 422 echoes encodable as JSON: JSON may carry what neither Unicode nor
-    orjson can, a lone surrogate escape ("\\ud800": backslash-escaped here) or an integer past 64 bits (left out
-    of the echo; the message still says what is wrong)."""
-    errors = [_encodable_error(dict(e)) for e in exc.errors()]
-    if isinstance(exc, QueryValidationError):
-        return QueryValidationError(errors, exc.allowed)
-    return RequestValidationError(errors)
-
-
-def _encodable_error(error: dict[str, Any]) -> dict[str, Any]:
-    error["loc"] = tuple(_escaped(x) if isinstance(x, str) else x for x in error.get("loc", ()))
-    if isinstance(error.get("msg"), str):
-        error["msg"] = _escaped(error["msg"])
-    value = error.get("input")
-    if isinstance(value, str):
-        error["input"] = _escaped(value)
-    elif isinstance(value, int) and not -(1 << 63) <= value < 1 << 64:
-        del error["input"]
-    return error
-
-
-def _escaped(text: str) -> str:
-    """`text` with lone surrogates as backslash escapes (the only code points UTF-8 cannot encode)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _too_large(limit: int) -> ProblemError:
@@ -144,8 +113,8 @@ def check_json_object(content_type: str | None, body: bytes) -> None:
         if isinstance(field, int) and not isinstance(field, bool) and not -(2**63) <= field < 2**63:
             raise invalid(key, "Input should be a number within 64 bits (this integer is larger)", None, where="body")
     for key in value:  # a value that is not Unicode is refused by its field; a key would be named by nothing
-        if _escaped(key) != key:
-            raise invalid("body", f"the key {_escaped(key)!r} is not Unicode (a lone surrogate escape)", None, where="body")
+        if encodable_text(key) != key:
+            raise invalid("body", f"the key {encodable_text(key)!r} is not Unicode (a lone surrogate escape)", None, where="body")
 
 
 def _is_json(content_type: str | None) -> bool:
