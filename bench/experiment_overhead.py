@@ -403,6 +403,10 @@ def table(out: dict[str, Any]) -> str:
         f"/{endpoint} {s['experiment']['server_cpu_us_per_request'] - s['plain']['server_cpu_us_per_request']:+.0f} us"
         for endpoint, s in out["summary"].items()
     )
+    lines.append(
+        f"server log: {out['server_log_event_problem_lines']} warning/error lines about the event log"
+        + "".join(f"\n    {line}" for line in out["server_log_event_problems"][:5])
+    )
     c = out["logging_cost"]
     lines.append(
         f"where the time goes: server CPU per request, experiment - plain: {extra}. The experiment path's own work in "
@@ -478,6 +482,9 @@ def main() -> int:
         arms = exposures_by_arm(db)
     finally:
         server.stop()
+    # the server's own word on its event log (a spill, a refused record, the store unavailable), kept with the results
+    log_lines = (tmp / "app.log").read_text(errors="replace").splitlines()
+    log_problems = [line for line in log_lines if "app.experiments" in line and line.startswith(("WARNING", "ERROR"))]
     per_worker = statistics.median(r["rps"] for e in ENDPOINTS for r in results[e]["experiment"]) / workers
     cost = logging_cost(tmp / "logging-cost", per_worker, 2.0 if args.quick else 10.0)
 
@@ -508,6 +515,8 @@ def main() -> int:
         "events_counters": counters,
         "arms": arms,
         "logging_cost": cost,
+        "server_log_event_problems": log_problems[:50],
+        "server_log_event_problem_lines": len(log_problems),
     }
     out["targets_met"] = all(s["target_met"] for s in out["summary"].values())
     out["exposures_exact"] = all(x["exact"] for x in out["exposures"].values()) and counters.get("dropped", 0) == 0

@@ -1,13 +1,14 @@
 """Exposure and feedback logging off the request path: a bounded queue, one batch writer, a spill file.
 
-A request only appends to an in-memory queue (`submit`, never blocks, never raises). One writer thread
-drains it in batches of at most `batch` records into the event store (app.experiments.events), one
-transaction per kind and batch. When the store cannot take a batch (down, slow, any error), the batch is
-appended to a bounded local spill file (JSON lines) instead, and the spill file is replayed into the store,
-oldest first, once the store answers again; the file is truncated only after its records are written.
-A record is dropped only when both the queue and the spill file are full, and every drop is counted and
-logged. Counts (records): queued, written, spilled, replayed, dropped, exposed through `counts()` and
-`on_count(name, n)` (the Prometheus counters).
+A request only appends to an in-memory queue (`submit`: a deque append, never blocks, never raises). One
+writer thread wakes every `flush_interval` and takes what is queued, in batches of at most `batch` records,
+into the event store (app.experiments.events), one transaction per kind and batch. When the store cannot
+take a batch (down, slow, any error), the batch is appended to a bounded local spill file (JSON lines)
+instead, and the spill file is replayed into the store, oldest first, once the store answers again; the file
+is truncated only after its records are written. A record is dropped only when both the queue and the spill
+file are full, and every drop is counted and logged. Counts (records): queued, written, spilled, replayed,
+dropped, exposed through `counts()` and, published by the writer after each pass, `on_count(name, n)` (the
+Prometheus counters).
 
 Ordering: within a kind records are written in submission order (replayed spill first). Idempotency of the
 store (exposure_id, event_id) makes a replay of a batch that did reach the store before a failure harmless.
@@ -27,7 +28,6 @@ import fcntl
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 
 from app.experiments.events import Exposure, Feedback, RecordRefused
 
-log = logging.getLogger("simserve.experiments")
+log = logging.getLogger("app.experiments.event_log")  # under the app logger: its format and level
 
 Kind = Literal["exposure", "feedback"]
 COUNTS = ("queued", "written", "spilled", "replayed", "dropped")
@@ -52,9 +52,9 @@ class Store(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class EventLogParams:
-    queue_size: int = 10_000  # records held in memory
-    batch: int = 500  # records per store transaction
-    flush_interval: float = 0.1  # seconds the writer waits for a batch to fill
+    queue_size: int = 20_000  # records held in memory
+    batch: int = 2_000  # records per store transaction at most
+    flush_interval: float = 0.1  # seconds between the writer's passes: a batch is what arrived meanwhile
     retry_interval: float = 1.0  # seconds between attempts to reach a store that failed
     spill_max_bytes: int = 64 << 20  # the spill file's bound
     adopt_interval: float = 10.0  # seconds between looks for spill files left by processes that are gone
@@ -77,12 +77,16 @@ class EventLog:
         self.store, self.spill_path, self.params = store, Path(spill_path), params
         self.siblings = siblings
         self._adopt_at = 0.0
-        self._queue: queue.Queue[tuple[Kind, Any]] = queue.Queue(maxsize=params.queue_size)
+        # A deque, not a queue.Queue: append and popleft are atomic without a lock, and the writer takes
+        # records in bulk instead of waking on each one.
+        self._queue: collections.deque[tuple[Kind, Any]] = collections.deque()
         self._counts = collections.Counter({name: 0 for name in COUNTS})
+        self._published = collections.Counter({name: 0 for name in COUNTS})
         self._on_count = on_count
         self._lock = threading.Lock()  # the counts and the spill file
         self._stop = threading.Event()
-        self._idle = threading.Event()
+        self._wake = threading.Event()  # cuts the writer's wait short (flush, close)
+        self._busy = False  # the writer holds records taken from the queue
         self._retry_at = 0.0
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)
         # Blocking: a sibling may be replaying this file (a dead process had the same pid) for a moment.
@@ -96,14 +100,16 @@ class EventLog:
     # -- request path ------------------------------------------------------------------------------
 
     def submit(self, kind: Kind, row: Exposure | Feedback) -> None:
-        """Queue one record; when the queue is full, spill it; when the spill file is full too, drop and count it."""
-        self._idle.clear()
-        try:
-            self._queue.put_nowait((kind, row))
-        except queue.Full:
+        """Queue one record; when the queue is full, spill it; when the spill file is full too, drop and count it.
+
+        Counted in memory only: the writer publishes the counts (on_count) on its next pass, since a
+        Prometheus counter increment per request costs more than the append."""
+        if len(self._queue) >= self.params.queue_size:
             self._spill([(kind, row)])
             return
-        self._count("queued", 1)
+        self._queue.append((kind, row))
+        with self._lock:
+            self._counts["queued"] += 1
 
     # -- observability -----------------------------------------------------------------------------
 
@@ -113,26 +119,31 @@ class EventLog:
 
     def pending(self) -> int:
         """Records not yet in the store: queued plus spilled."""
-        return self._queue.qsize() + self._spilled_records()
+        return len(self._queue) + self._spilled_records()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the queue is empty and nothing is spilled (True), or `timeout` seconds (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.empty() and self._spilled_records() == 0 and self._idle.is_set():
+            # _busy is set before the writer takes records, so an empty queue and an idle writer mean written
+            if not self._queue and not self._busy and self._spilled_records() == 0:
+                self._publish()
                 return True
             self._retry_at = 0.0  # a flush asks for a replay now
-            time.sleep(0.02)
+            self._wake.set()
+            time.sleep(0.01)
         return False
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what can be written within `timeout`; what cannot stays in the spill file for the next start."""
         self.flush(timeout)
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
-        leftover = self._drain(self.params.queue_size)
+        leftover = self._take(len(self._queue))
         if leftover:
             self._spill(leftover)
+        self._publish()
         if self._spilled_records() == 0:  # nothing left for anyone: no file per process id piles up
             self.spill_path.unlink(missing_ok=True)
             _lock_path(self.spill_path).unlink(missing_ok=True)
@@ -147,29 +158,25 @@ class EventLog:
                 self._adopt_orphans()
             if self._spilled_records() and time.monotonic() >= self._retry_at:
                 self._replay()
-            records = self._drain(self.params.batch, wait=self.params.flush_interval)
+            self._busy = True
+            records = self._take(self.params.batch)
             if records:
                 self._write(records)
-            elif self._queue.empty():
-                self._idle.set()
+            self._publish()
+            self._busy = False
+            if len(self._queue) < self.params.batch:  # a full batch waiting is written at once
+                self._wake.wait(self.params.flush_interval)
+                self._wake.clear()
 
-    def _drain(self, n: int, wait: float = 0.0) -> list[tuple[Kind, Any]]:
-        """Up to `n` records: the first within `wait` seconds, then whatever arrives within `wait` of it.
+    def _take(self, n: int) -> list[tuple[Kind, Any]]:
+        """Up to `n` records from the head of the queue, oldest first.
 
-        Collecting for a window, not just what is queued at the moment, is what makes batches: at a few
-        hundred records a second a writer that took only the queued ones would commit one record per
-        transaction, and a transaction costs far more than a row.
+        Waking every flush_interval and taking what arrived meanwhile is what makes batches: a writer that
+        woke on each record would commit one record per transaction, and a transaction costs far more than
+        a row; it would also take Python's GIL from the request path once per record.
         """
-        out: list[tuple[Kind, Any]] = []
-        try:
-            out.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
-            deadline = time.monotonic() + wait
-            while len(out) < n:
-                left = deadline - time.monotonic()
-                out.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return out
+        popleft = self._queue.popleft
+        return [popleft() for _ in range(min(n, len(self._queue)))]
 
     def _write(self, records: list[tuple[Kind, Any]]) -> None:
         """One transaction per kind; a failure spills the whole batch (the store's idempotency makes a retry safe)."""
@@ -303,8 +310,16 @@ class EventLog:
     def _count(self, name: str, n: int) -> None:
         with self._lock:
             self._counts[name] += n
+
+    def _publish(self) -> None:
+        """Report the counts that grew since the last call to on_count (the Prometheus counters)."""
+        with self._lock:
+            deltas = {name: self._counts[name] - self._published[name] for name in COUNTS}
+            self._published.update(deltas)
         if self._on_count is not None:
-            self._on_count(name, n)
+            for name, n in deltas.items():
+                if n:
+                    self._on_count(name, n)
 
 
 def _count_lines(path: Path) -> int:
@@ -373,5 +388,7 @@ def decode(kind: str, row: dict[str, Any]) -> Exposure | Feedback:
     """The row of a spilled record (JSON turned the tuples into lists)."""
     if kind == "exposure":
         teams = row.get("teams")
-        return Exposure(**{**row, "shown": tuple(row["shown"]), "teams": None if teams is None else tuple(teams)})
+        shown = row["shown"]
+        exposure = {**row, "shown": tuple(shown) if isinstance(shown, list) else shown}
+        return Exposure(**{**exposure, "teams": tuple(teams) if isinstance(teams, list) else teams}).check()
     return Feedback(**row)

@@ -191,10 +191,8 @@ def _experiment_answer(
     if service is None:
         raise invalid("experiment", "no experiments are configured on this server (EXPERIMENTS_FILE is unset)", q.experiment)
     for param in ("model", "metric"):
-        if param in request.query_params:
-            raise invalid(
-                param, "the experiment's arm decides model and metric: leave this parameter out", request.query_params[param]
-            )
+        if param in q.model_fields_set:  # given in the query (request.query_params would parse it all again)
+            raise invalid(param, "the experiment's arm decides model and metric: leave this parameter out", getattr(q, param))
     if q.unit_id is None:
         raise invalid("unit_id", "required with experiment (the unit the experiment assigns to an arm)", None)
     assert q.experiment is not None

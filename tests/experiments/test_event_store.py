@@ -8,6 +8,9 @@ the PostgreSQL cases skip, naming it.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import random
 import sqlite3
 import threading
@@ -16,17 +19,21 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies as st
 import psycopg
 import pytest
 from support.postgres import PostgresCluster
 
 from app.experiments.events import (
+    _INSERT_EXPOSURES,
     EventStore,
     Exposure,
     Feedback,
     SqliteStore,
     StoreUnavailable,
     UnitRow,
+    _json_strings,
     open_store,
 )
 from app.experiments.interleaving import credit
@@ -127,7 +134,7 @@ def test_newer_schema_version_is_refused(store_url: str) -> None:
 
 def test_exposures_idempotent_on_exposure_id(store: EventStore) -> None:
     e = exposure(7)
-    changed = Exposure(**{**e.__dict__, "arm": "other-arm", "shown": ("x",)})
+    changed = dataclasses.replace(e, arm="other-arm", shown=("x",))
     assert store.write_exposures([e]) == 1
     assert store.write_exposures([e]) == 0
     assert store.write_exposures([changed, exposure(8)]) == 1  # the repeat is ignored, the new one written
@@ -147,6 +154,58 @@ def test_feedback_idempotent_on_event_id(store: EventStore) -> None:
     assert store.write_feedback([anonymous]) == 1
     assert store.write_feedback([anonymous]) == 1  # no event id: each write is a new event
     assert store.feedback_for(e.exposure_id) == [once, anonymous, anonymous]
+
+
+def test_large_batches_write_every_new_row_once(store: EventStore) -> None:
+    """Batches span several multi-row statements (chunk sizes 1024, 512, ..., 1): every distinct new row is
+    written exactly once and counted, repeats within the batch and of stored rows are not."""
+    stored = [exposure(i) for i in range(0, 3000, 7)]
+    assert store.write_exposures(stored) == len(stored)
+    rng = random.Random(5)
+    batch = [exposure(rng.randrange(3000)) for _ in range(4001)]  # repeats within, and of the stored ones
+    new_ids = {e.exposure_id for e in batch} - {e.exposure_id for e in stored}
+    assert store.write_exposures(batch) == len(new_ids)
+    assert store.exposure_count() == len(new_ids) + len(stored)
+    for e in rng.sample(batch, 50):  # each row is the one written for its id, field by field
+        assert store.get_exposure(e.exposure_id) == e
+    events = [Feedback(e.exposure_id, e.shown[0], "click", None, f"ev-{i % 2500}", float(i)) for i, e in enumerate(batch)]
+    anonymous = [Feedback(e.exposure_id, e.shown[1], "view", 1.5, None, 0.0) for e in batch[:1500]]
+    assert store.write_feedback(events + anonymous) == 2500 + 1500
+    assert sum(len(store.feedback_for(i)) for i in {e.exposure_id for e in batch}) == 2500 + 1500
+
+
+@pytest.mark.parametrize(("rows", "max_params"), [(0, 100), (1, 100), (9, 11), (700, 16_384), (4001, 16_384), (33, 1)])
+def test_batch_insert_chunks_are_powers_of_two_in_order(rows: int, max_params: int) -> None:
+    table = [tuple(f"r{i}c{j}" for j in range(11)) for i in range(rows)]
+    chunks = list(_INSERT_EXPOSURES.chunks(table, max_params))
+    sizes = [n for n, _ in chunks]
+    assert sum(sizes) == rows
+    most = max(1, 2 ** math.floor(math.log2(max(1, max_params // 11))))
+    assert all(n & (n - 1) == 0 and n <= most for n in sizes)  # powers of two: few distinct statements
+    rest = [n for n in sizes if n != most]  # the remainder's binary digits, each once, largest first
+    assert sizes == sorted(sizes, reverse=True) and len(rest) == len(set(rest))
+    assert [v for _, params in chunks for v in params] == [v for row in table for v in row]  # order kept
+    assert all(len(params) == 11 * n for n, params in chunks)
+
+
+def test_a_batch_is_a_few_statements_not_one_per_row(tmp_path: Path) -> None:
+    """The writer thread lets go of Python's GIL once per statement; one per row starves it on a busy server."""
+    store = SqliteStore(tmp_path / "e.db")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        assert store.write_exposures([exposure(i) for i in range(1000)]) == 1000
+    finally:
+        store._conn.set_trace_callback(None)
+        store.close()
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(inserts) == bin(1000).count("1")  # 512 + 256 + 128 + 64 + 32 + 8
+    assert len(statements) == len(inserts) + 2  # and BEGIN IMMEDIATE, COMMIT
+
+
+@hypothesis.given(st.lists(st.text(st.one_of(st.sampled_from('"\\\x00\x1f\ud800é,'), st.characters()), max_size=8), max_size=12))
+def test_shown_json_is_what_json_dumps_writes(values: list[str]) -> None:
+    assert _json_strings(values) == json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
 def expected_unit_rows(exposures: list[Exposure], feedback: list[Feedback], experiment: str) -> list[UnitRow]:
@@ -421,4 +480,16 @@ def test_closed_store_refuses_calls(tmp_path: Path) -> None:
 )
 def test_inconsistent_interleaved_exposure_is_refused(teams: tuple[int, ...], shown: tuple[str, ...]) -> None:
     with pytest.raises(InputError, match="exposure 'x'"):
-        Exposure("x", 1.0, "exp", "arm", "u", "neighbours", "q", len(shown), "v1", shown, teams)
+        Exposure("x", 1.0, "exp", "arm", "u", "neighbours", "q", len(shown), "v1", shown, teams).check()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [("k", -1, "k must"), ("k", True, "k must"), ("k", 2.0, "k must"), ("time", "now", "time must"),
+     ("unit_id", 7, "unit_id must"), ("arm", None, "arm must"), ("shown", ["a"], "shown must"), ("shown", (1,), "shown must")],
+)  # fmt: skip
+def test_check_names_the_broken_field(field: str, value: object, named: str) -> None:
+    good = Exposure("x", 1.0, "exp", "arm", "u", "neighbours", "q", 1, "v1", ("a",), None)
+    assert good.check() is good
+    with pytest.raises(InputError, match=f"exposure 'x': {named}"):
+        dataclasses.replace(good, **{field: value}).check()
