@@ -72,10 +72,16 @@ class Experiment:
     mode: Mode
     arms: tuple[Arm, ...]
     ranges: tuple[range, ...] = field(init=False, repr=False, compare=False)
+    # arm_of_bucket[b]: the index in arms of the arm whose range holds bucket b (BUCKETS entries)
+    arm_of_bucket: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    salted: Any = field(init=False, repr=False, compare=False)  # sha256 of f"{salt}:" so far, copied per unit
 
     def __post_init__(self) -> None:
-        # Precomputed so that assign() only hashes and scans.
-        object.__setattr__(self, "ranges", arm_ranges([arm.weight for arm in self.arms]))
+        # Precomputed so that assign(), once per experiment request, only hashes the unit id and indexes.
+        ranges = arm_ranges([arm.weight for arm in self.arms])
+        object.__setattr__(self, "ranges", ranges)
+        object.__setattr__(self, "arm_of_bucket", tuple(i for i, r in enumerate(ranges) for _ in r))
+        object.__setattr__(self, "salted", hashlib.sha256(f"{self.salt}:".encode()))
 
 
 @dataclass(frozen=True)

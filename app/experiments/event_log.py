@@ -102,20 +102,20 @@ class EventLog:
     def submit(self, kind: Kind, row: Exposure | Feedback) -> None:
         """Queue one record; when the queue is full, spill it; when the spill file is full too, drop and count it.
 
-        Counted in memory only: the writer publishes the counts (on_count) on its next pass, since a
-        Prometheus counter increment per request costs more than the append."""
+        Not counted here (no lock, no Prometheus increment on the request path): the writer counts records
+        queued as it takes them, and counts() adds those still waiting."""
         if len(self._queue) >= self.params.queue_size:
             self._spill([(kind, row)])
             return
         self._queue.append((kind, row))
-        with self._lock:
-            self._counts["queued"] += 1
 
     # -- observability -----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return dict(self._counts)
+            counts = dict(self._counts)
+        counts["queued"] += len(self._queue)
+        return counts
 
     def pending(self) -> int:
         """Records not yet in the store: queued plus spilled."""
@@ -176,7 +176,9 @@ class EventLog:
         a row; it would also take Python's GIL from the request path once per record.
         """
         popleft = self._queue.popleft
-        return [popleft() for _ in range(min(n, len(self._queue)))]
+        taken = [popleft() for _ in range(min(n, len(self._queue)))]
+        self._count("queued", len(taken))
+        return taken
 
     def _write(self, records: list[tuple[Kind, Any]]) -> None:
         """One transaction per kind; a failure spills the whole batch (the store's idempotency makes a retry safe)."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import secrets
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,8 +49,9 @@ class ExperimentsService:
         # still validated. Tuples of strings only: the cyclic garbage collector soon stops tracking them, so
         # 100,000 of them kept alive cost its full collections nothing (Exposure objects would be traversed
         # each time, a pause of tens of ms per worker under load).
+        # No lock: expose() writes it on the event loop's thread and shown_in() reads it from another, and each
+        # OrderedDict call (str keys, tuple values) is one C call that holds the GIL throughout.
         self._recent: collections.OrderedDict[str, tuple[str, ...]] = collections.OrderedDict()
-        self._recent_lock = threading.Lock()
         self.log = EventLog(
             self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count, siblings="events-spill-*.jsonl"
         )
@@ -99,32 +98,34 @@ class ExperimentsService:
         exposure_id: str | None = None,
     ) -> str:
         """Queue the exposure (never blocks, never fails the request); its id."""
-        exposure_id = exposure_id or new_exposure_id()
+        now = time.time_ns()
+        exposure_id = exposure_id or new_exposure_id(now)
+        shown_ids = tuple(shown)
+        # positional: this runs on every experiment request, and keywords cost more than the call's other work
         row = Exposure(
-            exposure_id=exposure_id,
-            time=time.time(),
-            experiment=experiment.name,
-            arm=arm,
-            unit_id=unit_id,
-            endpoint=experiment.endpoint,
-            query_id=query_id,
-            k=k,
-            artifact_version=version,
-            shown=tuple(shown),
-            teams=None if teams is None else tuple(teams),
+            exposure_id,
+            now / 1e9,
+            experiment.name,
+            arm,
+            unit_id,
+            experiment.endpoint,
+            query_id,
+            k,
+            version,
+            shown_ids,
+            None if teams is None else tuple(teams),
         )
-        with self._recent_lock:
-            self._recent[exposure_id] = row.shown
-            while len(self._recent) > RECENT_EXPOSURES:
-                self._recent.popitem(last=False)
+        recent = self._recent
+        recent[exposure_id] = shown_ids
+        if len(recent) > RECENT_EXPOSURES:  # one in, one out
+            recent.popitem(last=False)
         self.log.submit("exposure", row)
         return exposure_id
 
     def shown_in(self, exposure_id: str) -> tuple[str, ...] | None:
         """The ids an exposure showed, from this worker's recent ones or the store; None for an unknown exposure,
         StoreUnavailable when the store cannot tell."""
-        with self._recent_lock:
-            shown = self._recent.get(exposure_id)
+        shown = self._recent.get(exposure_id)
         if shown is not None:
             return shown
         row = self.store.get_exposure(exposure_id)
@@ -149,10 +150,10 @@ class ExperimentsService:
         self.store.close()
 
 
-def new_exposure_id() -> str:
-    """32 hex digits: the time in nanoseconds (16), then 64 random bits (16).
+def new_exposure_id(now_ns: int | None = None) -> str:
+    """32 hex digits: the time in nanoseconds (16; `now_ns`, or now), then 64 random bits (16).
 
     Time first, so that the ids a server writes grow and each lands at the end of the event store's
     primary-key index, not on a random page (see app.experiments.events); 64 random bits keep ids of the
     same nanosecond, in any number of workers, apart."""
-    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+    return f"{time.time_ns() if now_ns is None else now_ns:016x}{os.urandom(8).hex()}"
