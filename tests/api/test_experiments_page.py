@@ -26,7 +26,6 @@ no Chromium can be found or launched. Marked slow: a browser end to end.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -35,26 +34,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page
 from support.artifacts import ApiArtifact
 from support.servers import ApiServer, start_api_server, wait_for
 
 from app.experiments.assignment import bucket
 
 pytestmark = pytest.mark.slow
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 20_000
 TOKEN = "page-test-token-7f3a"
 N_ITEMS = 300  # the session artifact's catalogue (support.artifacts.API_BUILD)
 
@@ -113,49 +99,6 @@ arms = [
 
 
 # --------------------------------------------------------------------------- browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium; .ci/run does it as root)")
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=60_000)
-        except PlaywrightError as e:
-            pytest.skip(f"Chromium at {CHROMIUM} cannot be launched: {str(e).splitlines()[0]}")
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
-    """A fresh page and the errors it reports (console errors, uncaught exceptions, CSP violations, failed requests)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-
-    def on_console(m: Any) -> None:
-        if m.type == "error":
-            errors.append(f"console: {m.text} @ {m.location.get('url', '')}")
-
-    pg.on("console", on_console)
-    pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    pg.on("requestfailed", lambda r: errors.append(f"requestfailed: {r.url}"))
-    try:
-        yield pg, errors
-    finally:
-        context.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 # --------------------------------------------------------------------------- servers and traffic
