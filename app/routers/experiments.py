@@ -109,12 +109,12 @@ def check_json_object(content_type: str | None, body: bytes) -> None:
         kind = "null" if value is None else type(value).__name__
         raise invalid("body", f"Input should be a JSON object, not {kind}", None, where="body")
     for key, field in value.items():
+        # a value that is not Unicode is refused by its field; a key would be named by nothing
+        if encodable_text(key) != key:
+            raise invalid("body", f"the key {encodable_text(key)!r} is not Unicode (a lone surrogate escape)", None, where="body")
         # a field's error echoes its value, and a problem document cannot carry an integer past 64 bits (orjson)
         if isinstance(field, int) and not isinstance(field, bool) and not -(2**63) <= field < 2**63:
             raise invalid(key, "Input should be a number within 64 bits (this integer is larger)", None, where="body")
-    for key in value:  # a value that is not Unicode is refused by its field; a key would be named by nothing
-        if encodable_text(key) != key:
-            raise invalid("body", f"the key {encodable_text(key)!r} is not Unicode (a lone surrogate escape)", None, where="body")
 
 
 def _is_json(content_type: str | None) -> bool:
