@@ -46,7 +46,11 @@ BUCKETS = 10000
 
 def bucket(salt: str, unit_id: str) -> int:
     """The unit's bucket in 0 .. 9999: int.from_bytes(sha256(f"{salt}:{unit_id}").digest()[:8], "big") % 10000."""
-    digest = hashlib.sha256(f"{salt}:{unit_id}".encode()).digest()
+    return _bucket_of(hashlib.sha256(f"{salt}:{unit_id}".encode()).digest())
+
+
+def _bucket_of(digest: bytes) -> int:
+    """The bucket of a SHA-256 digest: its first 8 bytes, big-endian, modulo BUCKETS."""
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 
@@ -92,4 +96,4 @@ def assign(experiment: Experiment, unit_id: str) -> Arm:
     """
     h = experiment.salted.copy()
     h.update(unit_id.encode())
-    return experiment.arms[experiment.arm_of_bucket[int.from_bytes(h.digest()[:8], "big") % BUCKETS]]
+    return experiment.arms[experiment.arm_of_bucket[_bucket_of(h.digest())]]

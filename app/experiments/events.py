@@ -280,14 +280,18 @@ class BatchInsert:
     columns: str
     conflict: str  # the unique column whose repeats are ignored (ON CONFLICT DO NOTHING)
 
+    @property
+    def width(self) -> int:
+        """Parameters per row: the number of columns."""
+        return self.columns.count(",") + 1
+
     def statement(self, n: int, param: str) -> str:
         """INSERT ... VALUES (p, ..), (p, ..) ... of n rows, p the driver's placeholder."""
         return _values_statement(self, n, param)
 
     def chunks(self, rows: Sequence[tuple[Any, ...]], max_params: int) -> Iterator[tuple[int, list[Any]]]:
         """(rows in the chunk, its parameters flattened) for `rows`, at most `max_params` parameters a chunk."""
-        width = self.columns.count(",") + 1
-        most = 1 << max(0, (max_params // width).bit_length() - 1)  # a power of two, like every chunk size
+        most = 1 << max(0, (max_params // self.width).bit_length() - 1)  # a power of two, like every chunk size
         start = 0
         while start < len(rows):
             left = len(rows) - start
@@ -298,8 +302,7 @@ class BatchInsert:
 
 @functools.lru_cache(maxsize=64)
 def _values_statement(insert: BatchInsert, n: int, param: str) -> str:
-    width = insert.columns.count(",") + 1
-    row = "(" + ", ".join([param] * width) + ")"
+    row = "(" + ", ".join([param] * insert.width) + ")"
     return (
         f"INSERT INTO {insert.table} ({insert.columns}) VALUES {', '.join([row] * n)} ON CONFLICT ({insert.conflict}) DO NOTHING"
     )
