@@ -37,7 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-from app.experiments.assignment import BUCKETS, arm_ranges
+from app.experiments.assignment import BUCKETS, arm_ranges, salted_sha256
 from models.errors import InputError
 
 Endpoint = Literal["similar-items", "similar-users", "recommend"]
@@ -74,14 +74,14 @@ class Experiment:
     ranges: tuple[range, ...] = field(init=False, repr=False, compare=False)
     # arm_of_bucket[b]: the index in arms of the arm whose range holds bucket b (BUCKETS entries)
     arm_of_bucket: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    salted: Any = field(init=False, repr=False, compare=False)  # sha256 of f"{salt}:" so far, copied per unit
+    salted: Any = field(init=False, repr=False, compare=False)  # salted_sha256(salt), copied per unit
 
     def __post_init__(self) -> None:
         # Precomputed so that assign(), once per experiment request, only hashes the unit id and indexes.
         ranges = arm_ranges([arm.weight for arm in self.arms])
         object.__setattr__(self, "ranges", ranges)
         object.__setattr__(self, "arm_of_bucket", tuple(i for i, r in enumerate(ranges) for _ in r))
-        object.__setattr__(self, "salted", hashlib.sha256(f"{self.salt}:".encode()))
+        object.__setattr__(self, "salted", salted_sha256(self.salt))
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
-from app.experiments.events import Exposure, Feedback, RecordRefused
+from app.experiments.events import Exposure, ExposureFields, Feedback, RecordRefused, exposure_of
 
 log = logging.getLogger("app.experiments.event_log")  # under the app logger: its format and level
 
 Kind = Literal["exposure", "feedback"]
+_FIELDS = "fields"  # a queued exposure still in its request-path form (submit_exposure)
 COUNTS = ("queued", "written", "spilled", "replayed", "dropped")
 
 
@@ -79,7 +80,8 @@ class EventLog:
         self._adopt_at = 0.0
         # A deque, not a queue.Queue: append and popleft are atomic without a lock, and the writer takes
         # records in bulk instead of waking on each one.
-        self._queue: collections.deque[tuple[Kind, Any]] = collections.deque()
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._queue_size = params.queue_size
         self._counts = collections.Counter({name: 0 for name in COUNTS})
         self._published = collections.Counter({name: 0 for name in COUNTS})
         self._on_count = on_count
@@ -104,10 +106,18 @@ class EventLog:
 
         Not counted here (no lock, no Prometheus increment on the request path): the writer counts records
         queued as it takes them, and counts() adds those still waiting."""
-        if len(self._queue) >= self.params.queue_size:
+        if len(self._queue) >= self._queue_size:
             self._spill([(kind, row)])
             return
         self._queue.append((kind, row))
+
+    def submit_exposure(self, fields: ExposureFields) -> None:
+        """submit("exposure", exposure_of(fields)), with the Exposure made by the writer: the request path only
+        appends the tuple it has."""
+        if len(self._queue) >= self._queue_size:
+            self._spill([("exposure", exposure_of(fields))])
+            return
+        self._queue.append((_FIELDS, fields))
 
     # -- observability -----------------------------------------------------------------------------
 
@@ -178,7 +188,7 @@ class EventLog:
         popleft = self._queue.popleft
         taken = [popleft() for _ in range(min(n, len(self._queue)))]
         self._count("queued", len(taken))
-        return taken
+        return [("exposure", exposure_of(row)) if kind is _FIELDS else (cast(Kind, kind), row) for kind, row in taken]
 
     def _write(self, records: list[tuple[Kind, Any]]) -> None:
         """One transaction per kind; a failure spills the whole batch (the store's idempotency makes a retry safe)."""

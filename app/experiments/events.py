@@ -111,6 +111,18 @@ class Exposure:
         return self
 
 
+# An exposure as the request path queues it: Exposure's fields in order, but the time in nanoseconds and shown and
+# teams any sequences. The event log's writer makes the Exposure (exposure_of), off the request path.
+ExposureFields = tuple[str, int, str, str, str, str, str, int, str, Sequence[str], Sequence[int] | None]
+
+
+def exposure_of(fields: ExposureFields) -> Exposure:
+    """The Exposure of ExposureFields (no check: the server's own code made them)."""
+    f = fields
+    teams = None if f[10] is None else tuple(f[10])
+    return Exposure(f[0], f[1] / 1e9, f[2], f[3], f[4], f[5], f[6], f[7], f[8], tuple(f[9]), teams)
+
+
 @dataclass(frozen=True)
 class Feedback:
     """One user event on an item of an exposure (a click, a purchase, a rating with its value ...)."""

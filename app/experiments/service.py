@@ -20,7 +20,7 @@ from typing import Any
 from app.experiments.assignment import assign
 from app.experiments.definitions import Arm, Experiment, Experiments, ExperimentsError, file_fingerprint, load_experiments
 from app.experiments.event_log import EventLog
-from app.experiments.events import EventStore, Exposure, Feedback, open_store
+from app.experiments.events import EventStore, Feedback, open_store
 from app.serving.version import Version
 from models.artifact.manifest import RECOMMEND_METRICS
 
@@ -43,6 +43,8 @@ class ExperimentsService:
         self.loaded_at: float | None = None
         self.last_refusal: Refusal | None = None
         self._checked: tuple[str, str] | None = None  # (file fingerprint, version) last validated
+        # the served version that `current` was validated against: requests on it need not check the arms again
+        self.valid_for: str | None = None
         self._on_refusal = on_refusal
         self.store: EventStore = open_store(events_db, connect=False)
         # this worker's latest exposures (id -> the ids shown): feedback on one the writer has not stored yet is
@@ -78,6 +80,7 @@ class ExperimentsService:
             return
         changed = loaded.fingerprint != self.current.fingerprint
         self.current, self.loaded_at, self.last_refusal = loaded, time.time(), None
+        self.valid_for = version.name
         if changed:
             log.info("experiments: %d loaded from %s", len(loaded.experiments), self.path)
 
@@ -101,25 +104,16 @@ class ExperimentsService:
         now = time.time_ns()
         exposure_id = exposure_id or new_exposure_id(now)
         shown_ids = tuple(shown)
-        # positional: this runs on every experiment request, and keywords cost more than the call's other work
-        row = Exposure(
-            exposure_id,
-            now / 1e9,
-            experiment.name,
-            arm,
-            unit_id,
-            experiment.endpoint,
-            query_id,
-            k,
-            version,
-            shown_ids,
-            None if teams is None else tuple(teams),
-        )
         recent = self._recent
         recent[exposure_id] = shown_ids
         if len(recent) > RECENT_EXPOSURES:  # one in, one out
             recent.popitem(last=False)
-        self.log.submit("exposure", row)
+        # One tuple, not an Exposure: the writer makes that (its __init__, and keeping the object tracked by the
+        # garbage collector until the writer takes it, cost a request several µs).
+        endpoint = experiment.endpoint
+        self.log.submit_exposure(
+            (exposure_id, now, experiment.name, arm, unit_id, endpoint, query_id, k, version, shown_ids, teams)
+        )
         return exposure_id
 
     def shown_in(self, exposure_id: str) -> tuple[str, ...] | None:

@@ -179,7 +179,7 @@ router.add_api_route(
     summary="Record an event (click, conversion, ...) on an item an experiment response showed",
     description="Accepted (202) and queued for the events database off the request path. Refused (422, naming the "
     "field) when the exposure is unknown or the item was not shown in it. Repeating an `event_id` is idempotent. "
-    "Anyone holding an exposure id may post feedback for it: exposure ids are random 128-bit values handed only to "
+    "Anyone holding an exposure id may post feedback for it: exposure ids (the time, then 64 random bits) are handed only to "
     f"the client that received the response. The body is a JSON object of at most {MAX_FEEDBACK_BYTES} bytes, sent as "
     "`application/json`.",
     responses={

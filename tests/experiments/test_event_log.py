@@ -56,6 +56,26 @@ def test_every_record_is_written_once(tmp_path: Path) -> None:
     store.close()
 
 
+def test_exposures_queued_as_fields_are_stored_as_the_exposure_they_describe(tmp_path: Path) -> None:
+    """submit_exposure (the request path's form: time in ns, shown and teams as lists) stores the Exposure of the
+    same fields, in order, also when a full queue sends records to the spill file."""
+    store = open_store(f"sqlite://{tmp_path / 'events.db'}")
+    log = EventLog(store, tmp_path / "spill.jsonl", dataclasses.replace(FAST, queue_size=5))
+    expected = [exposure(i, interleaved=i % 3 == 0) for i in range(300)]
+    for e in expected:
+        teams = None if e.teams is None else list(e.teams)
+        fields = (e.exposure_id, int(e.time * 1e9), e.experiment, e.arm, e.unit_id, e.endpoint, e.query_id, e.k,
+                  e.artifact_version, list(e.shown), teams)  # fmt: skip
+        log.submit_exposure(fields)
+    assert log.flush(20)
+    assert [store.get_exposure(e.exposure_id) for e in expected] == expected
+    counts = log.counts()
+    assert counts["spilled"] > 0 and counts["replayed"] == counts["spilled"]  # the queue of 5 overflowed
+    assert counts["written"] == 300 and counts["dropped"] == 0
+    log.close()
+    store.close()
+
+
 def test_a_database_outage_spills_then_replays_everything_once(tmp_path: Path, pg_cluster: PostgresCluster) -> None:
     store = open_store(pg_cluster.new_database())
     seen: list[tuple[str, int]] = []

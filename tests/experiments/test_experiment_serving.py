@@ -5,6 +5,7 @@ two arms' lists, bad requests are 422s, and a bad experiments file keeps the pre
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from support.artifacts import api_build_in_process
 from support.in_process import in_process_server
 from support.servers import each_worker, start_api_server
+from support.versions import copy_version, publish_by_hand
 
 from app.experiments.events import open_store
 
@@ -227,3 +229,41 @@ def test_every_worker_and_a_restarted_server_assign_by_the_formula(served):
                         r = fresh.get("/similar-items", params=params)
                         assert r.status_code == 200, r.text
                         assert r.json()["experiment"]["arm"] == arm_of("2026-12", unit), (attempt, unit)
+
+
+def test_a_version_without_an_arms_metric_refuses_the_experiment_until_one_with_it_is_served(served):
+    """The arms are validated against the version that serves the request, not only the one the file was loaded
+    for: on a version without `projected`, every unit of item-metric (either arm) gets a 422 naming the metric."""
+    server, root = served
+    art = root / "art"
+    good = (art / "CURRENT").read_text().strip()
+    name, folder = copy_version(art, good)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["metrics"] = [m for m in manifest["metrics"] if m != "projected"]
+    manifest["indexes"] = {key: v for key, v in manifest["indexes"].items() if not key.endswith("/projected")}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    units = {arm_of("2026-12", f"u{i}"): f"u{i}" for i in range(20)}
+    assert set(units) == {"control", "projected"}
+    try:
+        publish_by_hand(art, name)
+        _wait_ready(server, lambda s: s["artifact_version"] == name and s["experiments"]["last_refusal"])
+        for unit in units.values():
+            r = server.client.get("/similar-items", params={"item_id": "i7", "experiment": "item-metric", "unit_id": unit})
+            assert r.status_code == 422, r.text
+            assert "metric" in {e["param"] for e in r.json()["errors"]} and "projected" in r.text, r.text
+    finally:
+        publish_by_hand(art, good)
+    _wait_ready(server, lambda s: s["artifact_version"] == good and not s["experiments"]["last_refusal"])
+    for unit in units.values():
+        r = server.client.get("/similar-items", params={"item_id": "i7", "experiment": "item-metric", "unit_id": unit})
+        assert r.status_code == 200 and r.json()["metric"] == ("cosine" if arm_of("2026-12", unit) == "control" else "projected")
+
+
+def _wait_ready(server, condition, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    status = server.client.get("/readyz").json()
+    while not condition(status) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = server.client.get("/readyz").json()
+    assert condition(status), status
+    return status
