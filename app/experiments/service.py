@@ -47,6 +47,7 @@ class ExperimentsService:
         self.valid_for: str | None = None
         self._on_refusal = on_refusal
         self.store: EventStore = open_store(events_db, connect=False)
+        self.ids = ExposureIds()
         # this worker's latest exposures (id -> the ids shown): feedback on one the writer has not stored yet is
         # still validated. Tuples of strings only: the cyclic garbage collector soon stops tracking them, so
         # 100,000 of them kept alive cost its full collections nothing (Exposure objects would be traversed
@@ -102,7 +103,7 @@ class ExperimentsService:
     ) -> str:
         """Queue the exposure (never blocks, never fails the request); its id."""
         now = time.time_ns()
-        exposure_id = exposure_id or new_exposure_id(now)
+        exposure_id = exposure_id or self.ids.new(now)
         shown_ids = tuple(shown)
         recent = self._recent
         recent[exposure_id] = shown_ids
@@ -144,10 +145,25 @@ class ExperimentsService:
         self.store.close()
 
 
-def new_exposure_id(now_ns: int | None = None) -> str:
-    """32 hex digits: the time in nanoseconds (16; `now_ns`, or now), then 64 random bits (16).
+class ExposureIds:
+    """Exposure ids: 32 hex digits, the time in nanoseconds (16), then 64 random bits (16).
 
     Time first, so that the ids a server writes grow and each lands at the end of the event store's
-    primary-key index, not on a random page (see app.experiments.events); 64 random bits keep ids of the
-    same nanosecond, in any number of workers, apart."""
-    return f"{time.time_ns() if now_ns is None else now_ns:016x}{os.urandom(8).hex()}"
+    primary-key index, not on a random page (see app.experiments.events); 64 random bits from os.urandom keep
+    ids of the same nanosecond, in any number of workers, apart, and unguessable. The random bits are read 4 KiB
+    at a time (one system call per 512 ids, not one per request) into a deque, which any thread may take from:
+    each value is popped once. One per process: a forked child would hand out its parent's values again.
+    """
+
+    def __init__(self) -> None:
+        self._pool: collections.deque[str] = collections.deque()
+
+    def new(self, now_ns: int | None = None) -> str:
+        """A new id at `now_ns` (or now)."""
+        try:
+            random_hex = self._pool.popleft()
+        except IndexError:
+            digits = os.urandom(4096).hex()
+            self._pool.extend(digits[i : i + 16] for i in range(16, len(digits), 16))
+            random_hex = digits[:16]
+        return f"{time.time_ns() if now_ns is None else now_ns:016x}{random_hex}"

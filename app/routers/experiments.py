@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
+from app.experiments.event_log import EventLogParams
 from app.experiments.events import Feedback, StoreUnavailable
 from app.experiments.report import experiment_report, format_report
 from app.experiments.service import ExperimentsService
@@ -27,7 +28,9 @@ from app.schemas.common import NOT_READY, Problem, ValidationProblem
 from app.schemas.experiments import ExperimentsResponse, FeedbackAccepted, FeedbackBody, ReportResponse
 
 router = APIRouter(tags=["experiments"])
-UNKNOWN_EXPOSURE_RETRIES = (0.1, 0.2, 0.4)  # seconds: past the event log's flush interval, before "unknown exposure"
+# seconds between looks for an exposure the database does not have yet (another worker's, written within its
+# writer's flush interval); the last look is 1.4 intervals after the first, then the exposure is unknown
+UNKNOWN_EXPOSURE_RETRIES = tuple(EventLogParams().flush_interval * f for f in (0.2, 0.4, 0.8))
 # ~10x the largest valid body (every field at its bound, each character \u-escaped as a surrogate pair: ~6 KB)
 MAX_FEEDBACK_BYTES = 64 * 1024
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server (reports, when ADMIN_TOKEN is set).")
@@ -149,7 +152,7 @@ async def feedback(body: FeedbackBody, request: Request) -> Response:
     service = _service(request)
     validated, shown = True, None
     try:
-        # another worker's exposure reaches the database within its writer's flush (0.1 s): look a few times
+        # another worker's exposure reaches the database within its writer's flush interval: look a few times
         for wait in (0.0, *UNKNOWN_EXPOSURE_RETRIES):
             await asyncio.sleep(wait)
             shown = await asyncio.to_thread(service.shown_in, body.exposure_id)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.experiments.interleaving import INTERLEAVED_LABEL, exposure_rng, team_draft
-from app.experiments.service import new_exposure_id
 from app.plumbing.metrics import NONE, SCOPE_LABELS
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response, require_model
 from app.query import neighbours as search
@@ -219,7 +218,7 @@ def _experiment_answer(
             check_metric(version, a.metric, recommend=endpoint == "recommend")
     if experiment.mode == "interleave":
         first, second = experiment.arms
-        exposure_id = new_exposure_id()
+        exposure_id = service.ids.new()
         lists = [_lists_of(version, endpoint, q, a.model, a.metric) for a in (first, second)]
         ids, teams = team_draft(lists[0][1], lists[1][1], q.k, exposure_rng(exposure_id))
         by_id = [dict(zip(names, entries, strict=True)) for entries, names in lists]
