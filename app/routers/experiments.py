@@ -29,8 +29,8 @@ from app.schemas.experiments import ExperimentsResponse, FeedbackAccepted, Feedb
 
 router = APIRouter(tags=["experiments"])
 # seconds between looks for an exposure the database does not have yet (another worker's, written within its
-# writer's flush interval); the last look is 1.4 intervals after the first, then the exposure is unknown
-UNKNOWN_EXPOSURE_RETRIES = tuple(EventLogParams().flush_interval * f for f in (0.2, 0.4, 0.8))
+# writer's flush interval); the last look is 7 intervals after the first, then the exposure is unknown
+UNKNOWN_EXPOSURE_RETRIES = tuple(EventLogParams().flush_interval * f for f in (1, 2, 4))
 # ~10x the largest valid body (every field at its bound, each character \u-escaped as a surrogate pair: ~6 KB)
 MAX_FEEDBACK_BYTES = 64 * 1024
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server (reports, when ADMIN_TOKEN is set).")
