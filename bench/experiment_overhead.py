@@ -261,7 +261,7 @@ def logging_cost(folder: Path, rate: float, seconds: float, n: int = 20_000) -> 
     file in `folder`, in this process, with the experiments of experiments_toml(). CPU us per exposure, each thread
     on its own clock (time.thread_time for this one, the writer thread's CPU clock for the writer):
       assign_us          the assignment alone (n units);
-      request_path_us    assignment + expose (the exposure row, the recent-exposures map, the queue append): what a
+      request_path_us    assignment + expose (the exposure id and row, the queue append): what a
                          request does;
       writer_us          the writer thread's work for those exposures: the store rows and SQLite's inserts;
     all at `rate` exposures/s (one worker's rate in the run) for `seconds`, in bursts every 10 ms, the writer left

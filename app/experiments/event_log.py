@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -93,6 +94,9 @@ class EventLog:
         self._stop = threading.Event()
         self._wake = threading.Event()  # cuts the writer's wait short (flush, close)
         self._busy = False  # the writer holds records taken from the queue
+        # The records the writer took from the queue and has not yet stored or spilled, published before they leave
+        # the queue (see shown_in): raw queue entries, replaced as a whole, never changed in place.
+        self._in_flight: list[tuple[str, Any]] = []
         self._retry_at = 0.0
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)
         # Blocking: a sibling may be replaying this file (a dead process had the same pid) for a moment.
@@ -123,6 +127,22 @@ class EventLog:
             return
         self._queue.append((_FIELDS, fields))
 
+    def shown_in(self, exposure_id: str) -> tuple[str, ...] | None:
+        """The ids shown by an exposure of this log that is queued or being written, None when neither holds it.
+
+        The queue first, then the batch in flight: the writer publishes a batch before it takes it from the queue
+        and lets go of it only once it is stored or spilled, so an exposure submitted before this call is in one
+        of the two, in the store, or in the spill file. Copying the deque is one C call that holds the GIL, so the
+        request thread's appends cannot change it meanwhile. Newest first: feedback follows its exposure soon."""
+        for records in (list(self._queue), self._in_flight):
+            for kind, row in reversed(records):
+                if kind is _FIELDS:
+                    if row[0] == exposure_id:
+                        return tuple(row[9])
+                elif kind == "exposure" and row.exposure_id == exposure_id:
+                    return tuple(row.shown)
+        return None
+
     # -- observability -----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -130,6 +150,10 @@ class EventLog:
             counts = dict(self._counts)
         counts["queued"] += len(self._queue)
         return counts
+
+    def spilled_records(self) -> int:
+        """Records in this log's spill file, not yet replayed into the store."""
+        return self._spilled_records()
 
     def pending(self) -> int:
         """Records not yet in the store: queued plus spilled."""
@@ -157,6 +181,7 @@ class EventLog:
         leftover = self._take(len(self._queue))
         if leftover:
             self._spill(leftover)
+        self._in_flight = []
         self._publish()
         if self._spilled_records() == 0:  # nothing left for anyone: no file per process id piles up
             self.spill_path.unlink(missing_ok=True)
@@ -176,6 +201,7 @@ class EventLog:
             records = self._take(self.params.batch)
             if records:
                 self._write(records)
+            self._in_flight = []
             self._publish()
             self._busy = False
             if len(self._queue) < self.params.batch:  # a full batch waiting is written at once
@@ -189,8 +215,12 @@ class EventLog:
         woke on each record would commit one record per transaction, and a transaction costs far more than
         a row; it would also take Python's GIL from the request path once per record.
         """
-        popleft = self._queue.popleft
-        taken = [popleft() for _ in range(min(n, len(self._queue)))]
+        queue = self._queue
+        taken = list(itertools.islice(queue, min(n, len(queue))))
+        self._in_flight = taken  # before they leave the queue: shown_in finds each record in one of the two
+        popleft = queue.popleft
+        for _ in range(len(taken)):
+            popleft()
         self._count("queued", len(taken))
         return [("exposure", exposure_of(row)) if kind is _FIELDS else (cast(Kind, kind), row) for kind, row in taken]
 

@@ -20,12 +20,11 @@ from typing import Any
 from app.experiments.assignment import assign
 from app.experiments.definitions import Arm, Experiment, Experiments, ExperimentsError, file_fingerprint, load_experiments
 from app.experiments.event_log import EventLog
-from app.experiments.events import EventStore, Feedback, open_store
+from app.experiments.events import EventStore, Feedback, StoreUnavailable, open_store
 from app.serving.version import Version
 from models.artifact.manifest import RECOMMEND_METRICS
 
 log = logging.getLogger("app.experiments")
-RECENT_EXPOSURES = 100_000  # ~ a minute of traffic at 1,000 experiment requests/s per worker
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,6 @@ class ExperimentsService:
         self._on_refusal = on_refusal
         self.store: EventStore = open_store(events_db, connect=False)
         self.ids = ExposureIds()
-        # this worker's latest exposures (id -> the ids shown): feedback on one the writer has not stored yet is
-        # still validated. Tuples of strings only: the cyclic garbage collector soon stops tracking them, so
-        # 100,000 of them kept alive cost its full collections nothing (Exposure objects would be traversed
-        # each time, a pause of tens of ms per worker under load).
-        # No lock: expose() writes it on the event loop's thread and shown_in() reads it from another, and each
-        # OrderedDict call (str keys, tuple values) is one C call that holds the GIL throughout.
-        self._recent: collections.OrderedDict[str, tuple[str, ...]] = collections.OrderedDict()
         self.log = EventLog(
             self.store, spill_dir / f"events-spill-{os.getpid()}.jsonl", on_count=on_count, siblings="events-spill-*.jsonl"
         )
@@ -101,30 +93,42 @@ class ExperimentsService:
         teams: Sequence[int] | None = None,
         exposure_id: str | None = None,
     ) -> str:
-        """Queue the exposure (never blocks, never fails the request); its id."""
+        """Queue the exposure (never blocks, never fails the request); its id. `shown` and `teams` are the caller's
+        to give away: they are queued as they are, not copied."""
         now = time.time_ns()
         exposure_id = exposure_id or self.ids.new(now)
-        shown_ids = tuple(shown)
-        recent = self._recent
-        recent[exposure_id] = shown_ids
-        if len(recent) > RECENT_EXPOSURES:  # one in, one out
-            recent.popitem(last=False)
         # One tuple, not an Exposure: the writer makes that (its __init__, and keeping the object tracked by the
         # garbage collector until the writer takes it, cost a request several µs).
         endpoint = experiment.endpoint
-        self.log.submit_exposure(
-            (exposure_id, now, experiment.name, arm, unit_id, endpoint, query_id, k, version, shown_ids, teams)
-        )
+        self.log.submit_exposure((exposure_id, now, experiment.name, arm, unit_id, endpoint, query_id, k, version, shown, teams))
         return exposure_id
 
     def shown_in(self, exposure_id: str) -> tuple[str, ...] | None:
-        """The ids an exposure showed, from this worker's recent ones or the store; None for an unknown exposure,
-        StoreUnavailable when the store cannot tell."""
-        shown = self._recent.get(exposure_id)
+        """The ids an exposure showed, from the store or, not written yet, this worker's event log; None for an
+        unknown exposure, StoreUnavailable when nobody can tell (the store is down and this worker does not hold
+        the exposure, or it may be among this worker's spilled records).
+
+        Store, log, store again: an exposure the log does not hold any more was written after the first look.
+        Feedback mostly comes after its exposure reached the store, so the log is searched only on a miss.
+        """
+        unavailable: StoreUnavailable | None = None
+        try:
+            row = self.store.get_exposure(exposure_id)
+        except StoreUnavailable as e:
+            row, unavailable = None, e
+        if row is not None:
+            return row.shown
+        shown = self.log.shown_in(exposure_id)
         if shown is not None:
             return shown
+        if unavailable is not None:
+            raise unavailable
         row = self.store.get_exposure(exposure_id)
-        return None if row is None else row.shown
+        if row is not None:
+            return row.shown
+        if self.log.spilled_records():
+            raise StoreUnavailable(f"exposure {exposure_id!r} may be among this worker's spilled records, not yet replayed")
+        return None
 
     def give_feedback(self, row: Feedback) -> None:
         self.log.submit("feedback", row)

@@ -7,18 +7,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from support.postgres import PostgresCluster
 from support.servers import free_port
 
 from app.experiments.event_log import EventLog, EventLogParams
 from app.experiments.events import Exposure, Feedback, open_store
+from app.experiments.service import ExperimentsService
 
 
 def exposure(i: int, interleaved: bool = False) -> Exposure:
@@ -254,3 +259,76 @@ def test_a_record_postgresql_refuses_is_dropped_alone_and_the_log_keeps_flowing(
     assert log.flush(10) and store.get_exposure("x200") == exposure(200)
     log.close()
     store.close()
+
+
+def fields_of(e: Exposure) -> tuple[Any, ...]:
+    """The request path's form of an Exposure (time in ns, shown as a list)."""
+    return (e.exposure_id, int(e.time * 1e9), e.experiment, e.arm, e.unit_id, e.endpoint, e.query_id, e.k,
+            e.artifact_version, list(e.shown), None)  # fmt: skip
+
+
+def test_an_exposure_is_found_while_queued_while_being_written_and_once_stored(tmp_path: Path) -> None:
+    """shown_in answers from the queue, then from the batch the writer holds (held here by another connection's
+    write lock on the real SQLite file), and lets go once the store has it; the service's lookup answers from the
+    queue and from the store."""
+    db = tmp_path / "events.db"
+    service = ExperimentsService(tmp_path / "absent.toml", f"sqlite://{db}", tmp_path)
+    log, store = service.log, service.store
+    log.params = dataclasses.replace(log.params, flush_interval=30.0)
+    time.sleep(0.3)  # the writer's current wait (the default interval) ends: the next lasts 30 s
+    e = exposure(1)
+    log.submit_exposure(fields_of(e))
+    assert len(log._queue) == 1 and store.get_exposure(e.exposure_id) is None
+    assert log.shown_in(e.exposure_id) == e.shown and service.shown_in(e.exposure_id) == e.shown
+    assert log.shown_in("x-unknown") is None and service.shown_in("x-unknown") is None
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's own BEGIN IMMEDIATE now waits (busy_timeout, 5 s)
+        log._wake.set()
+        assert wait_for(lambda: len(log._queue) == 0, 2)  # taken from the queue, not yet in the store
+        assert log.shown_in(e.exposure_id) == e.shown
+        assert blocker.execute("SELECT COUNT(*) FROM exposures").fetchone() == (0,)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert log.flush(10)
+    assert log.counts()["written"] == 1 and log.counts()["spilled"] == 0
+    assert log.shown_in(e.exposure_id) is None  # the log let go: the store answers
+    assert store.get_exposure(e.exposure_id) == e and service.shown_in(e.exposure_id) == e.shown
+    service.close()
+
+
+def test_a_lookup_right_after_submitting_always_finds_the_exposure(tmp_path: Path) -> None:
+    """No gap between queue, batch in flight and store: while the writer takes batches every 2 ms, another thread
+    looks each exposure up from right after it was submitted until the store has it, and every look finds it."""
+    service = ExperimentsService(tmp_path / "absent.toml", f"sqlite://{tmp_path / 'events.db'}", tmp_path)
+    service.log.params = dataclasses.replace(service.log.params, flush_interval=0.002, batch=7)
+    missed: list[str] = []
+    submitted: queue.Queue[Exposure | None] = queue.Queue()
+
+    looks = [0]
+
+    def look() -> None:
+        while (e := submitted.get()) is not None:
+            while True:  # through every stage: queued, in flight, stored
+                looks[0] += 1
+                if service.shown_in(e.exposure_id) != e.shown:
+                    missed.append(e.exposure_id)
+                if service.store.get_exposure(e.exposure_id) is not None:
+                    break
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    for i in range(300):
+        e = exposure(i)
+        service.log.submit_exposure(fields_of(e))
+        submitted.put(e)
+        for j in range(5):  # other traffic, so that batches hold several records
+            service.log.submit_exposure(fields_of(exposure(10_000 + 5 * i + j)))
+    submitted.put(None)
+    looker.join(120)
+    assert service.log.flush(20)
+    assert missed == [] and looks[0] > 300 and service.store.exposure_count("exp") == 1800
+    counts = service.log.counts()
+    assert counts["written"] == 1800 and counts["spilled"] == 0
+    service.close()
