@@ -33,14 +33,22 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
-from app.experiments.events import Exposure, ExposureFields, Feedback, RecordRefused, exposure_of
+from app.experiments.events import (
+    Exposure,
+    ExposureFields,
+    ExposureRow,
+    Feedback,
+    RecordRefused,
+    exposure_id_of,
+    exposure_of,
+    shown_of,
+)
 
 log = logging.getLogger("app.experiments.event_log")  # under the app logger: its format and level
 
 Kind = Literal["exposure", "feedback"]
-_FIELDS = "fields"  # a queued exposure still in its request-path form (submit_exposure)
 COUNTS = ("queued", "written", "spilled", "replayed", "dropped")
 
 
@@ -67,7 +75,8 @@ class EventLogParams:
 
 
 class EventLog:
-    """The queue of Exposure and Feedback rows (app.experiments.events) and its writer thread.
+    """The queue of exposure rows (Exposure, or the request path's ExposureFields) and Feedback rows
+    (app.experiments.events), and its writer thread.
 
     A spill file left by an earlier process (a restart while the store was down) is replayed like any other.
     """
@@ -85,7 +94,7 @@ class EventLog:
         self._adopt_at = 0.0
         # A deque, not a queue.Queue: append and popleft are atomic without a lock, and the writer takes
         # records in bulk instead of waking on each one.
-        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._queue: collections.deque[tuple[Kind, Any]] = collections.deque()
         self._queue_size = params.queue_size
         self._counts = collections.Counter({name: 0 for name in COUNTS})
         self._published = collections.Counter({name: 0 for name in COUNTS})
@@ -96,7 +105,7 @@ class EventLog:
         self._busy = False  # the writer holds records taken from the queue
         # The records the writer took from the queue and has not yet stored or spilled, published before they leave
         # the queue (see shown_in): raw queue entries, replaced as a whole, never changed in place.
-        self._in_flight: list[tuple[str, Any]] = []
+        self._in_flight: list[tuple[Kind, Any]] = []
         self._retry_at = 0.0
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)
         # Blocking: a sibling may be replaying this file (a dead process had the same pid) for a moment.
@@ -109,7 +118,7 @@ class EventLog:
 
     # -- request path ------------------------------------------------------------------------------
 
-    def submit(self, kind: Kind, row: Exposure | Feedback) -> None:
+    def submit(self, kind: Kind, row: ExposureRow | Feedback) -> None:
         """Queue one record; when the queue is full, spill it; when the spill file is full too, drop and count it.
 
         Not counted here (no lock, no Prometheus increment on the request path): the writer counts records
@@ -120,12 +129,11 @@ class EventLog:
         self._queue.append((kind, row))
 
     def submit_exposure(self, fields: ExposureFields) -> None:
-        """submit("exposure", exposure_of(fields)), with the Exposure made by the writer: the request path only
-        appends the tuple it has."""
+        """submit("exposure", fields), the request path's form: the tuple it has is queued and written as it is."""
         if len(self._queue) >= self._queue_size:
-            self._spill([("exposure", exposure_of(fields))])
+            self._spill([("exposure", fields)])
             return
-        self._queue.append((_FIELDS, fields))
+        self._queue.append(("exposure", fields))
 
     def shown_in(self, exposure_id: str) -> tuple[str, ...] | None:
         """The ids shown by an exposure of this log that is queued or being written, None when neither holds it.
@@ -136,11 +144,8 @@ class EventLog:
         request thread's appends cannot change it meanwhile. Newest first: feedback follows its exposure soon."""
         for records in (list(self._queue), self._in_flight):
             for kind, row in reversed(records):
-                if kind is _FIELDS:
-                    if row[0] == exposure_id:
-                        return tuple(row[9])
-                elif kind == "exposure" and row.exposure_id == exposure_id:
-                    return tuple(row.shown)
+                if kind == "exposure" and exposure_id_of(row) == exposure_id:
+                    return shown_of(row)
         return None
 
     # -- observability -----------------------------------------------------------------------------
@@ -222,7 +227,7 @@ class EventLog:
         for _ in range(len(taken)):
             popleft()
         self._count("queued", len(taken))
-        return [("exposure", exposure_of(row)) if kind is _FIELDS else (cast(Kind, kind), row) for kind, row in taken]
+        return taken
 
     def _write(self, records: list[tuple[Kind, Any]]) -> None:
         """One transaction per kind; a failure spills the whole batch (the store's idempotency makes a retry safe)."""
@@ -259,7 +264,7 @@ class EventLog:
             if len(records) > 1:
                 return sum(self._store_or_split([record]) for record in records)
             kind, row = records[0]
-            log.error("event log: the store refuses %s %r (%s): dropped", kind, row.exposure_id, e)
+            log.error("event log: the store refuses %s %r (%s): dropped", kind, _id_of(kind, row), e)
             self._count("dropped", 1)
             return 0
 
@@ -426,8 +431,13 @@ def _read_spill(path: Path) -> tuple[list[tuple[Kind, Any]], int]:
         return [], 0
 
 
-def _as_json(row: Exposure | Feedback) -> dict[str, Any]:
-    return dataclasses.asdict(row)
+def _as_json(row: ExposureRow | Feedback) -> dict[str, Any]:
+    return dataclasses.asdict(row if isinstance(row, Feedback) else exposure_of(row))
+
+
+def _id_of(kind: Kind, row: ExposureRow | Feedback) -> str:
+    """The id a log line names a record by: the exposure's, or the exposure a feedback is about."""
+    return row.exposure_id if isinstance(row, Feedback) else exposure_id_of(row)
 
 
 def decode(kind: str, row: dict[str, Any]) -> Exposure | Feedback:
