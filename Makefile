@@ -11,7 +11,7 @@ export ARTIFACTS_DIR
 LINTED := models app tests bench tools
 
 .PHONY: install demo demo-experiment serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
-	bench-build bench-serve bench-memory bench-own-models bench-experiment clean
+	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,6 +88,9 @@ bench-own-models: install
 
 bench-experiment: install
 	$(PY) bench/experiment_overhead.py
+
+bench-batch: install
+	$(PY) bench/batch_queries.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -20,7 +20,7 @@ from fastapi.telemetry import TelemetryConfig
 from app.experiments.service import ExperimentsService
 from app.plumbing import metrics, problems
 from app.plumbing.problems import PROBLEM_MEDIA_TYPE
-from app.routers import compare, figures, items, neighbours, ops, page, quality
+from app.routers import batch, compare, figures, items, neighbours, ops, page, quality
 from app.routers import experiments as experiments_routes
 from app.serving.loader import LoadOptions
 from app.serving.reload import Reloader, VersionHolder
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _include_flat(app, neighbours.router)
     app.include_router(ops.router)
     for router in (
+        batch.router,
         compare.router,
         figures.router,
         items.router,

@@ -222,6 +222,12 @@ end
 """
 
 
+WRK_POST_LUA = WRK_LUA.replace("local paths = {%(paths)s}", "local bodies = {%(bodies)s}").replace(
+    'return wrk.format("GET", paths[math.random(#paths)])',
+    'return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, bodies[math.random(#bodies)])',
+)
+
+
 def require_wrk() -> bool:
     """True if wrk is on PATH; otherwise says how to install it (on stderr)."""
     if shutil.which("wrk") is not None:
@@ -234,6 +240,12 @@ def write_wrk_script(path: Path, request_paths: Iterable[str], seed: int) -> Non
     """A wrk Lua script: each request GETs one of request_paths (already URL-quoted), uniformly at random."""
     paths = ",".join(f'"{p}"' for p in request_paths)
     path.write_text(WRK_LUA % {"paths": paths, "seed": seed})
+
+
+def write_wrk_post_script(path: Path, url_path: str, bodies: Iterable[str], seed: int) -> None:
+    """A wrk Lua script: each request POSTs one of `bodies` (JSON) to url_path, uniformly at random."""
+    quoted = ",".join(f"[==[{b}]==]" for b in bodies)  # Lua long strings: JSON needs no escaping in them
+    path.write_text(WRK_POST_LUA % {"bodies": quoted, "path": url_path, "seed": seed})
 
 
 def parse_wrk(stdout: str) -> dict[str, Any] | None:

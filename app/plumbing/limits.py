@@ -9,8 +9,8 @@ does not: a client could make a worker buffer a header of any size. `BoundedHttp
 
 A request httptools cannot parse gets uvicorn's 400, also as problem+json. A worker holds at most
 MAX_HEAD_BYTES plus one socket read (<= 256 KiB) of a head it is receiving.
-Bodies need no bound here: the one endpoint that reads a body (POST /feedback) bounds its own
-(app.routers.experiments.JsonBodyRoute), and uvicorn stops reading a body above 64 KiB until the app asks
+Bodies need no bound here: the endpoints that read a body (POST /feedback, the batch endpoints) bound their own
+(app.plumbing.json_body.JsonBodyRoute), and uvicorn stops reading a body above 64 KiB until the app asks
 for it.
 """
 

@@ -58,19 +58,15 @@ def problem_response(
     if version is None:
         live = request.app.state.holder.current
         version = live.name if live else None
-    body = {
-        "type": type_,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "artifact_version": version,
-        **extensions,
-    }
+    return problem_json(problem_body(status, title, detail, type_, request.url.path, version, **extensions), headers)
+
+
+def problem_json(body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    """A problem document (problem_body) as its response, with the artifact-version header of the version it names."""
     out_headers = dict(headers or {})
-    if version is not None:
-        out_headers[VERSION_HEADER] = version
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out_headers)
+    if body["artifact_version"] is not None:
+        out_headers[VERSION_HEADER] = body["artifact_version"]
+    return Response(orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=out_headers)
 
 
 def validation_errors(
@@ -124,6 +120,28 @@ def literal_choices(model: type) -> dict[str, list[Any]]:
     return out
 
 
+def problem_body(
+    status: int, title: str, detail: str, type_: str, instance: str, version: str | None, **extensions: Any
+) -> dict[str, Any]:
+    """The problem document: type, title, status, detail, instance (the request path), artifact_version, extensions."""
+    return {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "artifact_version": version,
+        **extensions,
+    }
+
+
+def unknown_id_body(exc: UnknownId, instance: str) -> dict[str, Any]:
+    """The 404 problem of an item or user id the served version does not have (also a batch entry's)."""
+    kind = "item" if exc.side == "items" else "user"
+    extension: dict[str, Any] = {f"{kind}_id": exc.external_id}
+    return problem_body(404, f"Unknown {kind}", str(exc), f"/problems/unknown-{kind}", instance, exc.version, **extension)
+
+
 def install(app: FastAPI) -> None:
     """Exception handlers turning every error into problem+json (never a 500 for bad input)."""
 
@@ -139,17 +157,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(UnknownId)
     async def _unknown(request: Request, exc: UnknownId) -> Response:
-        kind = "item" if exc.side == "items" else "user"
-        id_extension: dict[str, Any] = {f"{kind}_id": exc.external_id}
-        return problem_response(
-            request,
-            404,
-            f"Unknown {kind}",
-            str(exc),
-            f"/problems/unknown-{kind}",
-            version=exc.version,
-            **id_extension,
-        )
+        return problem_json(unknown_id_body(exc, request.url.path))
 
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable) -> Response:

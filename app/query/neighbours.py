@@ -7,10 +7,13 @@ Scores are inner products in the index of the requested model and metric:
 /recommend scores user u against item i: dot <P_u, B_i> = Xhat[u, i]; cosine cos(P_u, B_i);
 projected Xhat[u, i] / (||Xhat_u|| ||Xhat_:,i||). Zero vectors score 0, never NaN.
 
-Every function returns (rows (m,) int64, scores (m,) float32), best first, m <= k.
+Every function returns (rows (m,) int64, scores (m,) float32), best first, m <= k; the `_many` ones a list of
+them, one per query, from one search for all.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,6 +34,33 @@ def neighbours_of_row(index: VectorIndex, row: int, k: int) -> tuple[np.ndarray,
         return lists.ids[row, :k].astype(np.int64), np.array(lists.scores[row, :k])
     rows, scores = top_neighbours(index.vectors, np.array([row]), k, index.searcher, index.exact)
     return rows[0], scores[0]
+
+
+def neighbours_of_rows(index: VectorIndex, rows: Sequence[int], ks: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """neighbours_of_row for each of rows (q,) with its own k, in one pass: the queries the stored lists answer
+    are read from them (one gather), the others are one search (top_neighbours) with their largest k, each
+    answer its first k_i entries.
+
+    On an exact index each answer is neighbours_of_row's: the tie rule makes the top k_i a prefix of the top K.
+    On HNSW the shared search looks at least as far as each query's own would (ef_search grows with K).
+    """
+    lists = index.neighbours
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(rows)
+    listed = [i for i, k in enumerate(ks) if lists is not None and (k <= lists.n or lists.complete)]
+    searched = [i for i, k in enumerate(ks) if not (lists is not None and (k <= lists.n or lists.complete))]
+    if listed:
+        assert lists is not None
+        width = min(max(ks[i] for i in listed), lists.n)
+        at = np.array([rows[i] for i in listed], dtype=np.int64)
+        ids, scores = lists.ids[at, :width].astype(np.int64), np.array(lists.scores[at, :width])
+        for j, i in enumerate(listed):
+            out[i] = ids[j, : ks[i]], scores[j, : ks[i]]
+    if searched:
+        width = max(ks[i] for i in searched)
+        ids, scores = top_neighbours(index.vectors, np.array([rows[i] for i in searched]), width, index.searcher, index.exact)
+        for j, i in enumerate(searched):
+            out[i] = ids[j, : ks[i]], scores[j, : ks[i]]
+    return out
 
 
 def similar(version: Version, side: Side, external_id: str, model: str, metric: str, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +92,34 @@ def recommend(
 ) -> tuple[np.ndarray, np.ndarray]:
     """recommend_rows for an external user id; UnknownId / Unavailable if absent."""
     return recommend_rows(version, version.row("users", user_id), model, metric, k, exclude_seen)
+
+
+def recommend_many(
+    version: Version, user_rows: Sequence[int], model: str, metric: str, ks: Sequence[int], exclude_seen: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """recommend_rows for each of user_rows (q,) with its own k, from one search of all the users' query vectors
+    for n = max_i(k_i + |seen_i|) candidates: each user's answer is its candidates, its seen items left out, first
+    k_i. A user whose approximate search came back short of k_i unseen items is answered by recommend_rows (which
+    searches again exactly). On an exact index each answer is recommend_rows'.
+    """
+    if not user_rows:
+        return []
+    pair = version.recommend_pair(model, metric)
+    empty = np.empty(0, dtype=np.int32)
+    seen = [version.seen_items(u) if exclude_seen else empty for u in user_rows]
+    n = min(max(k + s.size for k, s in zip(ks, seen, strict=True)), pair.items.rows)
+    scores, rows = pair.items.search(np.ascontiguousarray(pair.queries[np.asarray(user_rows)]), n)
+    out = []
+    for i, (user, k, s) in enumerate(zip(user_rows, ks, seen, strict=True)):
+        found = rows[i] >= 0
+        r, sc = rows[i][found], scores[i][found]
+        if s.size:
+            unseen = ~np.isin(r, s, assume_unique=True)
+            r, sc = r[unseen], sc[unseen]
+        if r.size < min(k, pair.items.rows - s.size):  # HNSW's beam missed some: the single query's exact redo
+            r, sc = recommend_rows(version, user, model, metric, k, exclude_seen)
+        out.append((r[:k], sc[:k]))
+    return out
 
 
 def _search(index: VectorIndex, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,22 +46,24 @@ def current_version(request: Request) -> Version:
     return request.app.state.holder.require()
 
 
-def check_model(request: Request, version: Version, model: str, param: str = "model") -> None:
+def check_model(request: Request, version: Version, model: str, param: str = "model", where: str = "query") -> None:
     """Models are data: the name must be one the served version lists (422 listing them otherwise).
 
     A refused name is not a metric label: request metrics keep one series per served model.
     """
     if model not in version.models:
         request.scope[SCOPE_LABELS] = (NONE, NONE)
-        require_model(version.models, version.name, model, param)
+        require_model(version.models, version.name, model, param, where)
 
 
-def check_metric(version: Version, metric: str, recommend: bool = False) -> None:
+def check_metric(version: Version, metric: str, recommend: bool = False, where: str = "query") -> None:
     """A 422 when the served version has no index for the metric (built before it existed), or, for
     /recommend, when the metric has no user -> item score."""
     if metric not in version.metrics:
         served = ", ".join(version.metrics)
-        raise invalid("metric", f"artifact version {version.name} does not serve metric {metric!r}; it serves {served}", metric)
+        raise invalid(
+            "metric", f"artifact version {version.name} does not serve metric {metric!r}; it serves {served}", metric, where=where
+        )
     if recommend and metric not in RECOMMEND_METRICS:
         raise invalid(
             "metric",
@@ -69,6 +71,7 @@ def check_metric(version: Version, metric: str, recommend: bool = False) -> None
             f"product of a whitened user and item is not the model's prediction); use one of {', '.join(RECOMMEND_METRICS)}",
             metric,
             {"metric": [m for m in RECOMMEND_METRICS if m in version.metrics]},
+            where,
         )
 
 
@@ -155,10 +158,17 @@ def _answer(
     neighbours: list[dict[str, Any]],
     **extra: Any,
 ) -> Response:
-    """The body every neighbour endpoint answers with: the query's id, model, metric, k, extras, version, neighbors."""
-    body = {**query, "model": q.model, "metric": q.metric, "k": q.k, **extra, "artifact_version": version.name}
+    """The body every neighbour endpoint answers with (neighbour_body), as its response."""
+    return json_response(neighbour_body(version, query, q.model, q.metric, q.k, neighbours, **extra), version.name)
+
+
+def neighbour_body(
+    version: Version, query: dict[str, Any], model: str, metric: str, k: int, neighbours: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """The body of a neighbour query: the query's id, model, metric, k, extras, version, neighbors."""
+    body = {**query, "model": model, "metric": metric, "k": k, **extra, "artifact_version": version.name}
     body["neighbors"] = neighbours
-    return json_response(body, version.name)
+    return body
 
 
 AnyQuery = SimilarItemsQuery | SimilarUsersQuery | RecommendQuery
@@ -238,7 +248,6 @@ def _experiment_answer(
         model, metric = arm.model, arm.metric
         block = {"name": experiment.name, "arm": arm.name, "exposure_id": exposure_id, "teams": None}
     request.scope[SCOPE_LABELS] = (model, metric)
-    body = {**query, "model": model, "metric": metric, "k": q.k, **extra, "artifact_version": version.name}
-    body["neighbors"] = neighbours
+    body = neighbour_body(version, query, model, metric, q.k, neighbours, **extra)
     body["experiment"] = block
     return json_response(body, version.name)

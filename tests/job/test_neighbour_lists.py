@@ -27,7 +27,7 @@ from support.in_process import in_process_server
 from support.oracle import dense_oracle
 from support.servers import start_api_server
 
-from app.query.neighbours import neighbours_of_row
+from app.query.neighbours import neighbours_of_row, neighbours_of_rows
 from app.serving.loader import load_version
 from models.artifact.manifest import METRICS, SHARED_METRICS
 from models.fit.closed_forms import MODELS
@@ -131,6 +131,29 @@ def test_store_serves_the_lists_and_they_equal_the_search(builds):
                 same_answer(rows, scores, ref_rows, ref_scores)
 
 
+def check_batched_equal_single(version) -> None:
+    """neighbours_of_rows (one gather or one search for many rows, each its own k) answers every row as
+    neighbours_of_row does, on the stored lists, on the search, and with k on both sides of the lists' N."""
+    rows = [0, 17, 123, 299, 17]
+    ks = [1, N, N + 1, 70, 5]
+    for key, index in version.indexes.items():
+        if key.side == "users":
+            continue
+        for variant in (index, replace(index, neighbours=None)):
+            for batch_rows, batch_ks in ((rows, ks), (rows[:2], ks[:2]), (rows[2:4], ks[2:4]), ([], [])):
+                got = neighbours_of_rows(variant, batch_rows, batch_ks)
+                assert len(got) == len(batch_rows)
+                for row, k, (r, s) in zip(batch_rows, batch_ks, got, strict=True):
+                    ref_rows, ref_scores = neighbours_of_row(variant, row, k)
+                    assert r.dtype == np.int64 and s.dtype == np.float32 and len(r) == k
+                    same_answer(r, s, ref_rows, ref_scores)
+
+
+@pytest.mark.slow
+def test_batched_neighbours_equal_one_query_at_a_time(builds):
+    check_batched_equal_single(load_version(builds[0].version_dir))
+
+
 def same_answer(rows, scores, ref_rows, ref_scores) -> None:
     """Equal score lists, and equal ids among those scoring above the k-th (ties at the cut may differ)."""
     assert len(rows) == len(ref_rows) > 0
@@ -204,6 +227,10 @@ def test_lists_equal_brute_force_in_process(builds_in_process):
 
 def test_store_serves_the_lists_and_they_equal_the_search_in_process(builds_in_process):
     test_store_serves_the_lists_and_they_equal_the_search(builds_in_process)
+
+
+def test_batched_neighbours_equal_one_query_at_a_time_in_process(builds_in_process):
+    check_batched_equal_single(load_version(builds_in_process[0].version_dir))
 
 
 def test_api_answers_equal_the_search_path_in_process(builds_in_process, tmp_path, monkeypatch):
