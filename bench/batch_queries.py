@@ -9,7 +9,9 @@ next to GET /similar-items and /recommend, on one server in the same run, under 
 3. Load: wrk, 32 connections; denoising-symmetric, metric projected, k = 10, query ids drawn uniformly at random:
      one at a time   GET /similar-items?item_id=<id>&... (20,000 paths), GET /recommend?user_id=<id>&... (exclude_seen)
      batch of B      POST .../batch with B queries (200 bodies per size), for each B of --sizes
-   Rounds alternate the order of the mixes; the table shows each mix's median round. Queries/s = calls/s x B.
+   Batch mixes use fewer connections as B grows (about 4,000 queries in flight, at least 4 calls), and each run
+   starts once the previous one's queued calls are done. Rounds alternate the order of the mixes; the table
+   shows each mix's median round. Queries/s = calls/s x B.
    Every run must have 0 errors (socket errors or non-2xx).
 Results: bench/results/batch_queries[.quick].json. wrk: `apt-get install -y wrk` (Debian).
 """
@@ -20,6 +22,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: make `bench`, `a
 from bench.experiment_overhead import external_ids  # noqa: E402
 from bench.harness import (  # noqa: E402
     RESULTS,
+    Server,
+    get,
     load_average,
     machine,
     require_wrk,
@@ -65,6 +70,24 @@ def batch_bodies(endpoint: str, ids: list[str], size: int, rng: np.random.Genera
         json.dumps({"model": MODEL, "metric": METRIC, **extra, "queries": [{param: ids[i], "k": K} for i in picked]})
         for picked in (rng.choice(len(ids), size).tolist() for _ in range(BODIES))
     ]
+
+
+def connections_for(size: int, connections: int) -> int:
+    """Connections of a mix: `connections` one query at a time, fewer for large batches (about 4,000 queries in
+    flight at most, at least 4 calls: both workers busy), so that no call waits past wrk's 5 s timeout in the
+    server's queue."""
+    return connections if size == 1 else max(4, min(connections, 4000 // size))
+
+
+def drain(server: Server, timeout: float = 60.0) -> None:
+    """Until the server answers /healthz within 50 ms: the calls wrk left queued are done, the next mix starts clean."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        status, _ = get(server.base + "/healthz", timeout=timeout)
+        if status == 200 and time.perf_counter() - t0 < 0.05:
+            return
+        time.sleep(0.2)
 
 
 def main() -> int:
@@ -102,12 +125,17 @@ def main() -> int:
 
         workers = Settings().workers
         server.wait_serving(workers, version, 600)
-        for lua in mixes.values():  # warm-up
-            run_wrk(server, lua, 2, args.connections, args.threads)
+        for (_, size), lua in mixes.items():  # warm-up
+            conns = connections_for(size, args.connections)
+            run_wrk(server, lua, 2, conns, min(args.threads, conns))
+            drain(server)
         for r in range(rounds):
             order = list(mixes) if r % 2 == 0 else list(mixes)[::-1]
             for endpoint, size in order:
-                res = run_wrk(server, mixes[endpoint, size], seconds, args.connections, args.threads)
+                conns = connections_for(size, args.connections)
+                res = run_wrk(server, mixes[endpoint, size], seconds, conns, min(args.threads, conns))
+                res["connections"] = conns
+                drain(server)
                 res["queries_per_s"] = res["rps"] * size
                 runs[endpoint][size].append(res)
                 what = "one at a time" if size == 1 else f"batch of {size}"
@@ -145,6 +173,7 @@ def main() -> int:
                 "p99_ms": m["p99_us"] / 1000,
                 "vs_one_at_a_time": m["queries_per_s"] / median[1]["queries_per_s"],
                 "errors": sum(x["errors"] for x in by_size[s]),
+                "connections": m["connections"],
             }
             for s, m in median.items()
         }
@@ -160,10 +189,11 @@ def main() -> int:
     print(f"| endpoint | {head} |")
     print("| --- |" + " ---: |" * (len(sizes) + 1))
     for endpoint, by_size in summary.items():
-        cells = [f"{by_size[1]['queries_per_s']:,.0f} q/s (p99 {by_size[1]['p99_ms']:.1f} ms)"]
+        cells = [f"{by_size[1]['queries_per_s']:,.0f} q/s (p99 {by_size[1]['p99_ms']:.1f} ms, {by_size[1]['connections']} conns)"]
         for s in sizes:
             m = by_size[s]
-            cells.append(f"{m['queries_per_s']:,.0f} q/s, **{m['vs_one_at_a_time']:.1f}x** (p99 {m['p99_ms']:.1f} ms)")
+            ratio = f"**{m['vs_one_at_a_time']:.1f}x**"
+            cells.append(f"{m['queries_per_s']:,.0f} q/s, {ratio} (p99 {m['p99_ms']:.1f} ms, {m['connections']} conns)")
         print(f"| /{endpoint} | " + " | ".join(cells) + " |")
     errors = sum(v["errors"] for by_size in summary.values() for v in by_size.values())
     print(f"\nerrors over all runs: {errors}")

@@ -97,28 +97,34 @@ def recommend(
 def recommend_many(
     version: Version, user_rows: Sequence[int], model: str, metric: str, ks: Sequence[int], exclude_seen: bool
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """recommend_rows for each of user_rows (q,) with its own k, from one search of all the users' query vectors
-    for n = max_i(k_i + |seen_i|) candidates: each user's answer is its candidates, its seen items left out, first
-    k_i. A user whose approximate search came back short of k_i unseen items is answered by recommend_rows (which
-    searches again exactly). On an exact index each answer is recommend_rows'.
+    """recommend_rows for each of user_rows (q,) with its own k, from one search per group of users: user i needs
+    n_i = k_i + |seen_i| candidates, and the users whose n_i share a power of two are searched together for their
+    largest n_i (so one user with thousands of seen items does not make every other user's search that deep).
+    Each user's answer is its candidates, its seen items left out, first k_i; a user whose approximate search came
+    back short of k_i unseen items is answered by recommend_rows (which searches again exactly). On an exact
+    index each answer is recommend_rows'.
     """
-    if not user_rows:
-        return []
     pair = version.recommend_pair(model, metric)
     empty = np.empty(0, dtype=np.int32)
     seen = [version.seen_items(u) if exclude_seen else empty for u in user_rows]
-    n = min(max(k + s.size for k, s in zip(ks, seen, strict=True)), pair.items.rows)
-    scores, rows = pair.items.search(np.ascontiguousarray(pair.queries[np.asarray(user_rows)]), n)
-    out = []
-    for i, (user, k, s) in enumerate(zip(user_rows, ks, seen, strict=True)):
-        found = rows[i] >= 0
-        r, sc = rows[i][found], scores[i][found]
-        if s.size:
-            unseen = ~np.isin(r, s, assume_unique=True)
-            r, sc = r[unseen], sc[unseen]
-        if r.size < min(k, pair.items.rows - s.size):  # HNSW's beam missed some: the single query's exact redo
-            r, sc = recommend_rows(version, user, model, metric, k, exclude_seen)
-        out.append((r[:k], sc[:k]))
+    needs = [min(k + s.size, pair.items.rows) for k, s in zip(ks, seen, strict=True)]
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(needs):
+        groups.setdefault(n.bit_length(), []).append(i)
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(user_rows)
+    for members in groups.values():
+        queries = np.ascontiguousarray(pair.queries[np.asarray([user_rows[i] for i in members])])
+        scores, rows = pair.items.search(queries, max(needs[i] for i in members))
+        for j, i in enumerate(members):
+            k, s = ks[i], seen[i]
+            found = rows[j] >= 0
+            r, sc = rows[j][found], scores[j][found]
+            if s.size:
+                unseen = ~np.isin(r, s, assume_unique=True)
+                r, sc = r[unseen], sc[unseen]
+            if r.size < min(k, pair.items.rows - s.size):  # HNSW's beam missed some: the single query's exact redo
+                r, sc = recommend_rows(version, user_rows[i], model, metric, k, exclude_seen)
+            out[i] = r[:k], sc[:k]
     return out
 
 

@@ -155,3 +155,17 @@ def test_bodies_are_checked_like_feedback(api_server, content, headers, status):
     r = api_server.client.post("/similar-items/batch", content=content, headers=headers)
     assert r.status_code == status, r.text
     assert problem_of(r)["status"] == status
+
+
+def test_a_large_recommend_batch_equals_get_for_every_user(api_server, ids):
+    """200 users with different k and seen counts (searched in groups by candidates needed), each as GET answers."""
+    _, user_ids = ids
+    rng = np.random.default_rng(5)
+    picked = rng.choice(len(user_ids), 200, replace=False).tolist()
+    queries = [{"user_id": user_ids[u], "k": int(k)} for u, k in zip(picked, rng.integers(1, 60, 200), strict=True)]
+    r = api_server.client.post("/recommend/batch", json={"metric": "dot", "queries": queries})
+    assert r.status_code == 200, r.text
+    for q, entry in zip(queries, r.json()["results"], strict=True):
+        g = api_server.client.get("/recommend", params={**q, "metric": "dot"})
+        assert g.status_code == 200, g.text
+        assert_same_body(entry, g.json(), "item_id")
