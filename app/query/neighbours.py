@@ -30,7 +30,8 @@ def neighbours_of_row(index: VectorIndex, row: int, k: int) -> tuple[np.ndarray,
     so the same rows and scores with no search at all.
     """
     lists = index.neighbours
-    if lists is not None and (k <= lists.n or lists.complete):
+    if _lists_cover(index, k):
+        assert lists is not None
         return lists.ids[row, :k].astype(np.int64), np.array(lists.scores[row, :k])
     rows, scores = top_neighbours(index.vectors, np.array([row]), k, index.searcher, index.exact)
     return rows[0], scores[0]
@@ -46,8 +47,9 @@ def neighbours_of_rows(index: VectorIndex, rows: Sequence[int], ks: Sequence[int
     """
     lists = index.neighbours
     out: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(rows)
-    listed = [i for i, k in enumerate(ks) if lists is not None and (k <= lists.n or lists.complete)]
-    searched = [i for i, k in enumerate(ks) if not (lists is not None and (k <= lists.n or lists.complete))]
+    covered = [_lists_cover(index, k) for k in ks]
+    listed = [i for i, c in enumerate(covered) if c]
+    searched = [i for i, c in enumerate(covered) if not c]
     if listed:
         assert lists is not None
         width = min(max(ks[i] for i in listed), lists.n)
@@ -61,6 +63,12 @@ def neighbours_of_rows(index: VectorIndex, rows: Sequence[int], ks: Sequence[int
         for j, i in enumerate(searched):
             out[i] = ids[j, : ks[i]], scores[j, : ks[i]]
     return out
+
+
+def _lists_cover(index: VectorIndex, k: int) -> bool:
+    """The build stored the index's exact lists and they answer k (long enough, or every row's complete list)."""
+    lists = index.neighbours
+    return lists is not None and (k <= lists.n or lists.complete)
 
 
 def similar(version: Version, side: Side, external_id: str, model: str, metric: str, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,11 +88,16 @@ def recommend_rows(
     pair = version.recommend_pair(model, metric)
     seen = version.seen_items(user_row) if exclude_seen else np.empty(0, dtype=np.int32)
     n = min(k + seen.size, pair.items.rows)
-    rows, scores = _search(pair.items, pair.queries[user_row : user_row + 1], n)
-    if seen.size:
-        keep = ~np.isin(rows, seen, assume_unique=True)
-        rows, scores = rows[keep], scores[keep]
+    rows, scores = _drop_seen(*_search(pair.items, pair.queries[user_row : user_row + 1], n), seen)
     return rows[:k], scores[:k]
+
+
+def _drop_seen(rows: np.ndarray, scores: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, scores) (m,) without the rows in `seen` (sorted item rows); rows hold no repeats."""
+    if not seen.size:
+        return rows, scores
+    keep = ~np.isin(rows, seen, assume_unique=True)
+    return rows[keep], scores[keep]
 
 
 def recommend(
@@ -118,10 +131,7 @@ def recommend_many(
         for j, i in enumerate(members):
             k, s = ks[i], seen[i]
             found = rows[j] >= 0
-            r, sc = rows[j][found], scores[j][found]
-            if s.size:
-                unseen = ~np.isin(r, s, assume_unique=True)
-                r, sc = r[unseen], sc[unseen]
+            r, sc = _drop_seen(rows[j][found], scores[j][found], s)
             if r.size < min(k, pair.items.rows - s.size):  # HNSW's beam missed some: the single query's exact redo
                 r, sc = recommend_rows(version, user_rows[i], model, metric, k, exclude_seen)
             out[i] = r[:k], sc[:k]

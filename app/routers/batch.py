@@ -87,7 +87,6 @@ def _similar_items(version: Version, body: SimilarItemsBatch, path: str) -> list
 
 
 def _recommend(version: Version, body: RecommendBatch, path: str) -> list[Any]:
-    version.recommend_pair(body.model, body.metric)  # Unavailable before any work
     rows, at, results = _rows(version, "users", [q.user_id for q in body.queries], path)
     ks = [body.queries[i].k for i in at]
     answers = search.recommend_many(version, rows, body.model, body.metric, ks, body.exclude_seen)

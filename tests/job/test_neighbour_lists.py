@@ -22,6 +22,7 @@ from dataclasses import replace
 import faiss
 import numpy as np
 import pytest
+from support.answers import TIE, same_answer
 from support.artifacts import API_BUILD, ROOT, ApiArtifact, api_build, api_build_in_process, build_in_process
 from support.in_process import in_process_server
 from support.oracle import dense_oracle
@@ -36,7 +37,6 @@ from models.indexes.neighbour_lists import exact_neighbours
 
 N = 20
 RTOL, ATOL = 2e-4, 2e-5  # float32 lists against the float64 oracle
-TIE = 1e-6  # float32 rounding of scores of order 1
 
 
 @pytest.fixture(scope="module")
@@ -152,18 +152,6 @@ def check_batched_equal_single(version) -> None:
 @pytest.mark.slow
 def test_batched_neighbours_equal_one_query_at_a_time(builds):
     check_batched_equal_single(load_version(builds[0].version_dir))
-
-
-def same_answer(rows, scores, ref_rows, ref_scores) -> None:
-    """Equal score lists, and equal ids among those scoring above the k-th (ties at the cut may differ)."""
-    assert len(rows) == len(ref_rows) > 0
-    np.testing.assert_allclose(scores, ref_scores, rtol=TIE, atol=TIE)
-    cut = min(scores[-1], ref_scores[-1]) + TIE * max(1.0, abs(float(scores[-1])))
-
-    def above(r, s):
-        return {x for x, y in zip(r.tolist(), s.tolist(), strict=True) if y > cut}
-
-    assert above(rows, scores) == above(ref_rows, ref_scores)
 
 
 @pytest.mark.slow
