@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from models.errors import InputError
+from models.errors import InputError, RowProblem
 
 DuplicatePolicy = Literal["sum", "max", "error"]
 
@@ -55,48 +57,62 @@ def matrix_from_triplets(
 ) -> tuple[sp.csr_matrix, list[str], list[str], int]:
     """Build X (n_users, n_items) from parallel lists of string ids and values (nnz,).
 
-    Ids are numbered in order of first appearance. Duplicate (user, item) pairs are summed,
-    kept at their maximum, or rejected (naming the input line of the repeat when `lines` is given).
-    Returns (X, user_ids, item_ids, number_of_duplicate_rows_merged).
+    Ids are numbered in order of first appearance; duplicates as in `matrix_from_codes`, a rejected repeat named
+    by its input line when `lines` is given. Returns (X, user_ids, item_ids, number_of_duplicate_rows_merged).
     """
     if len(users) == 0:
         raise InputError(f"{where}: no interactions")
-    u_codes, u_ids = _codes(users)
-    i_codes, i_ids = _codes(items)
-    n, p = len(u_ids), len(i_ids)
-    key = u_codes.astype(np.int64) * p + i_codes
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    repeat = np.flatnonzero(sorted_key[1:] == sorted_key[:-1]) + 1
-    n_dup = int(repeat.size)
-    if n_dup and duplicates == "error":
-        first = int(order[repeat].min())
-        at = f"line {int(lines[first])}" if lines is not None else f"row {first}"
-        raise InputError(
-            f"{where}: {at}: duplicate (user, item) pair ({users[first]!r}, {items[first]!r}); "
-            "use --duplicates sum or max to merge repeats"
-        )
-    X = sp.coo_matrix((values.astype(np.float64), (u_codes, i_codes)), shape=(n, p))
-    if duplicates == "max" and n_dup:
+    u_codes, u_ids = codes_of(pa.array(users, type=pa.string()))
+    i_codes, i_ids = codes_of(pa.array(items, type=pa.string()))
+    try:
+        X, n_dup = matrix_from_codes(u_codes, i_codes, values, u_ids, i_ids, duplicates)
+    except RowProblem as p:
+        at = f"line {int(lines[p.row])}" if lines is not None else f"row {p.row}"
+        raise InputError(f"{where}: {at}: {p.message}") from None
+    return X, u_ids, i_ids, n_dup
+
+
+def matrix_from_codes(
+    u_codes: np.ndarray,
+    i_codes: np.ndarray,
+    values: np.ndarray,
+    user_ids: list[str],
+    item_ids: list[str],
+    duplicates: DuplicatePolicy = "sum",
+) -> tuple[sp.csr_matrix, int]:
+    """X (n_users, n_items) float32 CSR, sorted indices, from row codes u_codes (nnz,), column codes i_codes (nnz,)
+    into user_ids / item_ids, and values (nnz,).
+
+    Duplicate (user, item) pairs are summed, kept at their maximum, or rejected: RowProblem at the first row that
+    repeats an earlier one. Returns (X, number_of_duplicate_rows_merged).
+    """
+    n, p = len(user_ids), len(item_ids)
+    X = sp.coo_matrix((values.astype(np.float64, copy=False), (u_codes, i_codes)), shape=(n, p)).tocsr()
+    X.sum_duplicates()  # summing is the default policy; the merged count is what it removed
+    n_dup = len(values) - int(X.nnz)
+    if n_dup and duplicates != "sum":
+        key = u_codes.astype(np.int64) * p + i_codes
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        if duplicates == "error":
+            repeat = np.flatnonzero(sorted_key[1:] == sorted_key[:-1]) + 1
+            first = int(order[repeat].min())
+            pair = (user_ids[int(u_codes[first])], item_ids[int(i_codes[first])])
+            raise RowProblem(first, f"duplicate (user, item) pair {pair!r}; use --duplicates sum or max to merge repeats")
         uniq, start = np.unique(sorted_key, return_index=True)
         vals = np.maximum.reduceat(values[order].astype(np.float64), start)
-        X = sp.coo_matrix((vals, (uniq // p, uniq % p)), shape=(n, p))
-    csr = X.tocsr()  # coo -> csr sums duplicates
-    csr.sum_duplicates()
-    csr.sort_indices()
-    return csr.astype(np.float32), u_ids, i_ids, n_dup
+        X = sp.coo_matrix((vals, (uniq // p, uniq % p)), shape=(n, p)).tocsr()
+    X.sort_indices()
+    return X.astype(np.float32), n_dup
 
 
-def _codes(ids: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Integer code per id in order of first appearance, and the distinct ids in that order."""
-    index: dict[str, int] = {}
-    codes = np.empty(len(ids), dtype=np.int64)
-    for j, x in enumerate(ids):
-        c = index.get(x)
-        if c is None:
-            c = index[x] = len(index)
-        codes[j] = c
-    return codes, list(index)
+def codes_of(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """(codes (n,) int32 into the distinct ids, the distinct ids in order of first appearance) of a string column."""
+    distinct = pc.unique(ids)
+    codes = pc.index_in(ids, value_set=distinct)
+    if isinstance(codes, pa.ChunkedArray):
+        codes = codes.combine_chunks() if codes.num_chunks else pa.array([], type=pa.int32())
+    return codes.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), distinct.to_pylist()
 
 
 def item_popularity(X: sp.spmatrix) -> np.ndarray:
