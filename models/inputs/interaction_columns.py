@@ -52,10 +52,12 @@ def interactions_from_columns(
     first_problem(users, items, v, values)
     if v is None:
         v = np.ones(len(users))
+    kept_rows: np.ndarray | None = None  # rows read, in order, of the rows --min-value kept (None: all of them)
     if min_value is not None:
         keep = v >= min_value
         if not keep.all():
             users, items, v = users.filter(pa.array(keep)), items.filter(pa.array(keep)), v[keep]
+            kept_rows = np.flatnonzero(keep)
     if binarize:
         v = np.ones(len(v))
     if len(v) == 0:
@@ -65,7 +67,7 @@ def interactions_from_columns(
     try:
         X, n_dup = matrix_from_codes(u_codes, i_codes, v, user_ids, item_ids, duplicates)
     except RowProblem as p:
-        raise RowProblem(_original_row(p.row, min_value, values), p.message) from None
+        raise RowProblem(p.row if kept_rows is None else int(kept_rows[p.row]), p.message) from None
     if binarize and n_dup:
         X.data[:] = 1.0
     return Interactions(X, user_ids, item_ids, len(v), n_dup)
@@ -114,10 +116,3 @@ def _first_true(mask: Column) -> int:
     if isinstance(mask, pa.ChunkedArray):
         mask = mask.combine_chunks()
     return int(np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))[0])
-
-
-def _original_row(kept_row: int, min_value: float | None, values: Column | None) -> int:
-    """The row, among all rows read, that is row `kept_row` of those --min-value kept."""
-    if min_value is None or values is None:
-        return kept_row
-    return int(np.flatnonzero(_floats(values.fill_null(0)) >= min_value)[kept_row])
