@@ -34,6 +34,7 @@ from models.inputs.dataset import Dataset
 from models.inputs.factors import parse_import_spec
 from models.inputs.goodbooks import read_goodbooks
 from models.inputs.item_metadata import read_item_metadata, with_item_metadata
+from models.inputs.parquet_files import read_interactions_parquet
 from models.inputs.simulation import SimulationSpec, simulate
 
 DEFAULT_GOODBOOKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "goodbooks"
@@ -43,8 +44,12 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m models.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--dataset", choices=("simulation", "csv", "goodbooks"), default="simulation")
-    ap.add_argument("--input", help="csv: the interaction file; goodbooks: the folder (default ../shared/data/goodbooks)")
+    ap.add_argument("--dataset", choices=("simulation", "csv", "parquet", "goodbooks"), default="simulation")
+    ap.add_argument(
+        "--input",
+        help="csv: the interaction file; parquet: a file or a directory of *.parquet files; "
+        "goodbooks: the folder (default ../shared/data/goodbooks)",
+    )
     ap.add_argument("--out", required=True, help="artifacts root (versions/, CURRENT)")
     ap.add_argument("--k", type=int, default=50, help="embedding dimension (capped at min(n_users, n_items))")
     ap.add_argument("--lambda-denoising", type=float, default=10_000.0, help="objective 1's lambda")
@@ -61,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
         "--binarize",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="set kept values to 1 (default: on for goodbooks, off for csv)",
+        help="set kept values to 1 (default: on for goodbooks, off for csv and parquet)",
     )
     ap.add_argument(
         "--duplicates",
@@ -193,9 +198,10 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
             duplicates=args.duplicates,
         )
     if not args.input:
-        raise InputError("--input is required with --dataset csv")
+        raise InputError(f"--input is required with --dataset {args.dataset}")
     cols = ("userId", "movieId", "rating") if args.movielens else (args.user_col, args.item_col, args.value_col)
-    return read_interactions_csv(
+    read = read_interactions_parquet if args.dataset == "parquet" else read_interactions_csv
+    return read(
         args.input,
         user_col=cols[0],
         item_col=cols[1],
@@ -271,8 +277,8 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         with progress.step(f"reading {args.dataset}{' ' + str(args.input) if args.input else ''}"):
             ds = load_dataset(args)
             if args.items:
-                if args.dataset != "csv":
-                    raise InputError(f"--items is for --dataset csv; {args.dataset} brings its own item metadata")
+                if args.dataset not in ("csv", "parquet"):
+                    raise InputError(f"--items is for --dataset csv or parquet; {args.dataset} brings its own item metadata")
                 meta = read_item_metadata(args.items, ds.item_ids, movielens=args.movielens)
                 if meta.info["matched"] == 0:
                     raise InputError(
