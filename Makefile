@@ -11,7 +11,7 @@ export ARTIFACTS_DIR
 LINTED := models app tests bench tools
 
 .PHONY: install demo demo-experiment serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
-	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch clean
+	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch bench-ingest clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,9 @@ fmt: install
 
 bench-build: install
 	$(PY) bench/build_vs_als.py
+
+bench-ingest: install
+	$(PY) bench/ingestion.py
 
 bench-serve: install
 	$(PY) bench/serve_vs_constant.py

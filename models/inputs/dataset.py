@@ -8,7 +8,6 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from models.errors import InputError, RowProblem
@@ -107,12 +106,23 @@ def matrix_from_codes(
 
 
 def codes_of(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """(codes (n,) int32 into the distinct ids, the distinct ids in order of first appearance) of a string column."""
-    distinct = pc.unique(ids)
-    codes = pc.index_in(ids, value_set=distinct)
-    if isinstance(codes, pa.ChunkedArray):
-        codes = codes.combine_chunks() if codes.num_chunks else pa.array([], type=pa.int32())
-    return codes.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), distinct.to_pylist()
+    """(codes (n,) int32 into the distinct ids, the distinct ids in order of first appearance) of a string column.
+
+    One hash pass (dictionary_encode). Encoding a chunked column gives each chunk the dictionary seen so far, so
+    the last chunk's dictionary extends every earlier one and all indices are codes into it; that is checked (one
+    comparison of dictionaries per chunk), and where it does not hold the dictionaries are unified first.
+    """
+    encoded = ids.dictionary_encode()
+    if not isinstance(encoded, pa.ChunkedArray):
+        return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), encoded.dictionary.to_pylist()
+    if encoded.num_chunks == 0:
+        return np.zeros(0, dtype=np.int32), []
+    dictionary = encoded.chunk(encoded.num_chunks - 1).dictionary
+    if not all(c.dictionary.equals(dictionary.slice(0, len(c.dictionary))) for c in encoded.chunks):
+        encoded = encoded.unify_dictionaries()
+        dictionary = encoded.chunk(0).dictionary
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+    return codes.astype(np.int32, copy=False), dictionary.to_pylist()
 
 
 def item_popularity(X: sp.spmatrix) -> np.ndarray:

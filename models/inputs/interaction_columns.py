@@ -6,6 +6,7 @@ RowProblem at the first row that has it, and the reader that knows where that ro
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -62,8 +63,8 @@ def interactions_from_columns(
         v = np.ones(len(v))
     if len(v) == 0:
         return Interactions(sp.csr_matrix(np.zeros((0, 0), dtype=np.float32)), [], [], 0, 0)
-    u_codes, user_ids = codes_of(users)
-    i_codes, item_ids = codes_of(items)
+    with ThreadPoolExecutor(2) as pool:  # pyarrow's hash kernels release the GIL: one column per core
+        (u_codes, user_ids), (i_codes, item_ids) = pool.map(codes_of, (users, items))
     try:
         X, n_dup = matrix_from_codes(u_codes, i_codes, v, user_ids, item_ids, duplicates)
     except RowProblem as p:
