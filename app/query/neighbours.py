@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from app.query.item_filter import ItemFilter
 from app.serving.version import Side, VectorIndex, Version
 from models.indexes.neighbour_lists import top_neighbours
 
@@ -71,22 +72,83 @@ def _lists_cover(index: VectorIndex, k: int) -> bool:
     return lists is not None and (k <= lists.n or lists.complete)
 
 
-def similar(version: Version, side: Side, external_id: str, model: str, metric: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Similar items (side="items") or users (side="users") of an external id; UnknownId / Unavailable if absent."""
+def similar(
+    version: Version, side: Side, external_id: str, model: str, metric: str, k: int, only: ItemFilter | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Similar items (side="items") or users (side="users") of an external id; UnknownId / Unavailable if absent.
+
+    `only` (items): the answer holds only the rows it passes, and min(k, rows passing) of them.
+    """
     index = version.index(side, model, metric)
-    return neighbours_of_row(index, version.row(side, external_id), k)
+    row = version.row(side, external_id)
+    if only is None:
+        return neighbours_of_row(index, row, k)
+    keep = only.mask(index.rows)
+    keep[row] = False
+    lists = index.neighbours
+    if lists is not None:  # the stored exact list, filtered, is the filtered answer when enough of it passes
+        ids = lists.ids[row].astype(np.int64)
+        passing = keep[ids]
+        if lists.complete or int(passing.sum()) >= min(k, int(keep.sum())):
+            return ids[passing][:k], np.array(lists.scores[row][passing][:k])
+    return filtered_top(index, index.vectors[row : row + 1], keep, k)
+
+
+def filtered_top(index: VectorIndex, query: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The min(k, keep.sum()) rows of `index` with the largest inner product with query (1, dim) among the rows
+    `keep` (rows,) bool marks, best first, ties by the lower row.
+
+    Over-fetches as many candidates as the share of rows passing suggests, and doubles the fetch until enough
+    pass (every row once it reaches all of them): never fewer than k when k rows pass. An approximate search that
+    comes back short is done again exactly; on an exact index a fetch whose last candidate ties the k-th passing
+    score is widened too, so that the tie goes to the lower row as everywhere else.
+    """
+    m = index.rows
+    available = int(keep.sum())
+    kk = min(k, available)
+    if kk == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    # Enough when the passing rows are spread evenly (with a margin), and never more than the worst case: every
+    # row that fails ranked first.
+    n = min(m, kk + (m - available), int(np.ceil(kk * m / available * 1.5)) + 8)
+    exact = index.kind == "flat"
+    while True:
+        scores, found = index.search(query, n, exact=exact)
+        s, f = scores[0], found[0]
+        if not exact and (f < 0).any():  # HNSW's beam found fewer than n: from here on, exact search
+            exact = True
+            continue
+        passing = keep[f]
+        fp, sp = f[passing], s[passing]
+        if fp.size >= kk:
+            order = np.lexsort((fp, -sp))[:kk]
+            tied = exact and n < m and s[-1] >= sp[order[-1]]
+            if not tied:
+                return fp[order], sp[order]
+        if n >= m:
+            if exact:  # every row seen: fp holds every passing row
+                order = np.lexsort((fp, -sp))[:kk]
+                return fp[order], sp[order]
+            exact = True
+            continue
+        n = min(2 * n, m)
 
 
 def recommend_rows(
-    version: Version, user_row: int, model: str, metric: str, k: int, exclude_seen: bool
+    version: Version, user_row: int, model: str, metric: str, k: int, exclude_seen: bool, only: ItemFilter | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k items with the highest user -> item score; with exclude_seen the user's own items are skipped.
+    """The k items with the highest user -> item score; with exclude_seen the user's own items are skipped, with
+    `only` the items it does not pass (filtered_top).
 
     Asks for k + |seen| candidates, so an exact search always has k unseen ones left when the
     catalogue has them.
     """
     pair = version.recommend_pair(model, metric)
     seen = version.seen_items(user_row) if exclude_seen else np.empty(0, dtype=np.int32)
+    if only is not None:
+        keep = only.mask(pair.items.rows)
+        keep[seen] = False
+        return filtered_top(pair.items, pair.queries[user_row : user_row + 1], keep, k)
     n = min(k + seen.size, pair.items.rows)
     rows, scores = _drop_seen(*_search(pair.items, pair.queries[user_row : user_row + 1], n), seen)
     return rows[:k], scores[:k]
@@ -101,10 +163,10 @@ def _drop_seen(rows: np.ndarray, scores: np.ndarray, seen: np.ndarray) -> tuple[
 
 
 def recommend(
-    version: Version, user_id: str, model: str, metric: str, k: int, exclude_seen: bool
+    version: Version, user_id: str, model: str, metric: str, k: int, exclude_seen: bool, only: ItemFilter | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """recommend_rows for an external user id; UnknownId / Unavailable if absent."""
-    return recommend_rows(version, version.row("users", user_id), model, metric, k, exclude_seen)
+    return recommend_rows(version, version.row("users", user_id), model, metric, k, exclude_seen, only)
 
 
 def recommend_many(

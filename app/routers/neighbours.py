@@ -12,6 +12,7 @@ from app.experiments.interleaving import INTERLEAVED_LABEL, exposure_rng, team_d
 from app.plumbing.metrics import NONE, SCOPE_LABELS
 from app.plumbing.query_route import QueryModelRoute, invalid, json_response, require_model
 from app.query import neighbours as search
+from app.query.item_filter import ItemFilter, UnknownCategory, item_filter
 from app.schemas.common import NOT_READY, Problem, ValidationProblem
 from app.schemas.neighbours import (
     RecommendQuery,
@@ -35,7 +36,13 @@ def errors(kind: str) -> dict[int | str, dict[str, Any]]:
             "model": ValidationProblem,
             "description": "Missing or invalid parameter: a model the served version does not have, an unknown "
             "metric or one the served version does not have (the allowed values are listed), k outside 1..1000; "
-            "for /recommend, a metric without a user -> item score (whitened).",
+            "for /recommend, a metric without a user -> item score (whitened); for /similar-items and /recommend, an "
+            "unknown category or more than 1000 exclude ids.",
+        },
+        414: {
+            "model": Problem,
+            "description": "The request target is longer than MAX_URL_BYTES (16 KiB unless configured): for "
+            "/similar-items and /recommend, usually too many or too long exclude ids.",
         },
         **NOT_READY,
     }
@@ -82,6 +89,24 @@ def check_k(request: Request, k: int) -> None:
         raise invalid("k", f"Input should be less than or equal to {max_k}", k)
 
 
+def requested_filter(version: Version, q: SimilarItemsQuery | RecommendQuery) -> ItemFilter | None:
+    """The request's exclude / category as an ItemFilter (None without them); 422 for an unknown category."""
+    try:
+        return item_filter(version, q.exclude, q.category)
+    except UnknownCategory as e:
+        raise invalid("category", str(e), q.category, {"category": e.known}) from None
+
+
+def filter_echo(q: SimilarItemsQuery | RecommendQuery) -> dict[str, Any]:
+    """The filter parameters the request gave, for its response body."""
+    echo: dict[str, Any] = {}
+    if q.exclude is not None:
+        echo["exclude"] = list(q.exclude)
+    if q.category is not None:
+        echo["category"] = q.category
+    return echo
+
+
 def item_neighbours(version: Version, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
     """[{"item_id", "title"?, "categories"?, "score"}] for item rows and their scores."""
     entry = version.item_entry
@@ -109,8 +134,9 @@ async def similar_items(q: Annotated[SimilarItemsQuery, Query()], request: Reque
     check_model(request, version, q.model)
     check_metric(version, q.metric)
     check_k(request, q.k)
-    rows, scores = search.similar(version, "items", q.item_id, q.model, q.metric, q.k)
-    return _answer(version, {"item_id": q.item_id}, q, item_neighbours(version, rows, scores))
+    only = requested_filter(version, q)
+    rows, scores = search.similar(version, "items", q.item_id, q.model, q.metric, q.k, only)
+    return _answer(version, {"item_id": q.item_id}, q, item_neighbours(version, rows, scores), **filter_echo(q))
 
 
 @router.get(
@@ -147,8 +173,11 @@ async def recommend(q: Annotated[RecommendQuery, Query()], request: Request) -> 
     check_model(request, version, q.model)
     check_metric(version, q.metric, recommend=True)
     check_k(request, q.k)
-    rows, scores = search.recommend(version, q.user_id, q.model, q.metric, q.k, q.exclude_seen)
-    return _answer(version, {"user_id": q.user_id}, q, item_neighbours(version, rows, scores), exclude_seen=q.exclude_seen)
+    only = requested_filter(version, q)
+    rows, scores = search.recommend(version, q.user_id, q.model, q.metric, q.k, q.exclude_seen, only)
+    return _answer(
+        version, {"user_id": q.user_id}, q, item_neighbours(version, rows, scores), exclude_seen=q.exclude_seen, **filter_echo(q)
+    )
 
 
 def _answer(
@@ -174,10 +203,12 @@ def neighbour_body(
 AnyQuery = SimilarItemsQuery | SimilarUsersQuery | RecommendQuery
 
 
-def _lists_of(version: Version, endpoint: str, q: AnyQuery, model: str, metric: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _lists_of(
+    version: Version, endpoint: str, q: AnyQuery, model: str, metric: str, only: ItemFilter | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """(neighbour entries, their external ids) of one model and metric for the endpoint's query."""
     if endpoint == "similar-items":
-        rows, scores = search.similar(version, "items", q.item_id, model, metric, q.k)  # type: ignore[union-attr]
+        rows, scores = search.similar(version, "items", q.item_id, model, metric, q.k, only)  # type: ignore[union-attr]
         entries = item_neighbours(version, rows, scores)
         return entries, [e["item_id"] for e in entries]
     if endpoint == "similar-users":
@@ -185,7 +216,7 @@ def _lists_of(version: Version, endpoint: str, q: AnyQuery, model: str, metric: 
         entries = user_neighbours(version, rows, scores)
         return entries, [e["user_id"] for e in entries]
     assert isinstance(q, RecommendQuery)
-    rows, scores = search.recommend(version, q.user_id, model, metric, q.k, q.exclude_seen)
+    rows, scores = search.recommend(version, q.user_id, model, metric, q.k, q.exclude_seen, only)
     entries = item_neighbours(version, rows, scores)
     return entries, [e["item_id"] for e in entries]
 
@@ -226,10 +257,13 @@ def _experiment_answer(
         for a in experiment.arms:
             check_model(request, version, a.model)
             check_metric(version, a.metric, recommend=endpoint == "recommend")
+    only = requested_filter(version, q) if isinstance(q, SimilarItemsQuery | RecommendQuery) else None
+    if isinstance(q, SimilarItemsQuery | RecommendQuery):
+        extra.update(filter_echo(q))
     if experiment.mode == "interleave":
         first, second = experiment.arms
         exposure_id = service.ids.new()
-        lists = [_lists_of(version, endpoint, q, a.model, a.metric) for a in (first, second)]
+        lists = [_lists_of(version, endpoint, q, a.model, a.metric, only) for a in (first, second)]
         ids, teams = team_draft(lists[0][1], lists[1][1], q.k, exposure_rng(exposure_id))
         by_id = [dict(zip(names, entries, strict=True)) for entries, names in lists]
         neighbours = [by_id[t][i] for i, t in zip(ids, teams, strict=True)]
@@ -243,7 +277,7 @@ def _experiment_answer(
             "teams": [experiment.arms[t].name for t in teams],
         }
     else:
-        neighbours, shown = _lists_of(version, endpoint, q, arm.model, arm.metric)
+        neighbours, shown = _lists_of(version, endpoint, q, arm.model, arm.metric, only)
         exposure_id = service.expose(experiment, arm.name, q.unit_id, query_id, q.k, version.name, shown)
         model, metric = arm.model, arm.metric
         block = {"name": experiment.name, "arm": arm.name, "exposure_id": exposure_id, "teams": None}

@@ -34,6 +34,26 @@ _EXPERIMENT_PARAM = Field(
 )
 
 
+MAX_EXCLUDE = 1000
+
+_EXCLUDE_PARAM = Field(
+    None,
+    max_length=MAX_EXCLUDE,
+    description=f"Item ids never to return; repeat the parameter for several (`exclude=i1&exclude=i2`, up to "
+    f"{MAX_EXCLUDE}). Ids the served version does not have are ignored. The answer still holds k items when the "
+    "catalogue has k that pass.",
+    examples=[None],
+)
+
+_CATEGORY_PARAM = Field(
+    None,
+    min_length=1,
+    description="Return only items that have this category (the `categories` of the item entries). An unknown "
+    "category is a 422 that lists the served version's categories. The answer still holds k items when the "
+    "category has k (less the excluded ones).",
+    examples=[None],
+)
+
 _UNIT_ID = Field(
     None,
     min_length=1,
@@ -49,6 +69,8 @@ class SimilarItemsQuery(BaseModel):
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
     k: int = Field(DEFAULT_K, ge=1, le=K_LIMIT, description=K_DESCRIPTION, examples=[10])
+    exclude: list[str] | None = _EXCLUDE_PARAM
+    category: str | None = _CATEGORY_PARAM
     experiment: str | None = _EXPERIMENT_PARAM
     unit_id: str | None = _UNIT_ID
 
@@ -80,6 +102,8 @@ class RecommendQuery(BaseModel):
     exclude_seen: bool = Field(
         True, description="Leave out the items the user already interacted with. Default true.", examples=[True]
     )
+    exclude: list[str] | None = _EXCLUDE_PARAM
+    category: str | None = _CATEGORY_PARAM
     experiment: str | None = _EXPERIMENT_PARAM
     unit_id: str | None = _UNIT_ID
 
@@ -109,6 +133,12 @@ _METRIC = Field(description="The metric used.", examples=[DEFAULT_METRIC])
 _K = Field(description="The k requested (neighbors has min(k, available) entries).", examples=[DEFAULT_K])
 
 
+_EXCLUDE = Field(None, description="The `exclude` ids of the request, when it gave some.", examples=[None])
+
+
+_CATEGORY = Field(None, description="The `category` of the request, when it gave one.", examples=[None])
+
+
 _ITEM_EXAMPLE: JsonDict = {"item_id": "i17", "score": 0.9731, "title": "item 17 (cluster 2)", "categories": ["cluster-2"]}
 
 
@@ -132,6 +162,8 @@ class SimilarItemsResponse(BaseModel):
     metric: str = _METRIC
     k: int = _K
     artifact_version: str = VERSION
+    exclude: list[str] | None = _EXCLUDE
+    category: str | None = _CATEGORY
     neighbors: list[ItemNeighbor] = Field(description="Most similar items, best first; the query item itself is excluded.")
     experiment: ExperimentExposure | None = _EXPERIMENT
 
@@ -181,6 +213,8 @@ class RecommendResponse(BaseModel):
     metric: str = _METRIC
     k: int = _K
     exclude_seen: bool = Field(description="Whether the user's own items were left out.", examples=[True])
+    exclude: list[str] | None = _EXCLUDE
+    category: str | None = _CATEGORY
     artifact_version: str = VERSION
     neighbors: list[ItemNeighbor] = Field(description="Recommended items, best score first.")
     experiment: ExperimentExposure | None = _EXPERIMENT

@@ -124,7 +124,17 @@ def _load(version_dir: Path, manifest: dict[str, Any], options: LoadOptions) -> 
         recommend_pairs=MappingProxyType(pairs),
         models=tuple(manifest["models"]),
         metrics=manifest_metrics(manifest),
+        category_rows=MappingProxyType(_category_rows(item_meta)),
     )
+
+
+def _category_rows(item_meta: tuple[Mapping[str, Any], ...]) -> dict[str, np.ndarray]:
+    """category -> the rows (sorted, int64) of the items that have it, categories in order of first appearance."""
+    rows: dict[str, list[int]] = {}
+    for r, meta in enumerate(item_meta):
+        for c in meta.get("categories") or ():
+            rows.setdefault(c, []).append(r)
+    return {c: np.asarray(sorted(set(r)), dtype=np.int64) for c, r in rows.items()}
 
 
 def _item_meta(item: Mapping[str, Any]) -> dict[str, Any]:

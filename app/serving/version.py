@@ -127,6 +127,7 @@ class Version:
     recommend_pairs: Mapping[tuple[str, str], RecommendPair]  # (model, metric)
     models: tuple[str, ...]
     metrics: tuple[str, ...]
+    category_rows: Mapping[str, np.ndarray]  # category -> sorted item rows (int64) that have it
 
     def index(self, side: Side, model: str, metric: str) -> VectorIndex:
         try:

@@ -35,7 +35,15 @@ CHECKS = [
     negative_data_rejection,
 ]
 
-schema = schemathesis.openapi.from_path(CHECKED_IN)
+# A request target over MAX_URL_BYTES (say 1,001 `exclude` ids) is refused with its documented 414 before its
+# parameters are read: a rejection of invalid data like the 4xx schemathesis expects by default.
+REJECTED = ["400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]
+schema = schemathesis.openapi.from_path(
+    CHECKED_IN,
+    config=schemathesis.config.SchemathesisConfig.from_dict(
+        {"checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}}
+    ),
+)
 
 
 def test_served_schema_is_the_checked_in_one(api_server):
