@@ -23,6 +23,7 @@ class GaugeResponse(BaseModel):
                     "model": "als",
                     "artifact_version": VERSION_EXAMPLE,
                     "transforms": 8,
+                    "shared_transforms": 1,
                     "range": [0.1, 10.0],
                     "k": 10,
                     "seed": 0,
@@ -41,6 +42,12 @@ class GaugeResponse(BaseModel):
     model: str = Field(description="The model probed.", examples=["als"])
     artifact_version: str = VERSION
     transforms: int = Field(description="Random diagonal rescalings D tried (P D, Q D^-1: identical predictions).", examples=[8])
+    shared_transforms: int | None = Field(
+        None,
+        description="Of those, how many the shared metrics (projected, projected-centered, whitened), invariant by "
+        "construction, were checked under (absent in builds that checked them under all).",
+        examples=[1],
+    )
     range: list[float] = Field(description="Each diagonal entry of D is log-uniform in this range.", examples=[[0.1, 10.0]])
     k: int = Field(description="Length of the compared lists.", examples=[10])
     seed: int = Field(description="Seed of the transforms and of the query sample.", examples=[0])

@@ -178,6 +178,13 @@ def parser() -> argparse.ArgumentParser:
     gauge.add_argument(
         "--gauge-transforms", type=int, default=GaugeParams.transforms, help="random diagonal D per model (0: no probe)"
     )
+    gauge.add_argument(
+        "--gauge-shared-transforms",
+        type=int,
+        default=GaugeParams.shared_transforms,
+        help="of those, how many the shared metrics (projected, projected-centered, whitened: invariant by "
+        "construction) are checked under",
+    )
     gauge.add_argument("--gauge-queries", type=int, default=GaugeParams.item_queries, help="query items (seeded sample)")
     gauge.add_argument("--gauge-user-queries", type=int, default=GaugeParams.user_queries, help="query users (seeded sample)")
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
@@ -250,6 +257,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
             transforms=args.gauge_transforms,
             item_queries=args.gauge_queries,
             user_queries=args.gauge_user_queries,
+            shared_transforms=args.gauge_shared_transforms,
             seed=args.seed,
         ),
         evaluate=args.evaluate,

@@ -20,6 +20,11 @@ The shared metrics then report exactly 1.0; a list could still move only if a ro
 boundary while a competing top score sat in the next grid cell, i.e. for two of a query's top scores equal to
 ~1e-10 of the row's scale but not exactly.
 
+Cost. The shared metrics are invariant by construction, so their lists are checked under the first
+`shared_transforms` diagonals only (1 by default): that confirms the identity numerically at a fraction of the
+cost, while dot and cosine, whose lists do move, get every transform. Their figures are means over queries x
+those transforms.
+
 Queries: models.diagnostics.sampling.sample_rows(m, item_queries or user_queries, seed), the summary's
 convention. Diagonals: numpy default_rng of the first child of SeedSequence(seed), independent of the queries.
 A side with fewer than 2 rows (no neighbour to list) or 0 queries requested keeps its place in the document
@@ -34,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact.manifest import METRICS, SIDES
+from models.artifact.manifest import METRICS, SHARED_METRICS, SIDES
 from models.diagnostics.agreement import RBO_P, jaccard_rows, rbo_rows
 from models.diagnostics.sampling import sample_rows
 from models.errors import InputError
@@ -48,6 +53,7 @@ CHUNK = 16  # columns per chunk of the candidate bound in _block_lists
 @dataclass(frozen=True)
 class GaugeParams:
     transforms: int = 8  # R random diagonals
+    shared_transforms: int = 1  # of those, the ones the invariant shared metrics are checked under (<= transforms)
     item_queries: int = 500  # sampled query items; every item when there are fewer; 0: no items side
     user_queries: int = 500  # sampled query users; every user when there are fewer; 0: no users side
     k: int = 10  # list length
@@ -65,11 +71,13 @@ def random_diagonals(k: int, params: GaugeParams) -> np.ndarray:
     return np.exp(rng.uniform(np.log(params.low), np.log(params.high), size=(params.transforms, k)))
 
 
-def metric_vectors(P: np.ndarray, Q: np.ndarray, sides: Sequence[str] = SIDES) -> dict[tuple[str, str], np.ndarray]:
+def metric_vectors(
+    P: np.ndarray, Q: np.ndarray, sides: Sequence[str] = SIDES, metrics: Sequence[str] = METRICS
+) -> dict[tuple[str, str], np.ndarray]:
     """{(side, metric): vectors (n_items or n_users, k) float64} whose inner products are the metric's scores,
-    for every metric in METRICS (models.fit.metric_vectors.side_vectors)."""
+    for every metric in `metrics` (models.fit.metric_vectors.side_vectors)."""
     P64, Q64 = np.asarray(P, dtype=np.float64), np.asarray(Q, dtype=np.float64)
-    return {(side, metric): side_vectors(P64, Q64, side, metric) for side in sides for metric in METRICS}
+    return {(side, metric): side_vectors(P64, Q64, side, metric) for side in sides for metric in metrics}
 
 
 def neighbour_ids(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -134,19 +142,28 @@ def _block_lists(S: np.ndarray, rows: np.ndarray, kk: int, width: int) -> np.nda
 
 
 def probe_lists(
-    P: np.ndarray, Q: np.ndarray, diagonals: np.ndarray, rows: Mapping[str, np.ndarray], k: int
+    P: np.ndarray,
+    Q: np.ndarray,
+    diagonals: np.ndarray,
+    rows: Mapping[str, np.ndarray],
+    k: int,
+    shared_transforms: int | None = None,
 ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """{(side, metric): (base (q, kk), moved (R, q, kk))} for the sides in `rows` (side -> query rows (q,)).
+    """{(side, metric): (base (q, kk), moved (R_m, q, kk))} for the sides in `rows` (side -> query rows (q,)).
 
     base: the lists of the query rows under (P, Q); moved[r]: under (P D_r, Q D_r^-1), D_r = diag(diagonals[r]),
-    diagonals (R, k) positive. kk = min(k, m - 1), m the number of rows on the side.
+    diagonals (R, k) positive. R_m = R, or for the shared metrics min(R, shared_transforms) when that is given
+    (the first ones). kk = min(k, m - 1), m the number of rows on the side.
     """
     P64, Q64 = _factors(P, Q)
     D = _diagonals(diagonals, P64.shape[1])
     sides = [side for side in SIDES if side in rows]
+    n_shared = len(D) if shared_transforms is None else min(len(D), shared_transforms)
+    moving = [m for m in METRICS if m not in SHARED_METRICS]
     lists: dict[tuple[str, str], list[np.ndarray]] = {}
-    for d in [None, *D]:
-        vectors = metric_vectors(P64, Q64, sides) if d is None else metric_vectors(P64 * d, Q64 / d, sides)
+    for r, d in enumerate([None, *D]):
+        metrics = METRICS if r <= n_shared else moving
+        vectors = metric_vectors(P64, Q64, sides, metrics) if d is None else metric_vectors(P64 * d, Q64 / d, sides, metrics)
         for (side, metric), V in vectors.items():
             lists.setdefault((side, metric), []).append(neighbour_ids(V, rows[side], k))
     return {key: (found[0], np.stack(found[1:])) for key, found in lists.items()}
@@ -178,7 +195,7 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
     sizes = {"items": Q64.shape[0], "users": P64.shape[0]}
     wanted = {"items": params.item_queries, "users": params.user_queries}
     rows = {side: sample_rows(sizes[side], wanted[side], params.seed) for side in SIDES if sizes[side] >= 2 and wanted[side] > 0}
-    lists = probe_lists(P64, Q64, D, rows, params.k)
+    lists = probe_lists(P64, Q64, D, rows, params.k, params.shared_transforms)
     null: dict[str, float | None] = {"jaccard_mean": None, "jaccard_p05": None, "rbo_mean": None}
     sides: dict[str, dict[str, dict[str, float | None]]] = {side: {metric: dict(null) for metric in METRICS} for side in SIDES}
     for (side, metric), (base, moved) in lists.items():
@@ -191,6 +208,7 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
     queries = {side: int(rows[side].size) if side in rows else 0 for side in SIDES}
     return {
         "transforms": params.transforms,
+        "shared_transforms": min(params.shared_transforms, params.transforms),
         "range": [float(params.low), float(params.high)],
         "k": params.k,
         "seed": params.seed,
@@ -203,6 +221,8 @@ def _check_params(params: GaugeParams) -> None:
     for name in ("transforms", "k"):
         if getattr(params, name) < 1:
             raise InputError(f"gauge probe: parameter {name} must be >= 1, got {getattr(params, name)}")
+    if params.shared_transforms < 1:
+        raise InputError(f"gauge probe: parameter shared_transforms must be >= 1, got {params.shared_transforms}")
     for name in ("item_queries", "user_queries"):
         if getattr(params, name) < 0:
             raise InputError(f"gauge probe: parameter {name} must be >= 0, got {getattr(params, name)}")

@@ -37,7 +37,7 @@ from models.diagnostics.embedding_health import HealthParams, health_of_model
 from models.diagnostics.report import pair_name
 from models.diagnostics.sampling import sample_rows, tau_query_count
 from models.fit.closed_forms import DENOISING_VARIANTS
-from models.indexes.faiss_index import flat_vectors, read_index
+from models.indexes.faiss_index import blas_searches, flat_vectors, read_index
 from models.indexes.neighbour_lists import top_neighbours
 from models.inputs.dataset import Dataset, item_popularity, user_activity
 
@@ -96,7 +96,8 @@ def side_summary(
                 index, vectors = loaded, flat_vectors(loaded)
             else:
                 index, vectors = None, np.asarray(loaded, dtype=np.float32)
-            lists, _ = top_neighbours(vectors, queries, params.k, index)
+            with blas_searches():
+                lists, _ = top_neighbours(vectors, queries, params.k, index)
             computed[key] = (lists, score_vectors(vectors, queries[:n_tau]))
     has_cats = categories is not None and bool(categories.any())
     cats = categories if has_cats else None

@@ -29,11 +29,20 @@ def projected_vectors(P: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndar
 def normalize_rows(M: np.ndarray) -> np.ndarray:
     """Rows of M (m, k) scaled to unit length; zero rows stay zero (their cosine is 0, not NaN)."""
     M = np.asarray(M, dtype=np.float64)
+    if M.size == 0:
+        return np.zeros_like(M)
     # Scale by the largest entry first: squaring tiny entries would underflow and skew the norm.
-    peak = np.max(np.abs(M), axis=1, keepdims=True) if M.shape[1] else np.zeros((M.shape[0], 1))
-    S = np.divide(M, peak, out=np.zeros_like(M), where=peak > 0)
-    norms = np.linalg.norm(S, axis=1, keepdims=True)
-    return np.divide(S, norms, out=np.zeros_like(S), where=norms > 0)
+    peak = np.abs(M).max(axis=1)
+    live = peak > 0
+    if live.all():
+        S = M / peak[:, None]
+    else:
+        S = np.zeros_like(M)
+        S[live] = M[live] / peak[live, None]
+    norms = np.sqrt(np.einsum("ij,ij->i", S, S))  # >= 1 on live rows (their largest entry is 1), 0 on the others
+    norms[~live] = 1.0
+    S /= norms[:, None]
+    return S
 
 
 def row_norms(M: np.ndarray) -> np.ndarray:
