@@ -186,6 +186,13 @@ def parser() -> argparse.ArgumentParser:
         "construction) are checked under",
     )
     gauge.add_argument("--gauge-queries", type=int, default=GaugeParams.item_queries, help="query items (seeded sample)")
+    gauge.add_argument(
+        "--gauge-score-budget",
+        type=int,
+        default=GaugeParams.score_budget,
+        metavar="N",
+        help="at most N // rows query rows per side (each list scores every row), never fewer than 100",
+    )
     gauge.add_argument("--gauge-user-queries", type=int, default=GaugeParams.user_queries, help="query users (seeded sample)")
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -258,6 +265,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
             item_queries=args.gauge_queries,
             user_queries=args.gauge_user_queries,
             shared_transforms=args.gauge_shared_transforms,
+            score_budget=args.gauge_score_budget,
             seed=args.seed,
         ),
         evaluate=args.evaluate,

@@ -25,8 +25,10 @@ Cost. The shared metrics are invariant by construction, so their lists are check
 cost, while dot and cosine, whose lists do move, get every transform. Their figures are means over queries x
 those transforms.
 
-Queries: models.diagnostics.sampling.sample_rows(m, item_queries or user_queries, seed), the summary's
-convention. Diagonals: numpy default_rng of the first child of SeedSequence(seed), independent of the queries.
+Queries: models.diagnostics.sampling.sample_rows(m, n, seed), the summary's convention, with n = item_queries
+or user_queries, at most score_budget // m (every list costs m scores per query, so a large side gets fewer
+queries) and never fewer than MIN_QUERIES because of the budget.
+Diagonals: numpy default_rng of the first child of SeedSequence(seed), independent of the queries.
 A side with fewer than 2 rows (no neighbour to list) or 0 queries requested keeps its place in the document
 with null figures and a query count of 0.
 """
@@ -48,6 +50,7 @@ from models.fit.metric_vectors import side_vectors
 GRID = 1e-10  # rounding step relative to a row's largest |score|: 10 significant digits
 BLOCK_ELEMENTS = 1 << 22  # scores per query block (32 MB of float64)
 CHUNK = 16  # columns per chunk of the candidate bound in _block_lists
+MIN_QUERIES = 100  # the score budget never leaves a side fewer query rows than this
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class GaugeParams:
     shared_transforms: int = 1  # of those, the ones the invariant shared metrics are checked under (<= transforms)
     item_queries: int = 500  # sampled query items; every item when there are fewer; 0: no items side
     user_queries: int = 500  # sampled query users; every user when there are fewer; 0: no users side
+    score_budget: int = 25_000_000  # queries x rows per list, per side: caps the queries of a large side
     k: int = 10  # list length
     seed: int = 0
     low: float = 0.1  # diagonal entries are log-uniform in [low, high]
@@ -194,7 +198,11 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
     D = random_diagonals(P64.shape[1], params)
     sizes = {"items": Q64.shape[0], "users": P64.shape[0]}
     wanted = {"items": params.item_queries, "users": params.user_queries}
-    rows = {side: sample_rows(sizes[side], wanted[side], params.seed) for side in SIDES if sizes[side] >= 2 and wanted[side] > 0}
+    rows = {
+        side: sample_rows(sizes[side], query_count(wanted[side], sizes[side], params.score_budget), params.seed)
+        for side in SIDES
+        if sizes[side] >= 2 and wanted[side] > 0
+    }
     lists = probe_lists(P64, Q64, D, rows, params.k, params.shared_transforms)
     null: dict[str, float | None] = {"jaccard_mean": None, "jaccard_p05": None, "rbo_mean": None}
     sides: dict[str, dict[str, dict[str, float | None]]] = {side: {metric: dict(null) for metric in METRICS} for side in SIDES}
@@ -217,13 +225,18 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
     }
 
 
+def query_count(wanted: int, rows: int, score_budget: int) -> int:
+    """Query rows of a side of `rows` rows: `wanted`, at most score_budget // rows, at least MIN_QUERIES (or wanted)."""
+    return min(wanted, max(MIN_QUERIES, score_budget // max(rows, 1)))
+
+
 def _check_params(params: GaugeParams) -> None:
     for name in ("transforms", "k"):
         if getattr(params, name) < 1:
             raise InputError(f"gauge probe: parameter {name} must be >= 1, got {getattr(params, name)}")
     if params.shared_transforms < 1:
         raise InputError(f"gauge probe: parameter shared_transforms must be >= 1, got {params.shared_transforms}")
-    for name in ("item_queries", "user_queries"):
+    for name in ("item_queries", "user_queries", "score_budget"):
         if getattr(params, name) < 0:
             raise InputError(f"gauge probe: parameter {name} must be >= 0, got {getattr(params, name)}")
     if not (np.isfinite(params.low) and np.isfinite(params.high) and 0 < params.low <= params.high):

@@ -182,3 +182,25 @@ def test_bad_input_is_named():
         gauge_probe(P, Q, GaugeParams(low=3.0, high=2.0))
     with pytest.raises(InputError, match="positive"):
         probe_lists(P, Q, -np.ones((1, 4)), {"items": np.array([0])}, 3)
+
+
+def test_score_budget_caps_the_queries_of_the_larger_side_only():
+    P, Q = scaled_factors(6, n_users=3000, n_items=200, k=6)
+    doc = gauge_probe(P, Q, GaugeParams(item_queries=500, user_queries=500, transforms=2, score_budget=150_000))
+    assert doc["queries"] == {"items": 200, "users": 100}  # items: all 200 (budget 750); users: 150_000 // 3000 = 50 -> 100
+    doc = gauge_probe(P, Q, GaugeParams(item_queries=500, user_queries=500, transforms=2, score_budget=900_000))
+    assert doc["queries"] == {"items": 200, "users": 300}
+
+
+def test_shared_metrics_are_checked_under_the_first_transforms_only():
+    P, Q = scaled_factors(7)
+    D = random_diagonals(P.shape[1], GaugeParams(transforms=4))
+    rows = {"items": np.arange(30), "users": np.arange(30)}
+    lists = probe_lists(P, Q, D, rows, 10, shared_transforms=2)
+    for (side, metric), (base, moved) in lists.items():
+        assert moved.shape[0] == (2 if metric in ("projected", "projected-centered", "whitened") else 4), (side, metric)
+        if metric == "projected":  # unmoved exactly (test above); the other shared metrics up to the rounding grid
+            np.testing.assert_array_equal(moved, np.stack([base, base]))
+    full = probe_lists(P, Q, D, rows, 10)
+    for key, (_, moved) in lists.items():
+        np.testing.assert_array_equal(moved, full[key][1][: moved.shape[0]])
