@@ -83,6 +83,12 @@ def similar(
     row = version.row(side, external_id)
     if only is None:
         return neighbours_of_row(index, row, k)
+    return filtered_neighbours_of_row(index, row, k, only)
+
+
+def filtered_neighbours_of_row(index: VectorIndex, row: int, k: int, only: ItemFilter) -> tuple[np.ndarray, np.ndarray]:
+    """neighbours_of_row among the rows `only` passes: min(k, rows passing) of them, from the stored exact list when
+    enough of it passes, else from filtered_top."""
     keep = only.mask(index.rows)
     keep[row] = False
     lists = index.neighbours

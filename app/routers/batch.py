@@ -13,7 +13,16 @@ from app.plumbing.metrics import SCOPE_LABELS
 from app.plumbing.problems import unknown_id_body
 from app.plumbing.query_route import QueryValidationError, json_response
 from app.query import neighbours as search
-from app.routers.neighbours import check_metric, check_model, current_version, item_neighbours, neighbour_body
+from app.query.item_filter import ItemFilter
+from app.routers.neighbours import (
+    check_metric,
+    check_model,
+    current_version,
+    filter_echo,
+    item_neighbours,
+    neighbour_body,
+    requested_filter,
+)
 from app.schemas.batch import (
     MAX_BATCH,
     MAX_BATCH_BYTES,
@@ -35,7 +44,8 @@ def _errors(kind: str) -> dict[int | str, dict[str, Any]]:
             "model": ValidationProblem,
             "description": f"A bad body: a model or metric the served version does not have, no queries or more than "
             f"{MAX_BATCH}, a k outside 1..1000 (or above MAX_K), an unknown field, a value of another JSON type than "
-            f"the schema's. An unknown {kind} id is not a 422: it fails its own entry of `results` (a 404 problem there).",
+            f"the schema's, an unknown category. An unknown {kind} id is not a 422: it fails its own entry of "
+            "`results` (a 404 problem there).",
         },
         400: {"model": Problem, "description": "The body is not JSON."},
         413: {"model": Problem, "description": f"The body is larger than {MAX_BATCH_BYTES} bytes."},
@@ -75,25 +85,35 @@ def _rows(version: Version, side: Side, ids: list[str], path: str) -> tuple[list
     return rows, at, results
 
 
-def _similar_items(version: Version, body: SimilarItemsBatch, path: str) -> list[Any]:
+def _similar_items(version: Version, body: SimilarItemsBatch, only: ItemFilter | None, path: str) -> list[Any]:
     index = version.index("items", body.model, body.metric)
     rows, at, results = _rows(version, "items", [q.item_id for q in body.queries], path)
-    answers = search.neighbours_of_rows(index, rows, [body.queries[i].k for i in at])
+    ks = [body.queries[i].k for i in at]
+    if only is None:
+        answers = search.neighbours_of_rows(index, rows, ks)
+    else:  # each query widens its own fetch until k pass
+        answers = [search.filtered_neighbours_of_row(index, r, k, only) for r, k in zip(rows, ks, strict=True)]
     for i, (r, s) in zip(at, answers, strict=True):
         q = body.queries[i]
         entries = item_neighbours(version, r, s)
-        results[i] = neighbour_body(version, {"item_id": q.item_id}, body.model, body.metric, q.k, entries)
+        results[i] = neighbour_body(version, {"item_id": q.item_id}, body.model, body.metric, q.k, entries, **filter_echo(body))
     return results
 
 
-def _recommend(version: Version, body: RecommendBatch, path: str) -> list[Any]:
+def _recommend(version: Version, body: RecommendBatch, only: ItemFilter | None, path: str) -> list[Any]:
     rows, at, results = _rows(version, "users", [q.user_id for q in body.queries], path)
     ks = [body.queries[i].k for i in at]
-    answers = search.recommend_many(version, rows, body.model, body.metric, ks, body.exclude_seen)
+    if only is None:
+        answers = search.recommend_many(version, rows, body.model, body.metric, ks, body.exclude_seen)
+    else:
+        answers = [
+            search.recommend_rows(version, r, body.model, body.metric, k, body.exclude_seen, only)
+            for r, k in zip(rows, ks, strict=True)
+        ]
     for i, (r, s) in zip(at, answers, strict=True):
         q = body.queries[i]
         entries = item_neighbours(version, r, s)
-        extra = {"exclude_seen": body.exclude_seen}
+        extra = {"exclude_seen": body.exclude_seen, **filter_echo(body)}
         results[i] = neighbour_body(version, {"user_id": q.user_id}, body.model, body.metric, q.k, entries, **extra)
     return results
 
@@ -113,10 +133,11 @@ async def similar_items_batch(body: SimilarItemsBatch, request: Request) -> Resp
     check_model(request, version, body.model, where="body")
     check_metric(version, body.metric, where="body")
     _check_ks(request, [q.k for q in body.queries])
+    only = requested_filter(version, body, where="body")
     request.scope[SCOPE_LABELS] = (body.model, body.metric)
     # off the event loop: a thousand queries take milliseconds, and other requests keep being answered meanwhile
-    results = await asyncio.to_thread(_similar_items, version, body, request.url.path)
-    out = {"model": body.model, "metric": body.metric, "artifact_version": version.name, "results": results}
+    results = await asyncio.to_thread(_similar_items, version, body, only, request.url.path)
+    out = {"model": body.model, "metric": body.metric, **filter_echo(body), "artifact_version": version.name, "results": results}
     return json_response(out, version.name)
 
 
@@ -134,12 +155,14 @@ async def recommend_batch(body: RecommendBatch, request: Request) -> Response:
     check_model(request, version, body.model, where="body")
     check_metric(version, body.metric, recommend=True, where="body")
     _check_ks(request, [q.k for q in body.queries])
+    only = requested_filter(version, body, where="body")
     request.scope[SCOPE_LABELS] = (body.model, body.metric)
-    results = await asyncio.to_thread(_recommend, version, body, request.url.path)
+    results = await asyncio.to_thread(_recommend, version, body, only, request.url.path)
     out = {
         "model": body.model,
         "metric": body.metric,
         "exclude_seen": body.exclude_seen,
+        **filter_echo(body),
         "artifact_version": version.name,
         "results": results,
     }

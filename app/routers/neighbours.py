@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
@@ -89,15 +89,22 @@ def check_k(request: Request, k: int) -> None:
         raise invalid("k", f"Input should be less than or equal to {max_k}", k)
 
 
-def requested_filter(version: Version, q: SimilarItemsQuery | RecommendQuery) -> ItemFilter | None:
+class Filtered(Protocol):
+    """A request with the item filters: the GET queries and the batch bodies."""
+
+    exclude: list[str] | None
+    category: str | None
+
+
+def requested_filter(version: Version, q: Filtered, where: str = "query") -> ItemFilter | None:
     """The request's exclude / category as an ItemFilter (None without them); 422 for an unknown category."""
     try:
         return item_filter(version, q.exclude, q.category)
     except UnknownCategory as e:
-        raise invalid("category", str(e), q.category, {"category": e.known}) from None
+        raise invalid("category", str(e), q.category, {"category": e.known}, where) from None
 
 
-def filter_echo(q: SimilarItemsQuery | RecommendQuery) -> dict[str, Any]:
+def filter_echo(q: Filtered) -> dict[str, Any]:
     """The filter parameters the request gave, for its response body."""
     echo: dict[str, Any] = {}
     if q.exclude is not None:

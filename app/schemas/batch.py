@@ -16,7 +16,7 @@ from app.schemas.common import (
     ModelName,
     Problem,
 )
-from app.schemas.neighbours import RecommendQuery, RecommendResponse, SimilarItemsResponse
+from app.schemas.neighbours import MAX_EXCLUDE, RecommendQuery, RecommendResponse, SimilarItemsResponse
 from app.settings import K_LIMIT
 
 MAX_BATCH = 1000  # queries per call
@@ -26,6 +26,19 @@ MAX_BATCH_BYTES = 8 << 20
 # Strict: JSON types as the schema says them (no "5" for k, no "true" for exclude_seen), as POST /feedback.
 _BODY = ConfigDict(extra="forbid", frozen=True, strict=True)
 _QUERIES = f"The queries, 1..{MAX_BATCH}, each answered at the same position of `results`."
+_EXCLUDE = Field(
+    None,
+    max_length=MAX_EXCLUDE,
+    description=f"Item ids never to return in any result (up to {MAX_EXCLUDE}; ids the version does not have are "
+    "ignored), as GET's `exclude`.",
+    examples=[None],
+)
+_CATEGORY = Field(
+    None,
+    min_length=1,
+    description="Every result holds only items of this category, as GET's `category` (an unknown one is a 422).",
+    examples=[None],
+)
 _RESULT = (
     "One entry per query, in order: the GET endpoint's body for that query, or its problem (an unknown id fails "
     "its entry, not the call)."
@@ -48,6 +61,8 @@ class SimilarItemsBatch(BaseModel):
     model_config = _BODY
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=METRIC_DESCRIPTION, examples=["cosine"])
+    exclude: list[str] | None = _EXCLUDE
+    category: str | None = _CATEGORY
     queries: list[ItemQuery] = Field(min_length=1, max_length=MAX_BATCH, description=_QUERIES)
 
 
@@ -56,6 +71,8 @@ class RecommendBatch(BaseModel):
     model: ModelName = Field(DEFAULT_MODEL, description=MODEL_DESCRIPTION, examples=["weight-decay"])
     metric: MetricName = Field(DEFAULT_METRIC, description=RecommendQuery.model_fields["metric"].description, examples=["dot"])
     exclude_seen: bool = Field(True, description="Leave out each user's own items. Default true.", examples=[True])
+    exclude: list[str] | None = _EXCLUDE
+    category: str | None = _CATEGORY
     queries: list[UserQuery] = Field(min_length=1, max_length=MAX_BATCH, description=_QUERIES)
 
 

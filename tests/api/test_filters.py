@@ -178,3 +178,41 @@ def test_hnsw_and_short_lists_still_answer_k_that_pass(hnsw_server, metric):
         )
         assert r.status_code == 200, r.text
         _check(r.json()["neighbors"], index, R[u], cats[category] - seen, 40, exact=False)
+
+
+def test_batch_filters_answer_each_query_as_get_does(api_server, flat):
+    item_ids, user_ids, cats, oracle = flat
+    index = {x: i for i, x in enumerate(item_ids)}
+    category = sorted(cats)[1]
+    excluded = [item_ids[r] for r in sorted(cats[category])[:5]] + ["not-an-item"]
+    body = {"model": "weight-decay", "metric": "cosine", "category": category, "exclude": excluded}
+    queries = [{"item_id": item_ids[q], "k": k} for q, k in ((0, 10), (44, 70), (299, 3))] + [{"item_id": "nope"}]
+    r = api_server.client.post("/similar-items/batch", json={**body, "queries": queries})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["category"] == category and out["exclude"] == excluded
+    for q, got in zip(queries[:3], out["results"][:3], strict=True):
+        want = _similar(api_server.client, q["item_id"], "weight-decay", "cosine", q["k"], category=category, exclude=excluded)
+        assert got == want
+        passing = cats[category] - {index[q["item_id"]]} - {index[i] for i in excluded if i in index}
+        _check(got["neighbors"], index, oracle.items("weight-decay", "cosine")[index[q["item_id"]]], passing, q["k"], exact=True)
+    assert out["results"][3]["status"] == 404
+    users = [{"user_id": user_ids[u], "k": 25} for u in (2, 900)]
+    r = api_server.client.post(
+        "/recommend/batch", json={**body, "model": "denoising-symmetric", "metric": "dot", "queries": users}
+    )
+    assert r.status_code == 200, r.text
+    for q, got in zip(users, r.json()["results"], strict=True):
+        params = {
+            "user_id": q["user_id"],
+            "model": "denoising-symmetric",
+            "metric": "dot",
+            "k": 25,
+            "category": category,
+            "exclude": excluded,
+        }
+        assert got == api_server.client.get("/recommend", params=params).json()
+    r = api_server.client.post("/recommend/batch", json={"category": "no-such-shelf", "queries": users})
+    assert r.status_code == 422
+    (error,) = [e for e in r.json()["errors"] if e["param"] == "category"]
+    assert error["in"] == "body" and sorted(error["allowed"]) == sorted(cats)
