@@ -43,7 +43,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 from support.artifacts import ApiArtifact
-from support.problems import PROBLEM, assert_problem
+from support.problems import PROBLEM, REJECTED_STATUSES, assert_problem
 from support.processes import memory, worker_processes
 from support.prometheus import metric
 from support.servers import ApiServer, metrics_text, start_api_server, wait_serving
@@ -213,6 +213,7 @@ def served_schema() -> dict:
 # (schemathesis 4.32.5 reads Function._nodeid); test_the_fuzzed_schema_is_the_served_one checks the equality.
 schema = schemathesis.openapi.from_dict(served_schema())
 schema.config.generation.update(allow_x00=True, max_examples=MAX_EXAMPLES)
+schema.config.checks.negative_data_rejection.expected_statuses = REJECTED_STATUSES
 
 
 def errors_are_problems(ctx, response, case) -> None:
