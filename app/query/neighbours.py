@@ -126,15 +126,11 @@ def filtered_top(index: VectorIndex, query: np.ndarray, keep: np.ndarray, k: int
             continue
         passing = keep[f]
         fp, sp = f[passing], s[passing]
-        if fp.size >= kk:
+        if fp.size >= kk or (exact and n >= m):  # enough, or every row seen: fp holds every passing row
             order = np.lexsort((fp, -sp))[:kk]
-            tied = exact and n < m and s[-1] >= sp[order[-1]]
-            if not tied:
+            if not (exact and n < m and s[-1] >= sp[order[-1]]):  # no unseen row can tie the last one kept
                 return fp[order], sp[order]
-        if n >= m:
-            if exact:  # every row seen: fp holds every passing row
-                order = np.lexsort((fp, -sp))[:kk]
-                return fp[order], sp[order]
+        if n >= m:  # an approximate search of every row still came back without enough: search exactly
             exact = True
             continue
         n = min(2 * n, m)
