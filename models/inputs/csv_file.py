@@ -14,7 +14,7 @@ import pyarrow.csv as pacsv
 
 from models.errors import InputError, RowProblem
 from models.inputs.dataset import Dataset, DuplicatePolicy, matrix_from_triplets
-from models.inputs.interaction_columns import interactions_from_columns
+from models.inputs.interaction_columns import interactions_from_columns, interactions_source
 
 Layout = tuple[int, int, int | None]  # positions of the user, item and value (if any) columns in the header
 _BLOCK_BYTES = 16 << 20  # pyarrow's parse block: larger than its 1 MiB default, fewer chunks per column
@@ -188,18 +188,10 @@ def _source(
     header: list[str],
     columns: Layout,
 ) -> dict[str, object]:
-    """The manifest's record of where the interactions came from and how they were read."""
+    """interactions_source of a CSV: the columns as the header names them."""
     ui, ii, vi = columns
-    return {
-        "kind": "csv",
-        "path": str(path),
-        "rows": rows,
-        "duplicates": duplicates,
-        "duplicate_rows_merged": merged,
-        "min_value": min_value,
-        "binarize": binarize,
-        "columns": {"user": header[ui], "item": header[ii], "value": None if vi is None else header[vi]},
-    }
+    names = {"user": header[ui], "item": header[ii], "value": None if vi is None else header[vi]}
+    return interactions_source("csv", path, rows, duplicates, merged, min_value, binarize, names)
 
 
 def read_header(reader: Iterator[list[str]], path: Path) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -72,6 +73,29 @@ def interactions_from_columns(
     if binarize and n_dup:
         X.data[:] = 1.0
     return Interactions(X, user_ids, item_ids, len(v), n_dup)
+
+
+def interactions_source(
+    kind: str,
+    path: Path,
+    rows: int,
+    duplicates: DuplicatePolicy,
+    merged: int,
+    min_value: float | None,
+    binarize: bool,
+    columns: dict[str, str | None],
+) -> dict[str, object]:
+    """The manifest's record of where the interactions came from and how they were read (any reader's)."""
+    return {
+        "kind": kind,
+        "path": str(path),
+        "rows": rows,
+        "duplicates": duplicates,
+        "duplicate_rows_merged": merged,
+        "min_value": min_value,
+        "binarize": binarize,
+        "columns": columns,
+    }
 
 
 def first_problem(users: Column, items: Column, values: np.ndarray | None, value_nulls: Column | None = None) -> None:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from models.errors import InputError, RowProblem
 from models.inputs.dataset import Dataset, DuplicatePolicy
-from models.inputs.interaction_columns import Column, interactions_from_columns
+from models.inputs.interaction_columns import Column, interactions_from_columns, interactions_source
 
 
 @dataclass
@@ -69,15 +69,17 @@ def read_interactions_parquet(
         user_ids=got.user_ids,
         item_ids=got.item_ids,
         source={
-            "kind": "parquet",
-            "path": str(path),
+            **interactions_source(
+                "parquet",
+                path,
+                got.rows,
+                duplicates,
+                got.duplicates_merged,
+                min_value,
+                binarize,
+                {"user": user_col, "item": item_col, "value": value_col if has_values else None},
+            ),
             "files": len(files),
-            "rows": got.rows,
-            "duplicates": duplicates,
-            "duplicate_rows_merged": got.duplicates_merged,
-            "min_value": min_value,
-            "binarize": binarize,
-            "columns": {"user": user_col, "item": item_col, "value": value_col if has_values else None},
         },
     )
 
