@@ -226,11 +226,9 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
     )
 
 
-def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, Any]]:
-    """Validate, load, fit, stage and publish; returns (version, manifest)."""
-    if args.keep < 1:
-        raise InputError(f"--keep must be >= 1, got {args.keep}")
-    params = BuildParams(
+def build_params(args: argparse.Namespace) -> BuildParams:
+    """The BuildParams of parsed command-line arguments (not yet validated): what the CLI's defaults mean."""
+    return BuildParams(
         k=args.k,
         lambda_denoising=args.lambda_denoising,
         lambda_weight_decay=args.lambda_weight_decay,
@@ -277,6 +275,13 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
             max_items=args.eval_items or None,
         ),
     )
+
+
+def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, Any]]:
+    """Validate, load, fit, stage and publish; returns (version, manifest)."""
+    if args.keep < 1:
+        raise InputError(f"--keep must be >= 1, got {args.keep}")
+    params = build_params(args)
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
     store = ArtifactStore(args.out)
     try:
