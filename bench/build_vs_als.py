@@ -173,6 +173,7 @@ def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
     job-csv, job-parquet: the CLI's run() itself, reading the file.
     """
     from models.artifact.store import ArtifactStore, load_manifest
+    from models.build.allocator import keep_freed_memory
     from models.build.cli import build_params, parser, run
     from models.build.pipeline import build_into
     from models.build.progress import Progress
@@ -191,6 +192,7 @@ def side_job(cfg: dict[str, Any], side: str) -> dict[str, Any]:
         after_data = rss_gb()
         params = build_params(args)
         params.validate()
+        keep_freed_memory()  # as run() does
         t0 = time.perf_counter()
         # What run() does once the input is read: version name, stage, build, publish.
         version = store.new_version(ds.fingerprint(), {"bench": cfg, "side": side})

@@ -17,6 +17,7 @@ from typing import Any
 
 from models.artifact.manifest import METRICS
 from models.artifact.store import ArtifactStore
+from models.build.allocator import keep_freed_memory
 from models.build.fitting import COSINE_MF, TRAINED, ModelChoice
 from models.build.pipeline import BuildParams, build_into
 from models.build.progress import Progress
@@ -283,6 +284,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         raise InputError(f"--keep must be >= 1, got {args.keep}")
     params = build_params(args)
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
+    keep_freed_memory()
     store = ArtifactStore(args.out)
     try:
         store.root.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ class BuildParams:
     precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see docs/offline-job.md)
     # models besides the closed forms (implicit ALS/BPR, imported factors)
     models: ModelChoice = field(default_factory=ModelChoice)
-    # the gauge probe of every model (gauge.json); on in the CLI (8 transforms), off (0) for library callers
+    # the gauge probe of every model (gauge.json); on in the CLI (4 transforms), off (0) for library callers
     gauge: GaugeParams = field(default_factory=lambda: GaugeParams(transforms=0))
     # held-out evaluation of every model x metric (evaluation.json): refits every model, so opt-in
     evaluate: bool = False

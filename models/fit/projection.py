@@ -31,7 +31,12 @@ def normalize_rows(M: np.ndarray) -> np.ndarray:
     M = np.asarray(M, dtype=np.float64)
     if M.size == 0:
         return np.zeros_like(M)
-    # Scale by the largest entry first: squaring tiny entries would underflow and skew the norm.
+    norms = np.sqrt(np.einsum("ij,ij->i", M, M))
+    # With every norm in this range no square overflows, and a square that underflows (< 1e-308) is below
+    # 1e-28 of its row's norm^2 (> 1e-280): the direct norms are exact to rounding.
+    if (norms > 1e-140).all() and (norms < 1e140).all():
+        return M / norms[:, None]
+    # Otherwise scale by the largest entry first: squaring tiny entries would underflow and skew the norm.
     peak = np.abs(M).max(axis=1)
     live = peak > 0
     if live.all():

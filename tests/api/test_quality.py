@@ -58,7 +58,7 @@ def test_gauge_is_the_builds_probe(diag_server, diag_artifact):
         assert r.status_code == 200
         body = r.json()
         assert body["model"] == model and body["artifact_version"] == diag_artifact.version
-        assert body["sides"] == probes[model]["sides"] and body["transforms"] == 8
+        assert body["sides"] == probes[model]["sides"] and body["transforms"] == 4
         assert set(body["queries"]) == {"items", "users"}
         for side in ("items", "users"):
             assert body["sides"][side]["projected"]["jaccard_mean"] == 1.0

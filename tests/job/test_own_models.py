@@ -173,7 +173,7 @@ def test_gauge_probe_in_the_artifact(tmp_path):
     probes = json.loads((vdir / manifest["gauge"]).read_text())
     assert set(probes) == set(manifest["models"])
     for model, probe in probes.items():
-        assert probe["transforms"] == 8 and probe["model"] == model
+        assert probe["transforms"] == 4 and probe["model"] == model
         for side in ("items", "users"):
             assert probe["sides"][side]["projected"] == {"jaccard_mean": 1.0, "jaccard_p05": 1.0, "rbo_mean": 1.0}
     assert probes["denoising-symmetric"]["sides"]["items"]["cosine"]["jaccard_mean"] < 0.95

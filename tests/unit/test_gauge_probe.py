@@ -59,7 +59,7 @@ def test_projected_is_exactly_unmoved_and_cosine_moves_on_both_sides():
         assert cosine["rbo_mean"] < 0.9
         assert cosine["jaccard_p05"] <= cosine["jaccard_mean"]
     assert doc["queries"] == {"items": 120, "users": 120}
-    assert doc["transforms"] == 8 and doc["range"] == [0.1, 10.0] and doc["k"] == 10 and doc["seed"] == 0
+    assert doc["transforms"] == 4 and doc["range"] == [0.1, 10.0] and doc["k"] == 10 and doc["seed"] == 0
 
 
 def test_probe_compares_the_lists_a_dense_argsort_gives():
@@ -95,6 +95,18 @@ def test_neighbour_ids_follow_the_tie_rule_on_exact_ties():
             np.testing.assert_array_equal(neighbour_ids(V, rows, k), dense_lists(V, rows, k))
 
 
+def test_near_ties_below_float32_resolution_are_ranked_in_float64():
+    # 300 rows are copies of row 0's direction scaled by 1 + e, |e| <= 1e-8 (apart by more than the 1e-10 grid,
+    # closer than float32's 6e-8): the float32 product cannot order them, the float64 rescoring must.
+    rng = np.random.default_rng(8)
+    V = rng.standard_normal((5000, 16))
+    V[1:301] = V[0] * (0.5 + rng.uniform(-1e-8, 1e-8, 300))[:, None]
+    V[301:400] = -V[0] * (0.5 + rng.uniform(-1e-8, 1e-8, 99))[:, None]  # the same near-ties at the bottom
+    rows = np.array([0, 1, 2, 150, 350, 4999])
+    for k in (1, 10, 40):
+        np.testing.assert_array_equal(neighbour_ids(V, rows, k), dense_lists(V, rows, k))
+
+
 def test_scores_closer_than_the_grid_count_as_tied():
     # Query row 0 = (1, 0): scores 0.5, 0.5 (1 + 1e-13), 0.5 (1 + 1e-6) and 0.25. The 1e-13 difference is
     # below the 10-significant-digit grid (ranked by id), the 1e-6 one is not.
@@ -105,11 +117,11 @@ def test_scores_closer_than_the_grid_count_as_tied():
 
 
 def test_seeded_and_log_uniform():
-    params = GaugeParams(seed=11)
+    params = GaugeParams(seed=11, transforms=8)
     D = random_diagonals(64, params)
     assert D.shape == (8, 64)
-    np.testing.assert_array_equal(D, random_diagonals(64, GaugeParams(seed=11)))
-    assert not np.array_equal(D, random_diagonals(64, GaugeParams(seed=12)))
+    np.testing.assert_array_equal(D, random_diagonals(64, GaugeParams(seed=11, transforms=8)))
+    assert not np.array_equal(D, random_diagonals(64, GaugeParams(seed=12, transforms=8)))
     assert D.min() >= 0.1 and D.max() <= 10.0
     logs = np.log(D).ravel()
     # log-uniform on [-log 10, log 10]: mean 0, sd log(100)/sqrt(12) = 1.33; the mean of 512 has sd 0.06
@@ -186,8 +198,8 @@ def test_bad_input_is_named():
 
 def test_score_budget_caps_the_queries_of_the_larger_side_only():
     P, Q = scaled_factors(6, n_users=3000, n_items=200, k=6)
-    doc = gauge_probe(P, Q, GaugeParams(item_queries=500, user_queries=500, transforms=2, score_budget=150_000))
-    assert doc["queries"] == {"items": 200, "users": 100}  # items: all 200 (budget 750); users: 150_000 // 3000 = 50 -> 100
+    doc = gauge_probe(P, Q, GaugeParams(item_queries=500, user_queries=500, transforms=2, score_budget=60_000))
+    assert doc["queries"] == {"items": 200, "users": 50}  # items: all 200 (budget 300); users: 60_000 // 3000 = 20 -> 50
     doc = gauge_probe(P, Q, GaugeParams(item_queries=500, user_queries=500, transforms=2, score_budget=900_000))
     assert doc["queries"] == {"items": 200, "users": 300}
 
