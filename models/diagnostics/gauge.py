@@ -15,8 +15,9 @@ rotation of the unrescaled ones, so their lists are mathematically identical, bu
 floating point and their scores differ at the 1e-12 level. Before ranking, each query's scores s (m,) are
 therefore rounded to a grid of 10 significant digits relative to the row's largest score (query column
 included, so it is >= |v_row|^2 > 0): rows are ranked by rint(s / (1e-10 max_j s_j)), so differences far
-below the grid cannot reorder a list, and scores within one grid step of each other count as tied (lower row id first). An all-zero row (a user
-without interactions: P_u = 0, kept zero by normalize_rows) ranks every row at score 0, by id, in every gauge.
+below the grid cannot reorder a list, and scores within one grid step of each other count as tied (lower row
+id first). An all-zero row (a user without interactions: P_u = 0, kept zero by normalize_rows) ranks every row
+at score 0, by id, in every gauge.
 The shared metrics then report exactly 1.0; a list could still move only if a rounding error straddled a grid
 boundary while a competing top score sat in the next grid cell, i.e. for two of a query's top scores equal to
 ~1e-10 of the row's scale but not exactly.
