@@ -22,8 +22,9 @@ class GaugeResponse(BaseModel):
                 {
                     "model": "als",
                     "artifact_version": VERSION_EXAMPLE,
-                    "transforms": 8,
+                    "transforms": 4,
                     "shared_transforms": 1,
+                    "shared_from": "als",
                     "range": [0.1, 10.0],
                     "k": 10,
                     "seed": 0,
@@ -41,12 +42,19 @@ class GaugeResponse(BaseModel):
     )
     model: str = Field(description="The model probed.", examples=["als"])
     artifact_version: str = VERSION
-    transforms: int = Field(description="Random diagonal rescalings D tried (P D, Q D^-1: identical predictions).", examples=[8])
+    transforms: int = Field(description="Random diagonal rescalings D tried (P D, Q D^-1: identical predictions).", examples=[4])
     shared_transforms: int | None = Field(
         None,
         description="Of those, how many the shared metrics (projected, projected-centered, whitened), invariant by "
         "construction, were checked under (absent in builds that checked them under all).",
         examples=[1],
+    )
+    shared_from: str | None = Field(
+        None,
+        description="The model whose probe the shared metrics' figures are: the first model of this model's group, "
+        "from whose factors the group's one shared index per side and metric is built (absent in older builds, "
+        "which probed every model's own).",
+        examples=["als"],
     )
     range: list[float] = Field(description="Each diagonal entry of D is log-uniform in this range.", examples=[[0.1, 10.0]])
     k: int = Field(description="Length of the compared lists.", examples=[10])

@@ -156,7 +156,7 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
             } | shared[group].recommend
         if params.gauge.transforms > 0:
             with progress.step(f"gauge probe {model} ({params.gauge.transforms} random D)"):
-                gauge[model] = {"model": model, **gauge_probe(P, Q, params.gauge)}
+                gauge[model] = _probe(model, P, Q, params.gauge, gauge.get(groups[group][0]))
         del fm, P, Q
     if writer.neighbour_seconds:
         progress.timings["neighbour lists"] = round(writer.neighbour_seconds, 3)
@@ -224,6 +224,23 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         "diagnostics": diagnostics,
         "step_seconds": dict(progress.timings),
     }
+
+
+def _probe(model: str, P: np.ndarray, Q: np.ndarray, params: GaugeParams, first: dict[str, Any] | None) -> dict[str, Any]:
+    """gauge.json's entry of a model: its probe, whose shared-metric figures are those of `first`, the probe of
+    the first model of its projected group, when there is one.
+
+    The group serves one index per side and shared metric, built from the first model's factors
+    (_write_shared), so the other models' shared figures are those of the same served lists: probing them
+    again would check vectors nobody serves, at about half of the probe's cost.
+    """
+    if first is None:
+        return {"model": model, **gauge_probe(P, Q, params), "shared_from": model}
+    doc = gauge_probe(P, Q, params, shared_metrics=False)
+    for side, by_metric in doc["sides"].items():
+        for metric in SHARED_METRICS:
+            by_metric[metric] = dict(first["sides"][side][metric])
+    return {"model": model, **doc, "shared_from": first["model"]}
 
 
 @dataclass(frozen=True)

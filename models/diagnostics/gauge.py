@@ -221,17 +221,21 @@ def probe_lists(
     rows: Mapping[str, np.ndarray],
     k: int,
     shared_transforms: int | None = None,
+    shared_metrics: bool = True,
 ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """{(side, metric): (base (q, kk), moved (R_m, q, kk))} for the sides in `rows` (side -> query rows (q,)).
 
     base: the lists of the query rows under (P, Q); moved[r]: under (P D_r, Q D_r^-1), D_r = diag(diagonals[r]),
     diagonals (R, k) positive. R_m = R, or for the shared metrics min(R, shared_transforms) when that is given
-    (the first ones). kk = min(k, m - 1), m the number of rows on the side.
+    (the first ones). kk = min(k, m - 1), m the number of rows on the side. shared_metrics=False: dot and
+    cosine only.
     """
     P64, Q64 = _factors(P, Q)
     D = _diagonals(diagonals, P64.shape[1])
     sides = [side for side in SIDES if side in rows]
     n_shared = len(D) if shared_transforms is None else min(len(D), shared_transforms)
+    if not shared_metrics:
+        n_shared = -1
     lists: dict[tuple[str, str], list[np.ndarray]] = {}
     workspace: list[np.ndarray] = []
     factors = {"items": Q64, "users": P64}
@@ -268,12 +272,13 @@ def list_agreement(base: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.
     return jac.reshape(R, q), rbo.reshape(R, q)
 
 
-def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams()) -> dict[str, Any]:
+def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(), shared_metrics: bool = True) -> dict[str, Any]:
     """The probe's JSON-able document for factors P (n_users, k), Q (n_items, k) (the caller adds "model").
 
     {"transforms", "range": [low, high], "k", "seed", "queries": {"items", "users"},
      "sides": {side: {metric: {"jaccard_mean", "jaccard_p05", "rbo_mean"}}}}; figures are plain floats over
-    all queries x transforms (p05: np.percentile(..., 5)), or None for a side without lists (module docstring).
+    all queries x transforms (p05: np.percentile(..., 5)), or None for a side without lists (module docstring)
+    and, with shared_metrics=False, for the shared metrics (the caller probes them elsewhere).
     """
     _check_params(params)
     P64, Q64 = _factors(P, Q)
@@ -285,7 +290,7 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
         for side in SIDES
         if sizes[side] >= 2 and wanted[side] > 0
     }
-    lists = probe_lists(P64, Q64, D, rows, params.k, params.shared_transforms)
+    lists = probe_lists(P64, Q64, D, rows, params.k, params.shared_transforms, shared_metrics)
     null: dict[str, float | None] = {"jaccard_mean": None, "jaccard_p05": None, "rbo_mean": None}
     sides: dict[str, dict[str, dict[str, float | None]]] = {side: {metric: dict(null) for metric in METRICS} for side in SIDES}
     for (side, metric), (base, moved) in lists.items():

@@ -16,6 +16,7 @@ from support.artifacts import build_in_process
 from threadpoolctl import threadpool_limits
 
 from models.artifact.manifest import index_entries, recommend_entries
+from models.diagnostics.gauge import GaugeParams, gauge_probe
 from models.indexes.faiss_index import flat_vectors, read_index
 from models.inputs.simulation import SimulationSpec, simulate
 
@@ -178,3 +179,29 @@ def test_gauge_probe_in_the_artifact(tmp_path):
             assert probe["sides"][side]["projected"] == {"jaccard_mean": 1.0, "jaccard_p05": 1.0, "rbo_mean": 1.0}
     assert probes["denoising-symmetric"]["sides"]["items"]["cosine"]["jaccard_mean"] < 0.95
     assert probes["bpr"]["sides"]["items"]["cosine"]["jaccard_mean"] < 0.95
+    # The four denoising variants serve the shared indexes built from the first one's factors: their shared
+    # figures are that probe's; every other model is the first (and only) one of its group.
+    groups = manifest["projected_groups"]
+    for members in groups.values():
+        for model in members:
+            assert probes[model]["shared_from"] == members[0]
+            for side in ("items", "users"):
+                for metric in ("projected", "projected-centered", "whitened"):
+                    assert probes[model]["sides"][side][metric] == probes[members[0]]["sides"][side][metric]
+    assert len(groups["denoising"]) == 4 and groups["bpr"] == ["bpr"]
+    # The dot and cosine figures are each model's own: a probe of the variant's served factors (float32, so
+    # within a little of the build's float64 probe), and not the first variant's figures.
+    member = "denoising-item-orthonormal"
+    P = _vectors(vdir, manifest["indexes"][f"users/{member}/dot"]["file"]).astype(np.float64)
+    Q = _vectors(vdir, manifest["indexes"][f"items/{member}/dot"]["file"]).astype(np.float64)
+    again = gauge_probe(P, Q, GaugeParams(seed=3))
+    for side in ("items", "users"):
+        for metric in ("dot", "cosine"):
+            mine = probes[member]["sides"][side][metric]
+            assert mine["jaccard_mean"] == pytest.approx(again["sides"][side][metric]["jaccard_mean"], abs=0.02)
+        assert again["sides"][side]["projected"]["jaccard_mean"] == 1.0  # its own shared vectors are invariant too
+    assert any(
+        probes[member]["sides"][side][metric] != probes["denoising-symmetric"]["sides"][side][metric]
+        for side in ("items", "users")
+        for metric in ("dot", "cosine")
+    )
