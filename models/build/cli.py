@@ -23,6 +23,7 @@ from models.build.pipeline import BuildParams, build_into
 from models.build.progress import Progress
 from models.diagnostics.gauge import GaugeParams
 from models.diagnostics.report import format_summary
+from models.diagnostics.summary import DiagnosticsParams
 from models.errors import InputError
 from models.evaluation.report import format_evaluation, format_metric_grid
 from models.evaluation.scoring import EvalParams
@@ -105,6 +106,13 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--diagnostics-user-sample", type=int, default=500, help="user queries for summary.json (seeded sample; 0: items only)"
+    )
+    ap.add_argument(
+        "--diagnostics-score-budget",
+        type=int,
+        default=DiagnosticsParams.score_budget,
+        metavar="N",
+        help="summary.json: at most N // rows query rows per side (each list scores every row), never fewer than 100",
     )
     models = ap.add_argument_group("models besides the paper's closed forms (docs/offline-job.md)")
     models.add_argument(
@@ -241,6 +249,7 @@ def build_params(args: argparse.Namespace) -> BuildParams:
         diagnostics=args.diagnostics,
         diagnostics_sample=args.diagnostics_sample,
         diagnostics_user_sample=args.diagnostics_user_sample,
+        diagnostics_score_budget=args.diagnostics_score_budget,
         precompute_neighbours=args.precompute_neighbours,
         models=ModelChoice(
             train=tuple(a.strip() for a in args.train.split(",") if a.strip()),

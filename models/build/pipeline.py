@@ -61,6 +61,7 @@ class BuildParams:
     diagnostics: bool = False
     diagnostics_sample: int = 2000
     diagnostics_user_sample: int = 500
+    diagnostics_score_budget: int = DiagnosticsParams.score_budget  # caps the queries of a large side
     # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
     precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see docs/offline-job.md)
     # models besides the closed forms (implicit ALS/BPR, imported factors)
@@ -82,6 +83,8 @@ class BuildParams:
         hp = self.hnsw_params
         if hp.M < 2 or hp.ef_construction < 1 or hp.ef_search < 1 or hp.recall_queries < 1:
             raise InputError("--hnsw-m must be >= 2 and the other --hnsw-* values >= 1")
+        if self.diagnostics_score_budget < 0:
+            raise InputError(f"--diagnostics-score-budget must be >= 0, got {self.diagnostics_score_budget}")
         if self.diagnostics_sample < 1 or self.diagnostics_user_sample < 0:
             raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
         if not isinstance(self.precompute_neighbours, int) or self.precompute_neighbours < 0:
@@ -170,7 +173,12 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
             folder,
             ds,
             index_json,
-            DiagnosticsParams(sample=params.diagnostics_sample, user_sample=params.diagnostics_user_sample, seed=params.seed),
+            DiagnosticsParams(
+                sample=params.diagnostics_sample,
+                user_sample=params.diagnostics_user_sample,
+                score_budget=params.diagnostics_score_budget,
+                seed=params.seed,
+            ),
             params.lambda_denoising,
             params.lambda_weight_decay,
             progress,

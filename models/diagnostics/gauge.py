@@ -45,7 +45,7 @@ import numpy as np
 
 from models.artifact.manifest import METRICS, SHARED_METRICS, SIDES
 from models.diagnostics.agreement import RBO_P, jaccard_rows, rbo_rows
-from models.diagnostics.sampling import sample_rows
+from models.diagnostics.sampling import budgeted_count, sample_rows
 from models.errors import InputError
 from models.fit.metric_vectors import side_vectors
 
@@ -286,7 +286,7 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
     sizes = {"items": Q64.shape[0], "users": P64.shape[0]}
     wanted = {"items": params.item_queries, "users": params.user_queries}
     rows = {
-        side: sample_rows(sizes[side], query_count(wanted[side], sizes[side], params.score_budget), params.seed)
+        side: sample_rows(sizes[side], budgeted_count(wanted[side], sizes[side], params.score_budget, MIN_QUERIES), params.seed)
         for side in SIDES
         if sizes[side] >= 2 and wanted[side] > 0
     }
@@ -310,11 +310,6 @@ def gauge_probe(P: np.ndarray, Q: np.ndarray, params: GaugeParams = GaugeParams(
         "queries": queries,
         "sides": sides,
     }
-
-
-def query_count(wanted: int, rows: int, score_budget: int) -> int:
-    """Query rows of a side of `rows` rows: `wanted`, at most score_budget // rows, at least MIN_QUERIES (or wanted)."""
-    return min(wanted, max(MIN_QUERIES, score_budget // max(rows, 1)))
 
 
 def _check_params(params: GaugeParams) -> None:

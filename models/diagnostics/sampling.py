@@ -20,3 +20,9 @@ def tau_query_count(n_queries: int, m: int, tau_budget: int) -> int:
     summary's weighted tau is then None) when that is fewer than MIN_TAU_QUERIES (too noisy a mean)."""
     n = min(n_queries, tau_budget // max(m, 1))
     return n if n >= MIN_TAU_QUERIES else 0
+
+
+def budgeted_count(wanted: int, rows: int, score_budget: int, min_queries: int) -> int:
+    """Query rows of a side of `rows` rows whose lists each score every row: `wanted`, at most
+    score_budget // rows (a large side gets fewer), never fewer than min_queries because of the budget."""
+    return min(wanted, max(min_queries, score_budget // max(rows, 1)))

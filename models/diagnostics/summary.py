@@ -10,7 +10,9 @@ under the one tie rule of models.indexes.neighbour_lists.
 
 Conventions:
 - scores are inner products of the float32 vectors stored in the indexes, as FAISS serves them;
-- queries: models.diagnostics.sampling.sample_rows with `sample` (items) or `user_sample` (users);
+- queries: models.diagnostics.sampling.sample_rows with `sample` (items) or `user_sample` (users), at most
+  score_budget // rows of them (every list scores the whole side, so a large side gets fewer) and never
+  fewer than MIN_QUERIES because of the budget;
 - the weighted tau costs ~3 us per catalogue row and pair, so the summary computes it on the first
   tau_query_count(...) sampled queries and leaves it out (None) when that is fewer than 20: on large
   catalogues it is a per-query figure only (bounded build cost);
@@ -35,11 +37,13 @@ from models.diagnostics.agreement import RBO_P, category_matrix
 from models.diagnostics.comparison import compare_lists
 from models.diagnostics.embedding_health import HealthParams, health_of_model
 from models.diagnostics.report import pair_name
-from models.diagnostics.sampling import sample_rows, tau_query_count
+from models.diagnostics.sampling import budgeted_count, sample_rows, tau_query_count
 from models.fit.closed_forms import DENOISING_VARIANTS
 from models.indexes.faiss_index import blas_searches, flat_vectors, read_index
 from models.indexes.neighbour_lists import top_neighbours
 from models.inputs.dataset import Dataset, item_popularity, user_activity
+
+MIN_QUERIES = 100  # the score budget never leaves a side fewer query rows than this
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class DiagnosticsParams:
     sample: int = 2000  # item queries; every item when there are fewer
     user_sample: int = 500  # user queries (/similar-users); 0: no users side. Users are many and cost more
     tau_budget: int = 60_000  # tau queries per side = tau_budget // rows, at most the sample; < 20: none
+    score_budget: int = 25_000_000  # queries x rows per list, per side: a large side gets fewer queries (>= 100)
     seed: int = 0
 
 
@@ -180,6 +185,7 @@ def catalogue_summary(
     ):
         if n < 1:
             continue
+        n = budgeted_count(n, pop.size, params.score_budget, MIN_QUERIES)
         models = dict.fromkeys(IndexKey.parse(key).model for key in indexes)
         files = {(mo, me): indexes[str(IndexKey(side, mo, me))]["file"] for mo in models for me in METRICS}
         with progress.step(f"diagnostics {side} ({min(n, pop.size)} of {pop.size} queries)"):

@@ -201,6 +201,7 @@ def built_fixture(tmp_path_factory):
         diagnostics=True,
         diagnostics_sample=120,
         diagnostics_user_sample=120,
+        diagnostics_score_budget=33_000,  # users: 33,000 // 300 rows = 110 of the 120; items: all 50
         seed=3,
     )
     manifest = build_into(folder, ds, params, Progress(quiet=True))
@@ -212,7 +213,7 @@ def test_summary_equals_dense_recomputation(built_fixture):
     assert manifest["diagnostics"]["summary"] == "summary.json"
     assert manifest["diagnostics"]["heatmaps"] is None and "simulation" in manifest["diagnostics"]["heatmaps_skipped"]
     summary = json.loads((folder / "summary.json").read_text())
-    user_sample = np.sort(np.random.default_rng(3).choice(300, size=120, replace=False))  # the documented rule
+    user_sample = np.sort(np.random.default_rng(3).choice(300, size=110, replace=False))  # the documented rule
     for side, queries in (("items", np.arange(50)), ("users", user_sample)):
         got = summary["sides"][side]
         assert got["queries"] == queries.size and got["sampled"] == (side == "users")
