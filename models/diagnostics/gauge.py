@@ -242,11 +242,14 @@ def probe_lists(
     squares = {side: factors[side] ** 2 for side in sides}
     for r, d in enumerate([None, *D]):
         if r <= n_shared:
-            shared = [m for m in METRICS if m in SHARED_METRICS]
-            vectors = metric_vectors(P64, Q64, sides, shared) if d is None else metric_vectors(P64 * d, Q64 / d, sides, shared)
-            for (side, metric), V in vectors.items():
-                lists.setdefault((side, metric), []).append(neighbour_ids(V, rows[side], k, workspace))
-            del vectors
+            Pd, Qd = (P64, Q64) if d is None else (P64 * d, Q64 / d)
+            for side in sides:
+                for metric in (m for m in METRICS if m in SHARED_METRICS):
+                    # one side's vectors at a time: the freed block is reused for the next (fewer fresh pages)
+                    V = side_vectors(Pd, Qd, side, metric)
+                    lists.setdefault((side, metric), []).append(neighbour_ids(V, rows[side], k, workspace))
+                    del V
+            del Pd, Qd
         for side in sides:
             # dot: the rows of P D (users) or Q D^-1 (items); cosine: those rows over their norms (zero rows stay
             # zero, as in normalize_rows). Both are the factor rescaled, never formed in float64.
