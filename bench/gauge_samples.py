@@ -25,12 +25,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.diagnostics.gauge import (  # noqa: E402
+    MIN_QUERIES,
     GaugeParams,
     list_agreement,
     probe_lists,
     random_diagonals,
 )
-from models.diagnostics.sampling import sample_rows  # noqa: E402
+from models.diagnostics.sampling import budgeted_count, sample_rows  # noqa: E402
 
 BEFORE = GaugeParams(transforms=8, score_budget=25_000_000)
 BEFORE_MIN_QUERIES = 100
@@ -55,7 +56,7 @@ def jaccards(P: np.ndarray, Q: np.ndarray, params: GaugeParams, min_queries: int
     sizes = {"items": Q.shape[0], "users": P.shape[0]}
     wanted = {"items": params.item_queries, "users": params.user_queries}
     rows = {
-        side: sample_rows(m, min(wanted[side], max(min_queries, params.score_budget // m)), params.seed)
+        side: sample_rows(m, budgeted_count(wanted[side], m, params.score_budget, min_queries), params.seed)
         for side, m in sizes.items()
     }
     lists = probe_lists(P, Q, random_diagonals(P.shape[1], params), rows, params.k, params.shared_transforms)
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     version_dir = root / "versions" / (root / "CURRENT").read_text().strip()
     manifest = json.loads((version_dir / "manifest.json").read_text())
     after = GaugeParams()
-    from models.diagnostics.gauge import MIN_QUERIES
 
     print(
         f"{version_dir.name}: before = {BEFORE.transforms} transforms, budget {BEFORE.score_budget:,}, min {BEFORE_MIN_QUERIES};"

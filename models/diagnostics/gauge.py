@@ -37,7 +37,7 @@ with null figures and a query count of 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ from models.diagnostics.sampling import budgeted_count, sample_rows
 from models.errors import InputError
 from models.fit.metric_vectors import side_vectors
 
-GRID = 1e-10  # rounding step relative to a row's largest |score|: 10 significant digits
+GRID = 1e-10  # rounding step relative to a row's largest score: 10 significant digits
 BLOCK_ELEMENTS = 1 << 24  # scores per query block (64 MB of float32): the product is slow for fewer rows
 CHUNK = 16  # columns per chunk of the candidate bound in _block_lists
 MIN_QUERIES = 50  # the score budget never leaves a side fewer query rows than this
@@ -75,15 +75,6 @@ def random_diagonals(k: int, params: GaugeParams) -> np.ndarray:
         raise InputError(f"gauge probe: parameter k (factor dimension) must be >= 1, got {k}")
     rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(0,)))
     return np.exp(rng.uniform(np.log(params.low), np.log(params.high), size=(params.transforms, k)))
-
-
-def metric_vectors(
-    P: np.ndarray, Q: np.ndarray, sides: Sequence[str] = SIDES, metrics: Sequence[str] = METRICS
-) -> dict[tuple[str, str], np.ndarray]:
-    """{(side, metric): vectors (n_items or n_users, k) float64} whose inner products are the metric's scores,
-    for every metric in `metrics` (models.fit.metric_vectors.side_vectors)."""
-    P64, Q64 = np.asarray(P, dtype=np.float64), np.asarray(Q, dtype=np.float64)
-    return {(side, metric): side_vectors(P64, Q64, side, metric) for side in sides for metric in metrics}
 
 
 def neighbour_ids(
@@ -234,14 +225,13 @@ def probe_lists(
     D = _diagonals(diagonals, P64.shape[1])
     sides = [side for side in SIDES if side in rows]
     n_shared = len(D) if shared_transforms is None else min(len(D), shared_transforms)
-    if not shared_metrics:
-        n_shared = -1
+    shared_rounds = n_shared + 1 if shared_metrics else 0  # the base, then the first n_shared diagonals
     lists: dict[tuple[str, str], list[np.ndarray]] = {}
     workspace: list[np.ndarray] = []
     factors = {"items": Q64, "users": P64}
     squares = {side: factors[side] ** 2 for side in sides}
     for r, d in enumerate([None, *D]):
-        if r <= n_shared:
+        if r < shared_rounds:
             Pd, Qd = (P64, Q64) if d is None else (P64 * d, Q64 / d)
             for side in sides:
                 for metric in (m for m in METRICS if m in SHARED_METRICS):
