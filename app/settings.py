@@ -62,7 +62,12 @@ class Settings(BaseSettings):
         description="auto: serve an index's HNSW twin when the build wrote one with recall@10 >= MIN_HNSW_RECALL; "
         "exact: always the flat (exhaustive) index.",
     )
-    min_hnsw_recall: float = Field(0.95, ge=0, le=1, description="Lowest measured recall@10 at which an HNSW index is served.")
+    min_hnsw_recall: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Lowest recall@10 the build measured at which an approximate index (HNSW or IVF) is served.",
+    )
     hnsw_ef_search: int | None = Field(
         None, ge=1, description="Override the efSearch the build measured recall with (default: keep it)."
     )

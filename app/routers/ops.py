@@ -32,6 +32,8 @@ def _index_info(index: VectorIndex, entry: dict[str, Any]) -> dict[str, Any]:
         "served_by": index.kind,
         "recall_at_10": index.recall_at_10,
         "ef_search": index.ef_search,
+        "nprobe": index.nprobe,
+        "serving": entry.get("serving"),
     }
 
 

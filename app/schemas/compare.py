@@ -88,7 +88,7 @@ class ComparedList(BaseModel):
     name: str = Field(description="The metric (comparing metrics) or the model (comparing models).", examples=["cosine"])
     model: str = Field(description="Model of this list.", examples=[DEFAULT_MODEL])
     metric: str = Field(description="Metric of this list.", examples=["cosine"])
-    served_by: Literal["flat", "hnsw"] = Field(description="The index serving it (as /similar-items).", examples=["flat"])
+    served_by: Literal["flat", "hnsw", "ivf"] = Field(description="The index serving it (as /similar-items).", examples=["flat"])
     neighbors: list[ItemNeighbor] | list[UserNeighbor] = Field(
         description="The list exactly as /similar-items (/similar-users) serves it: best first, query excluded."
     )

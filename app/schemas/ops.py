@@ -23,13 +23,25 @@ class IndexInfo(BaseModel):
     rows: int = Field(description="Vectors in the index.", examples=[1000])
     dim: int = Field(description="Vector dimension.", examples=[50])
     zero_rows: int = Field(description="All-zero vectors (their scores are 0).", examples=[0])
-    served_by: Literal["flat", "hnsw"] = Field(
-        description="flat: exact exhaustive search; hnsw: approximate graph search.", examples=["flat"]
+    served_by: Literal["flat", "hnsw", "ivf"] = Field(
+        description="flat: exact exhaustive search; hnsw: approximate graph search (opt-in at build time); ivf: "
+        "approximate inverted-file search (the build's choice for large indexes, see `serving`).",
+        examples=["flat"],
     )
     recall_at_10: float | None = Field(
-        None, description="Measured recall@10 of the HNSW index against exact search.", examples=[None]
+        None,
+        description="Recall@10 of the approximate index against exact search, measured by the build (the lowest over "
+        "its query sets for IVF).",
+        examples=[None],
     )
     ef_search: int | None = Field(None, description="HNSW efSearch used.", examples=[None])
+    nprobe: int | None = Field(None, description="IVF: inverted lists scanned per query.", examples=[None])
+    serving: str | None = Field(
+        None,
+        description="Why the build chose the serving structure it did (row count, measured recall); null for "
+        "versions built before the choice existed or with --exact-only.",
+        examples=["exact: 1000 rows <= exact_max_rows 10000"],
+    )
 
 
 class ModelInfo(BaseModel):

@@ -35,11 +35,13 @@ from models.artifact.manifest import (
 )
 from models.artifact.store import ArtifactError, verify_version
 from models.indexes.faiss_index import flat_vectors, read_index
+from models.indexes.ivf import IvfSearcher
 
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Which index of a manifest entry to serve; see Settings.search_mode and friends."""
+    """Which index of a manifest entry to serve; see Settings.search_mode and friends (min_hnsw_recall gates
+    every approximate twin, HNSW and IVF)."""
 
     search_mode: Literal["auto", "exact"] = "auto"
     min_hnsw_recall: float = 0.95
@@ -147,35 +149,59 @@ def _item_meta(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _open_index(version_dir: Path, entry: IndexEntry, options: LoadOptions, cache: dict[str, VectorIndex]) -> VectorIndex:
-    """The HNSW twin when allowed and accurate enough, else the flat index; memory-mapped, loaded once per file."""
-    hnsw = entry.hnsw
-    use_hnsw = options.search_mode == "auto" and hnsw is not None and hnsw.recall_at_10 >= options.min_hnsw_recall
-    rel = hnsw.file if hnsw is not None and use_hnsw else entry.file
+    """The approximate twin when allowed and accurate enough (the opt-in HNSW one first, else the IVF one), else the
+    flat index; memory-mapped, loaded once per file. The vectors and the exact search are always the flat index's."""
+    allowed = options.search_mode == "auto"
+    hnsw = entry.hnsw if allowed and entry.hnsw is not None and entry.hnsw.recall_at_10 >= options.min_hnsw_recall else None
+    ivf = (
+        entry.ivf
+        if allowed and hnsw is None and entry.ivf is not None and entry.ivf.recall_at_10 >= options.min_hnsw_recall
+        else None
+    )
+    rel = hnsw.file if hnsw is not None else ivf.file if ivf is not None else entry.file
     if rel in cache:
         return cache[rel]
-    index = read_index(version_dir / rel, mmap=options.mmap)
-    if hnsw is not None and use_hnsw:
+    name = version_dir.name
+    ef: int | None = None
+    owner: faiss.Index
+    if hnsw is not None:
+        index = read_index(version_dir / rel, mmap=options.mmap)
         if not isinstance(index, faiss.IndexHNSW):
-            raise ArtifactError(f"{version_dir.name}: {rel} is a {type(index).__name__}, expected an HNSW index")
+            raise ArtifactError(f"{name}: {rel} is a {type(index).__name__}, expected an HNSW index")
         ef = options.hnsw_ef_search or hnsw.ef_search or int(index.hnsw.efSearch)
         index.hnsw.efSearch = ef
-        storage = faiss.downcast_index(index.storage)
+        storage, owner = faiss.downcast_index(index.storage), index
     else:
-        ef = None
-        storage = index
+        storage = owner = read_index(version_dir / entry.file, mmap=options.mmap)
+    flat = rel if hnsw is not None else entry.file
     if not isinstance(storage, faiss.IndexFlat) or storage.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ArtifactError(f"{version_dir.name}: {rel} is not an inner-product index over flat float32 vectors")
-    vectors = np.asarray(_Pinned(flat_vectors(storage), index))
+        raise ArtifactError(f"{name}: {flat} is not an inner-product index over flat float32 vectors")
+    vectors = np.asarray(_Pinned(flat_vectors(storage), owner))
     if not _all_finite(vectors):  # checked once here, so no request can produce a NaN score
-        raise ArtifactError(f"{version_dir.name}: {rel} holds non-finite values")
+        raise ArtifactError(f"{name}: {flat} holds non-finite values")
+    searcher: faiss.Index | IvfSearcher = owner
+    if ivf is not None:
+        twin = read_index(version_dir / ivf.file, mmap=options.mmap)
+        dim = storage.d + (1 if ivf.augmented else 0)
+        if not isinstance(twin, faiss.IndexIVFFlat) or twin.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ArtifactError(f"{name}: {ivf.file} is a {type(twin).__name__}, expected an inner-product IVF-Flat index")
+        if twin.d != dim or twin.ntotal != storage.ntotal or not 1 <= ivf.nprobe <= twin.nlist:
+            raise ArtifactError(
+                f"{name}: {ivf.file} holds {twin.ntotal} x {twin.d} in {twin.nlist} lists, expected {storage.ntotal} x "
+                f"{dim} and nprobe {ivf.nprobe} within them"
+            )
+        searcher = IvfSearcher(twin, ivf.augmented, ivf.nprobe)
+    kind: Literal["flat", "hnsw", "ivf"] = "hnsw" if hnsw is not None else "ivf" if ivf is not None else "flat"
+    twin_entry = hnsw or ivf
     loaded = VectorIndex(
         file=rel,
-        kind="hnsw" if use_hnsw else "flat",
-        recall_at_10=hnsw.recall_at_10 if hnsw is not None and use_hnsw else None,
+        kind=kind,
+        recall_at_10=twin_entry.recall_at_10 if twin_entry is not None else None,
         ef_search=ef,
-        searcher=index,
-        exact=_Owned(storage, index) if use_hnsw else index,
+        searcher=searcher,
+        exact=_Owned(storage, owner) if hnsw is not None else storage,
         vectors=vectors,
+        nprobe=ivf.nprobe if ivf is not None else None,
     )
     cache[rel] = loaded
     return loaded

@@ -57,7 +57,7 @@ class NeighbourLists:
 
 
 class Searcher(Protocol):
-    """What VectorIndex.exact needs: a FAISS index, or loader._Owned (an HNSW index's flat storage)."""
+    """A FAISS index's search, or loader._Owned (an HNSW index's flat storage), or models.indexes.ivf.IvfSearcher."""
 
     def search(self, queries: np.ndarray, n: int, /) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -71,13 +71,14 @@ class VectorIndex:
     """
 
     file: str
-    kind: Literal["flat", "hnsw"]
+    kind: Literal["flat", "hnsw", "ivf"]
     recall_at_10: float | None
     ef_search: int | None
-    searcher: faiss.Index
+    searcher: faiss.Index | Searcher
     exact: Searcher
     vectors: np.ndarray
     neighbours: NeighbourLists | None = None  # when the build stored them (items indexes)
+    nprobe: int | None = None  # IVF: inverted lists scanned per query
 
     @property
     def rows(self) -> int:
@@ -90,7 +91,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, n: int, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(scores (q, n) float32, rows (q, n) int64) of the n largest inner products per query (q, dim).
 
-        Rows are -1 (and scores -FLT_MAX) where fewer than n exist or, for HNSW, were found.
+        Rows are -1 (and scores -FLT_MAX) where fewer than n exist or, for HNSW and IVF, were found.
         """
         index = self.exact if exact else self.searcher
         return index.search(queries, n)

@@ -15,7 +15,8 @@ here; neither side spells them anywhere else.
     evaluation.json          EVALUATION: held-out evaluation per model x metric, when "evaluation" names it
     figures/*.png            FIGURES_DIR: the paper's heatmaps (diagnostics, simulation only), HEATMAP_GRID
     indexes/<stem>.faiss     index_file(stem): an exact inner-product index
-    indexes/<stem>.hnsw.faiss                       hnsw_file(stem): its HNSW twin
+    indexes/<stem>.hnsw.faiss                       hnsw_file(stem): its HNSW twin (opt-in)
+    indexes/<stem>.ivf.faiss                        ivf_file(stem): its IVF-Flat twin (large indexes)
     indexes/<stem>.neighbours-{ids,scores}.npy      neighbour_files(stem): its exact top-N lists
     indexes/recommend-<group>-<metric>-users.npy    recommend_query_file(group, metric)
 
@@ -99,6 +100,10 @@ def hnsw_file(stem: str) -> str:
     return f"{INDEXES_DIR}/{stem}.hnsw.faiss"
 
 
+def ivf_file(stem: str) -> str:
+    return f"{INDEXES_DIR}/{stem}.ivf.faiss"
+
+
 def neighbour_files(stem: str) -> tuple[str, str]:
     """(ids, scores) files of an index's exact top-N lists."""
     return f"{INDEXES_DIR}/{stem}.neighbours-ids.npy", f"{INDEXES_DIR}/{stem}.neighbours-scores.npy"
@@ -143,6 +148,47 @@ class HnswEntry:
 
 
 @dataclass(frozen=True)
+class IvfEntry:
+    """An exact index's IVF-Flat twin (models.indexes.ivf): its probe count and the recall@10 measured at it.
+
+    augmented: the twin stores [x_i, sqrt(R^2 - |x_i|^2)] (dim + 1 columns), so queries get a 0 appended.
+    recall_at_10: the lowest of recall_by_queries (the catalogue's own rows; /recommend's users for an items
+    index that also answers /recommend), the figure the API's MIN_HNSW_RECALL gate compares.
+    """
+
+    file: str
+    nlist: int
+    nprobe: int
+    augmented: bool
+    recall_at_10: float
+    recall_by_queries: Mapping[str, float]
+    scanned: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "augmented": self.augmented,
+            "recall_at_10": self.recall_at_10,
+            "recall_by_queries": dict(self.recall_by_queries),
+            "scanned": self.scanned,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> IvfEntry:
+        return cls(
+            file=str(d["file"]),
+            nlist=int(d["nlist"]),
+            nprobe=int(d["nprobe"]),
+            augmented=bool(d["augmented"]),
+            recall_at_10=float(d["recall_at_10"]),
+            recall_by_queries={str(k): float(v) for k, v in d.get("recall_by_queries", {}).items()},
+            scanned=float(d.get("scanned", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
 class NeighbourEntry:
     """Exact top-n lists of an index: ids (rows, n) int32, scores (rows, n) float32; complete: n = rows - 1."""
 
@@ -161,7 +207,11 @@ class NeighbourEntry:
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """One exact inner-product index file over (rows, dim) float32 vectors, with its optional companions."""
+    """One exact inner-product index file over (rows, dim) float32 vectors, with its optional companions.
+
+    serving: why the build chose what serves it (exact, or the IVF twin), in words; None in versions built
+    before the choice existed.
+    """
 
     file: str
     rows: int
@@ -170,6 +220,8 @@ class IndexEntry:
     type: str = "flat-ip"
     neighbours: NeighbourEntry | None = None
     hnsw: HnswEntry | None = None
+    ivf: IvfEntry | None = None
+    serving: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -183,6 +235,10 @@ class IndexEntry:
             out["neighbours"] = self.neighbours.to_json()
         if self.hnsw is not None:
             out["hnsw"] = self.hnsw.to_json()
+        if self.ivf is not None:
+            out["ivf"] = self.ivf.to_json()
+        if self.serving is not None:
+            out["serving"] = self.serving
         return out
 
     @classmethod
@@ -195,12 +251,16 @@ class IndexEntry:
             zero_rows=int(d.get("zero_rows", 0)),
             neighbours=NeighbourEntry.from_json(d["neighbours"]) if d.get("neighbours") else None,
             hnsw=HnswEntry.from_json(d["hnsw"]) if d.get("hnsw") else None,
+            ivf=IvfEntry.from_json(d["ivf"]) if d.get("ivf") else None,
+            serving=str(d["serving"]) if d.get("serving") is not None else None,
         )
 
     def files(self) -> set[str]:
         out = {self.file}
         if self.hnsw is not None:
             out.add(self.hnsw.file)
+        if self.ivf is not None:
+            out.add(self.ivf.file)
         if self.neighbours is not None:
             out.update((self.neighbours.ids, self.neighbours.scores))
         return out

@@ -31,6 +31,7 @@ from models.fit.cosine_mf import CosineMFParams
 from models.fit.implicit_models import ALGORITHMS, ImplicitParams
 from models.fit.preprocess import TRANSFORMS, PreprocessParams
 from models.indexes.faiss_index import HnswParams
+from models.indexes.ivf import IvfParams
 from models.inputs.csv_file import read_interactions_csv
 from models.inputs.dataset import Dataset
 from models.inputs.factors import parse_import_spec
@@ -85,6 +86,23 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=200)
     ap.add_argument("--hnsw-ef-search", type=int, default=128)
+    serving = ap.add_argument_group('serving structures (manifest: each index\'s "serving" says which and why)')
+    serving.add_argument(
+        "--exact-max-rows",
+        type=int,
+        default=IvfParams.exact_max_rows,
+        metavar="N",
+        help="indexes of at most N rows are searched exactly; larger ones get an IVF twin when its measured "
+        "recall@10 reaches --approximate-recall",
+    )
+    serving.add_argument(
+        "--approximate-recall",
+        type=float,
+        default=IvfParams.target_recall,
+        metavar="R",
+        help="recall@10 against exact search (less two standard errors of its sample) an IVF twin must reach",
+    )
+    serving.add_argument("--exact-only", action="store_true", help="no approximate twins: every search is exact")
     ap.add_argument(
         "--precompute-neighbours",
         type=int,
@@ -251,6 +269,9 @@ def build_params(args: argparse.Namespace) -> BuildParams:
         diagnostics_user_sample=args.diagnostics_user_sample,
         diagnostics_score_budget=args.diagnostics_score_budget,
         precompute_neighbours=args.precompute_neighbours,
+        approximate=None
+        if args.exact_only
+        else IvfParams(exact_max_rows=args.exact_max_rows, target_recall=args.approximate_recall),
         models=ModelChoice(
             train=tuple(a.strip() for a in args.train.split(",") if a.strip()),
             implicit=ImplicitParams(

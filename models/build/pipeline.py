@@ -27,6 +27,7 @@ from models.artifact.manifest import (
     HnswEntry,
     IndexEntry,
     IndexKey,
+    IvfEntry,
     NeighbourEntry,
     RecommendEntry,
 )
@@ -42,6 +43,7 @@ from models.fit.metric_vectors import recommend_vectors, side_vectors
 from models.fit.projection import normalize_rows, row_norms
 from models.fit.svd import truncated_svd
 from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
+from models.indexes.ivf import IvfParams, QuerySet, choose, sample_queries
 from models.indexes.neighbour_lists import exact_neighbours
 from models.inputs.dataset import Dataset, item_popularity
 from models.inputs.factors import read_imported_factors
@@ -64,6 +66,9 @@ class BuildParams:
     diagnostics_score_budget: int = DiagnosticsParams.score_budget  # caps the queries of a large side
     # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
     precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see docs/offline-job.md)
+    # IVF twins of the indexes above approximate.exact_max_rows (models.indexes.ivf); the CLI's default, None
+    # (exact search only) for library callers
+    approximate: IvfParams | None = None
     # models besides the closed forms (implicit ALS/BPR, imported factors)
     models: ModelChoice = field(default_factory=ModelChoice)
     # the gauge probe of every model (gauge.json); on in the CLI (4 transforms), off (0) for library callers
@@ -89,6 +94,8 @@ class BuildParams:
             raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
         if not isinstance(self.precompute_neighbours, int) or self.precompute_neighbours < 0:
             raise InputError(f"--precompute-neighbours must be an integer >= 0, got {self.precompute_neighbours}")
+        if self.approximate is not None:
+            self.approximate.validate()
         self.models.validate()
         g = self.gauge
         if g.transforms < 0 or g.item_queries < 1 or g.user_queries < 0 or not 0 < g.low <= g.high:
@@ -136,13 +143,21 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 "zero_items": int(np.count_nonzero(row_norms(Q) == 0)),
                 "zero_users": int(np.count_nonzero(row_norms(P) == 0)),
             }
+            # /recommend's dot and cosine search the items index with the users' vectors: a sample of them
+            # measures the items index's IVF recall for those queries too
+            users = _user_sample(P, params)
             for side, M in (("items", Q), ("users", P)):
                 lists = side == "items"  # /similar-items lookups; users and recommend keep searching
                 # the normalised copy is made only after the dot index is written, and freed with its own:
                 # one (rows, k) float64 copy at a time at peak
                 stem = contract.index_stem
-                indexes[IndexKey(side, model, "dot")] = writer.write(stem(side, model, "dot"), M, lists)
-                indexes[IndexKey(side, model, "cosine")] = writer.write(stem(side, model, "cosine"), normalize_rows(M), lists)
+                dot_users, cosine_users = (
+                    (users, normalize_rows(users)) if side == "items" and users is not None else (None, None)
+                )
+                indexes[IndexKey(side, model, "dot")] = writer.write(stem(side, model, "dot"), M, lists, dot_users)
+                indexes[IndexKey(side, model, "cosine")] = writer.write(
+                    stem(side, model, "cosine"), normalize_rows(M), lists, cosine_users
+                )
             group = fm.projected_group
             groups.setdefault(group, []).append(model)
             if group not in shared:
@@ -278,9 +293,9 @@ def _write_shared(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray,
             queries, items = recommend_vectors(P, Q, metric)
             query_file = contract.recommend_query_file(group, metric)
             np.save(folder / query_file, queries.astype(np.float32))
-            del queries
-            entry = writer.write(contract.index_stem("recommend", group, f"{metric}-items"), items)
+            entry = writer.write(contract.index_stem("recommend", group, f"{metric}-items"), items, users=queries)
             recommend[metric] = RecommendEntry(items=entry, query_file=query_file)
+            del queries, items
     return _Shared(sides=sides, recommend=recommend)
 
 
@@ -291,8 +306,11 @@ class _IndexWriter:
         self.folder, self.params, self.progress = folder, params, progress
         self.neighbour_seconds = 0.0
 
-    def write(self, stem: str, vectors: np.ndarray, neighbours: bool = False) -> IndexEntry:
-        """The manifest entry of `stem`; with `neighbours` (and precompute_neighbours > 0) also its exact lists.
+    def write(self, stem: str, vectors: np.ndarray, neighbours: bool = False, users: np.ndarray | None = None) -> IndexEntry:
+        """The manifest entry of `stem`; with `neighbours` (and precompute_neighbours > 0) also its exact lists;
+        with params.approximate its IVF twin when it is large and accurate enough, its recall measured on the
+        index's own rows and, for an items index that /recommend also searches, on `users` (n_users, dim), the
+        users' query vectors.
 
         Lists: indexes/<stem>.neighbours-ids.npy (rows, w) int32 and .neighbours-scores.npy (rows, w)
         float32, w = min(N, rows - 1) (models.indexes.neighbour_lists.exact_neighbours), so the API can answer a
@@ -326,6 +344,7 @@ class _IndexWriter:
             self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}, hnsw recall@10 {recall:.3f}")
         else:
             self.progress.say(f"  index {stem}: {vectors.shape[0]} x {vectors.shape[1]}")
+        ivf, serving = self._approximate(stem, vectors, exact, users) if self.params.approximate else (None, None)
         return IndexEntry(
             file=rel,
             rows=int(vectors.shape[0]),
@@ -333,7 +352,48 @@ class _IndexWriter:
             zero_rows=int(np.count_nonzero(~np.any(vectors != 0, axis=1))),
             neighbours=lists,
             hnsw=hnsw,
+            ivf=ivf,
+            serving=serving,
         )
+
+    def _approximate(
+        self, stem: str, vectors: np.ndarray, exact: faiss.Index, users: np.ndarray | None
+    ) -> tuple[IvfEntry | None, str]:
+        """(the IVF twin's entry or None, why) of one index (models.indexes.ivf.choose); writes the twin."""
+        params = self.params.approximate
+        assert params is not None
+        seed = self.params.seed
+        sets: list[QuerySet] = []
+        if vectors.shape[0] > params.exact_max_rows:
+            sets.append(sample_queries(vectors, "rows", params.queries, seed, own=True))
+            if users is not None:
+                sets.append(sample_queries(users, "users", params.queries, seed + 1, own=False))
+        choice = choose(vectors, sets, params, seed, exact)
+        if choice.index is None:
+            return None, choice.reason
+        rel = contract.ivf_file(stem)
+        write_index(choice.index, self.folder / rel)
+        recalls = ", ".join(f"{name} {r:.3f}" for name, r in choice.recall_at_10.items())
+        self.progress.say(f"  ivf {stem}: nprobe {choice.nprobe} of {choice.nlist}, recall@10 {recalls} in {choice.seconds:.1f}s")
+        entry = IvfEntry(
+            file=rel,
+            nlist=choice.nlist,
+            nprobe=choice.nprobe,
+            augmented=choice.augmented,
+            recall_at_10=min(choice.recall_at_10.values()),
+            recall_by_queries=choice.recall_at_10,
+            scanned=choice.scanned,
+        )
+        return entry, choice.reason
+
+
+def _user_sample(P: np.ndarray, params: BuildParams) -> np.ndarray | None:
+    """A seeded sample (q, k) of the rows of P (n_users, k) for IVF recall (None without approximate twins)."""
+    if params.approximate is None:
+        return None
+    n = min(params.approximate.queries, P.shape[0])
+    rows = np.sort(np.random.default_rng(params.seed + 1).choice(P.shape[0], size=n, replace=False))
+    return np.asarray(P[rows])
 
 
 def _version_of(package: str) -> str:

@@ -31,7 +31,7 @@ def top_neighbours(
     vectors: np.ndarray,
     rows: np.ndarray,
     k: int,
-    index: faiss.Index | None = None,
+    index: faiss.Index | Searcher | None = None,
     exact: faiss.Index | Searcher | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids (q, kk) int64, scores (q, kk) float32) of query rows (q,) of vectors (m, d), kk = min(k, m - 1).
@@ -98,7 +98,7 @@ def _candidates(
 
 
 def _one_query(
-    index: faiss.Index, vectors: np.ndarray, row: int, kk: int, is_exact: bool, ids: np.ndarray, scores: np.ndarray
+    index: faiss.Index | Searcher, vectors: np.ndarray, row: int, kk: int, is_exact: bool, ids: np.ndarray, scores: np.ndarray
 ) -> np.ndarray:
     """_candidates for the one query of an API request (every /similar-* search), with a few small-array
     operations instead of the batch's masks and sorts. Fills ids (kk,) and scores (kk,); returns [0]
