@@ -163,7 +163,8 @@ def start_app(name: str, env: dict[str, str], log: Path, workers: int | None = N
 
 
 def start_reference(body_file: Path, workers: int, env: dict[str, str], log: Path, name: str = "reference") -> Server:
-    """bench/constant_app.py answering body_file's bytes, with `python -m app`'s uvicorn options."""
+    """bench/constant_app.py answering body_file's bytes (a file), or each <name>.json of a folder at GET /<name>,
+    with `python -m app`'s uvicorn options."""
     cmd = [
         sys.executable,
         str(ROOT / "bench" / "constant_app.py"),
@@ -171,7 +172,7 @@ def start_reference(body_file: Path, workers: int, env: dict[str, str], log: Pat
         str(free_port()),
         "--workers",
         str(workers),
-        "--body-file",
+        "--body-dir" if body_file.is_dir() else "--body-file",
         str(body_file),
     ]
     return Server(name, cmd, env, log)
