@@ -4,7 +4,7 @@ next to GET /similar-items and /recommend, on one server in the same run, under 
     .venv/bin/python bench/batch_queries.py           # 50,000 items x 100,000 users, k = 128 (the serving benchmark's)
     .venv/bin/python bench/batch_queries.py --quick   # 5,000 items x 10,000 users, k = 32, short rounds: a smoke test
 
-1. Catalogue: bench/serve_vs_constant.py's (HNSW and exact top-100 neighbour lists), in its cache folder.
+1. Catalogue: bench/serve_vs_constant.py's default build (the CLI's defaults: IVF twins), in its cache folder.
 2. One server: `python -m app`, the app's default workers (one per CPU), production defaults.
 3. Load: wrk, 32 connections; denoising-symmetric, metric projected, k = 10, query ids drawn uniformly at random:
      one at a time   GET /similar-items?item_id=<id>&... (20,000 paths), GET /recommend?user_id=<id>&... (exclude_seen)
@@ -105,8 +105,8 @@ def main() -> int:
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     sizes = [int(s) for s in args.sizes.split(",")]
     cfg = QUICK if args.quick else FULL
-    root = RESULTS / f"serve-vs-constant{'-quick' if args.quick else ''}.tmp"
-    version, _ = ensure_catalogue(root, cfg, False)
+    root = RESULTS / f"serve-artifacts-default{'-quick' if args.quick else ''}.tmp"
+    version, _ = ensure_catalogue(root, cfg, "default", False)
     rng = np.random.default_rng(int(cfg["seed"]) + 99)
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     mixes: dict[tuple[str, int], Path] = {}

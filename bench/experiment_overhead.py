@@ -4,8 +4,8 @@ endpoints without one, on one server in the same run, under wrk.
     .venv/bin/python bench/experiment_overhead.py           # 50,000 items x 100,000 users, k = 128 (the serving benchmark's)
     .venv/bin/python bench/experiment_overhead.py --quick   # 5,000 items x 10,000 users, k = 32, short rounds: a smoke test
 
-1. Catalogue: bench/serve_vs_constant.py's (its generator and build, HNSW and exact top-100 neighbour
-   lists), in its cache folder, so one build serves both benchmarks.
+1. Catalogue: bench/serve_vs_constant.py's `--build demo` (its generator and build, HNSW and exact top-100
+   neighbour lists), in its cache folder, so one build serves both benchmarks.
 2. One server: `python -m app` (the app's default workers, one per CPU; production defaults) with an
    experiments file of two A/B experiments, 50/50, on denoising-symmetric:
      item-metric   /similar-items   cosine | projected
@@ -435,8 +435,8 @@ def main() -> int:
     cfg = QUICK if args.quick else FULL
     seconds = args.duration or (3.0 if args.quick else 15.0)
     rounds = args.rounds or (1 if args.quick else 5)
-    root = args.artifacts or RESULTS / f"serve-vs-constant{'-quick' if args.quick else ''}.tmp"
-    version, manifest = ensure_catalogue(root, cfg, args.rebuild)
+    root = args.artifacts or RESULTS / f"serve-artifacts-demo{'-quick' if args.quick else ''}.tmp"
+    version, manifest = ensure_catalogue(root, cfg, "demo", args.rebuild)
 
     from app.settings import Settings
 
