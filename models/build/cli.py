@@ -105,10 +105,12 @@ def parser() -> argparse.ArgumentParser:
     serving.add_argument("--exact-only", action="store_true", help="no approximate twins: every search is exact")
     ap.add_argument(
         "--precompute-neighbours",
-        type=int,
-        default=0,
-        metavar="N",
-        help="store every item index's exact top-N neighbour lists (served for /similar-items with k <= N; 0: none)",
+        type=_neighbours_arg,
+        default=AUTO_NEIGHBOURS,
+        metavar="N|auto",
+        help="store every item index's exact top-N neighbour lists (served for /similar-items with k <= N; 0: none); "
+        f"auto: top {AUTO_NEIGHBOURS_N} of the item indexes of at most --exact-max-rows rows (the larger ones get "
+        "an IVF twin)",
     )
     ap.add_argument(
         "--no-diagnostics",
@@ -253,6 +255,19 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
     )
 
 
+AUTO_NEIGHBOURS, AUTO_NEIGHBOURS_N = "auto", 100
+
+
+def _neighbours_arg(value: str) -> int | str:
+    """--precompute-neighbours: "auto" or an integer (its range is checked with the other parameters)."""
+    if value == AUTO_NEIGHBOURS:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {value!r}") from None
+
+
 def build_params(args: argparse.Namespace) -> BuildParams:
     """The BuildParams of parsed command-line arguments (not yet validated): what the CLI's defaults mean."""
     return BuildParams(
@@ -268,7 +283,8 @@ def build_params(args: argparse.Namespace) -> BuildParams:
         diagnostics_sample=args.diagnostics_sample,
         diagnostics_user_sample=args.diagnostics_user_sample,
         diagnostics_score_budget=args.diagnostics_score_budget,
-        precompute_neighbours=args.precompute_neighbours,
+        precompute_neighbours=AUTO_NEIGHBOURS_N if args.precompute_neighbours == AUTO_NEIGHBOURS else args.precompute_neighbours,
+        neighbours_max_rows=args.exact_max_rows if args.precompute_neighbours == AUTO_NEIGHBOURS else None,
         approximate=None
         if args.exact_only
         else IvfParams(exact_max_rows=args.exact_max_rows, target_recall=args.approximate_recall),

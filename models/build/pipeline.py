@@ -65,7 +65,10 @@ class BuildParams:
     diagnostics_user_sample: int = 500
     diagnostics_score_budget: int = DiagnosticsParams.score_budget  # caps the queries of a large side
     # exact top-N neighbour lists of every item index, for /similar-items with k <= N (0: none)
-    precompute_neighbours: int = 0  # opt-in: costs O(n_items^2 k) per item index (see docs/offline-job.md)
+    precompute_neighbours: int = 0  # costs O(n_items^2 k) per item index (see docs/offline-job.md)
+    # ... of the item indexes of at most this many rows only (None: every one); the CLI's default ("auto") is
+    # N = 100 up to --exact-max-rows, where the lists are cheap and replace an exact search per request
+    neighbours_max_rows: int | None = None
     # IVF twins of the indexes above approximate.exact_max_rows (models.indexes.ivf); the CLI's default, None
     # (exact search only) for library callers
     approximate: IvfParams | None = None
@@ -94,6 +97,8 @@ class BuildParams:
             raise InputError("--diagnostics-sample must be >= 1 and --diagnostics-user-sample >= 0")
         if not isinstance(self.precompute_neighbours, int) or self.precompute_neighbours < 0:
             raise InputError(f"--precompute-neighbours must be an integer >= 0, got {self.precompute_neighbours}")
+        if self.neighbours_max_rows is not None and self.neighbours_max_rows < 0:
+            raise InputError(f"neighbours_max_rows must be >= 0, got {self.neighbours_max_rows}")
         if self.approximate is not None:
             self.approximate.validate()
         self.models.validate()
@@ -307,7 +312,8 @@ class _IndexWriter:
         self.neighbour_seconds = 0.0
 
     def write(self, stem: str, vectors: np.ndarray, neighbours: bool = False, users: np.ndarray | None = None) -> IndexEntry:
-        """The manifest entry of `stem`; with `neighbours` (and precompute_neighbours > 0) also its exact lists;
+        """The manifest entry of `stem`; with `neighbours` (and precompute_neighbours > 0, and at most
+        neighbours_max_rows rows when that is set) also its exact lists;
         with params.approximate its IVF twin when it is large and accurate enough, its recall measured on the
         index's own rows and, for an items index that /recommend also searches, on `users` (n_users, dim), the
         users' query vectors.
@@ -321,7 +327,8 @@ class _IndexWriter:
         write_index(exact, self.folder / rel)
         lists: NeighbourEntry | None = None
         hnsw: HnswEntry | None = None
-        if neighbours and self.params.precompute_neighbours > 0:
+        cap = self.params.neighbours_max_rows
+        if neighbours and self.params.precompute_neighbours > 0 and (cap is None or vectors.shape[0] <= cap):
             t0 = time.perf_counter()
             ids, scores = exact_neighbours(exact, vectors, self.params.precompute_neighbours)
             ids_file, scores_file = contract.neighbour_files(stem)

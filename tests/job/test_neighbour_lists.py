@@ -231,3 +231,48 @@ def test_negative_count_is_refused_in_process(tmp_path):
     proc = build_in_process(["--out", str(tmp_path), "--precompute-neighbours", "-1", "--quiet"])
     assert proc.returncode == 2 and "--precompute-neighbours" in proc.stderr
     assert not (tmp_path / "CURRENT").exists()
+
+
+# --------------------------------------------------------------------------- the CLI's default: lists where they are cheap
+
+
+def _items_lists(version_dir) -> dict[str, dict | None]:
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    return {key: entry.get("neighbours") for key, entry in manifest["indexes"].items()}
+
+
+def test_default_lists_the_item_indexes_served_exactly(tmp_path):
+    """No flag: the item indexes of at most --exact-max-rows rows (API_BUILD's 300 items: all of them) get exact top-100
+    lists, equal to a brute force over their stored vectors; user indexes never do."""
+    art = ApiArtifact(tmp_path, api_build_in_process(tmp_path))
+    lists = _items_lists(art.version_dir)
+    items = {k: v for k, v in lists.items() if k.startswith("items/")}
+    assert items and all(v is not None and v["n"] == 100 for v in items.values()), items
+    assert all(v is None for k, v in lists.items() if k.startswith("users/"))
+    manifest = json.loads((art.version_dir / "manifest.json").read_text())
+    key = "items/denoising-symmetric/cosine"
+    vectors = faiss.read_index(str(art.version_dir / manifest["indexes"][key]["file"])).reconstruct_n(0, API_BUILD["sim_items"])
+    ids = np.load(art.version_dir / items[key]["ids"])
+    scores = vectors.astype(np.float64) @ vectors.astype(np.float64).T
+    np.fill_diagonal(scores, -np.inf)
+    best = -np.sort(-scores, axis=1)[:, :100]
+    got = np.take_along_axis(scores, ids.astype(np.int64), axis=1)
+    np.testing.assert_allclose(got, best, rtol=RTOL, atol=ATOL)
+
+
+def test_default_skips_lists_above_exact_max_rows_and_an_explicit_count_does_not(tmp_path):
+    """300 items > --exact-max-rows 200: the default stores no lists (the IVF twin serves); --precompute-neighbours 10
+    stores them whatever the size."""
+    auto, explicit = tmp_path / "auto", tmp_path / "explicit"
+    lists_auto = _items_lists(ApiArtifact(auto, api_build_in_process(auto, exact_max_rows=200)).version_dir)
+    assert all(v is None for v in lists_auto.values()), lists_auto
+    lists_n = _items_lists(
+        ApiArtifact(explicit, api_build_in_process(explicit, exact_max_rows=200, precompute_neighbours=10)).version_dir
+    )
+    assert all(v is not None and v["n"] == 10 for k, v in lists_n.items() if k.startswith("items/"))
+
+
+def test_unreadable_count_is_refused_in_process(tmp_path):
+    proc = build_in_process(["--out", str(tmp_path), "--precompute-neighbours", "some", "--quiet"])
+    assert proc.returncode == 2 and "--precompute-neighbours" in proc.stderr and "auto" in proc.stderr
+    assert not (tmp_path / "CURRENT").exists()
