@@ -10,7 +10,9 @@ With an exact (flat) index, a query whose k-th and (k + 1)-th candidates tie (th
 kept any of the tied rows) is searched again exactly with twice as many candidates, and again,
 until the last candidate scores below the k-th (every tied row is then among the candidates) or
 every row is. An approximate (HNSW) index orders the candidates it found; only a query for which it
-found too few is searched again exactly. `top_k_rows` states the same rule over a dense score matrix.
+found too few is searched again exactly. A query row that is all zeros scores 0 against every row: every row
+ties, so its answer is the lowest row ids, without a search (a search would widen to every row).
+`top_k_rows` states the same rule over a dense score matrix.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ def top_neighbours(
     scores = np.empty((rows.size, kk), dtype=np.float32)
     if kk == 0 or rows.size == 0:
         return ids, scores
+    zero = ~np.any(np.asarray(vectors[rows]) != 0, axis=1)
+    if zero.any():  # every row ties at 0 with these: the rule alone answers them
+        at = np.flatnonzero(zero)
+        ids[at], scores[at] = _lowest_other_rows(rows[at], kk), 0.0
+        if zero.all():
+            return ids, scores
+        rest = np.flatnonzero(~zero)
+        rest_ids, rest_scores = top_neighbours(vectors, rows[rest], k, index, exact)
+        ids[rest], scores[rest] = rest_ids, rest_scores
+        return ids, scores
     if index is None:
         index = _flat(vectors)
     is_exact = isinstance(index, faiss.IndexFlat)
@@ -62,6 +74,14 @@ def top_neighbours(
             pending = pending[_candidates(exact, vectors, rows[pending], kk, n, True, ids, scores, pending)]
             n = min(2 * n, m)
     return ids, scores
+
+
+def _lowest_other_rows(rows: np.ndarray, kk: int) -> np.ndarray:
+    """(q, kk) int64: for each query row (q,), the kk lowest row ids other than itself."""
+    first = np.broadcast_to(np.arange(kk + 1, dtype=np.int64), (rows.size, kk + 1))
+    keep = first != rows[:, None]
+    keep[keep.all(axis=1), -1] = False  # the row is not among the first kk + 1: drop the last one
+    return first[keep].reshape(rows.size, kk)
 
 
 def _candidates(

@@ -60,3 +60,26 @@ def test_hnsw_one_query_equals_batch(seed):
             assert ids[0].tolist() == batch_ids[row].tolist(), (seed, k, row)
             assert scores[0].tolist() == batch_scores[row].tolist()
             assert row not in ids[0] and len(set(ids[0].tolist())) == min(k, m - 1)
+
+
+def test_zero_rows_get_the_rules_answer_under_an_approximate_index():
+    """A zero query ties at 0 with every row: the answer is the lowest other row ids, with every index (here an IVF
+    that probes one list, which on its own would return whichever rows that list holds)."""
+    rng = np.random.default_rng(7)
+    V = rng.integers(-2, 3, (400, 6)).astype(np.float32)
+    zero_rows = [0, 3, 150, 399]
+    V[zero_rows] = 0
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(6), 6, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(V)
+    ivf.add(V)
+    ivf.nprobe = 1
+    rows = np.array([0, 5, 3, 150, 399])
+    ids, scores = top_neighbours(V, rows, 10, ivf)
+    for i, row in enumerate(rows.tolist()):
+        if row in zero_rows:
+            assert ids[i].tolist() == by_rule(V, row, 10)
+            assert not scores[i].any()
+        else:  # a non-zero query keeps the index's answer, scored exactly
+            np.testing.assert_array_equal(scores[i], (V[ids[i]].astype(np.int64) @ V[row].astype(np.int64)).astype(np.float32))
+    one_ids, _ = top_neighbours(V, np.array([150]), 10, ivf)  # the API's one-query path
+    assert one_ids[0].tolist() == by_rule(V, 150, 10)
