@@ -34,7 +34,7 @@ def neighbours_of_row(index: VectorIndex, row: int, k: int) -> tuple[np.ndarray,
     if _lists_cover(index, k):
         assert lists is not None
         return lists.ids[row, :k].astype(np.int64), np.array(lists.scores[row, :k])
-    rows, scores = top_neighbours(index.vectors, np.array([row]), k, index.searcher, index.exact)
+    rows, scores = top_neighbours(index.vectors, np.array([row]), k, index.searcher)
     return rows[0], scores[0]
 
 
@@ -60,7 +60,7 @@ def neighbours_of_rows(index: VectorIndex, rows: Sequence[int], ks: Sequence[int
             out[i] = ids[j, : ks[i]], scores[j, : ks[i]]
     if searched:
         width = max(ks[i] for i in searched)
-        ids, scores = top_neighbours(index.vectors, np.array([rows[i] for i in searched]), width, index.searcher, index.exact)
+        ids, scores = top_neighbours(index.vectors, np.array([rows[i] for i in searched]), width, index.searcher)
         for j, i in enumerate(searched):
             out[i] = ids[j, : ks[i]], scores[j, : ks[i]]
     return out

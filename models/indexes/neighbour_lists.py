@@ -7,10 +7,10 @@ rows gives min(k, m - 1) neighbours.
 
 `top_neighbours` asks a FAISS index for k + 2 candidates per query and orders them by the rule.
 With an exact (flat) index, a query whose k-th and (k + 1)-th candidates tie (the index may have
-kept any of the tied rows) is searched again exactly with twice as many candidates, and again,
-until the last candidate scores below the k-th (every tied row is then among the candidates) or
-every row is. An approximate (HNSW) index orders the candidates it found; only a query for which it
-found too few is searched again exactly. A query row that is all zeros scores 0 against every row: every row
+kept any of the tied rows) is answered again from its scores against every row, by `top_k_rows`
+(one matrix product, where a search widened until the tie is past would scan every row once per
+widening). An approximate (IVF, HNSW) index orders the candidates it found; only a query for which
+it found too few is answered again that way. A query row that is all zeros scores 0 against every row: every row
 ties, so its answer is the lowest row ids, without a search (a search would widen to every row).
 `top_k_rows` states the same rule over a dense score matrix.
 """
@@ -34,14 +34,13 @@ def top_neighbours(
     rows: np.ndarray,
     k: int,
     index: faiss.Index | Searcher | None = None,
-    exact: faiss.Index | Searcher | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids (q, kk) int64, scores (q, kk) float32) of query rows (q,) of vectors (m, d), kk = min(k, m - 1).
 
     index: a FAISS inner-product index over exactly `vectors` (row i of the index is vectors[i]),
-    flat or approximate; None: a flat one is built. exact: an exact searcher over the same vectors
-    for the queries searched again (None: `index` when it is flat, else a flat one is built).
-    Scores are <vectors[row], vectors[j]> in float32, as FAISS computes them.
+    flat or approximate; None: a flat one is built. Scores are <vectors[row], vectors[j]> in float32, as
+    FAISS computes them; for the queries answered again (a tie at the k-th candidate of an exact index, or
+    too few candidates from an approximate one), as one float32 matrix product over every row computes them.
     """
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     m = int(vectors.shape[0])
@@ -57,7 +56,7 @@ def top_neighbours(
         if zero.all():
             return ids, scores
         rest = np.flatnonzero(~zero)
-        rest_ids, rest_scores = top_neighbours(vectors, rows[rest], k, index, exact)
+        rest_ids, rest_scores = top_neighbours(vectors, rows[rest], k, index)
         ids[rest], scores[rest] = rest_ids, rest_scores
         return ids, scores
     if index is None:
@@ -68,11 +67,7 @@ def top_neighbours(
     else:
         redo = _candidates(index, vectors, rows, kk, min(kk + 2, m), is_exact, ids, scores)
     if redo.size:
-        exact = exact if exact is not None else index if is_exact else _flat(vectors)
-        pending, n = redo, min(2 * (kk + 2), m)
-        while pending.size:
-            pending = pending[_candidates(exact, vectors, rows[pending], kk, n, True, ids, scores, pending)]
-            n = min(2 * n, m)
+        ids[redo], scores[redo] = _by_rule_over_every_row(vectors, rows[redo], kk)
     return ids, scores
 
 
@@ -84,6 +79,23 @@ def _lowest_other_rows(rows: np.ndarray, kk: int) -> np.ndarray:
     return first[keep].reshape(rows.size, kk)
 
 
+def _by_rule_over_every_row(vectors: np.ndarray, rows: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (q, kk) int64, scores (q, kk) float32) of query rows (q,) by the rule, from their scores against every
+    row of vectors (m, d): one pass over the vectors per block of queries, where a search widened until the tie
+    is past would scan them once per widening (tied groups of identical rows can be thousands long)."""
+    m = int(vectors.shape[0])
+    ids = np.empty((rows.size, kk), dtype=np.int64)
+    scores = np.empty((rows.size, kk), dtype=np.float32)
+    block = max(1, (1 << 24) // max(m, 1))  # at most ~64 MB of scores at a time
+    for start in range(0, rows.size, block):
+        at = rows[start : start + block]
+        dense = np.asarray(vectors[at], dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
+        found = top_k_rows(dense, kk, exclude=at)
+        ids[start : start + block] = found
+        scores[start : start + block] = np.take_along_axis(dense, found, axis=1)
+    return ids, scores
+
+
 def _candidates(
     index: faiss.Index | Searcher,
     vectors: np.ndarray,
@@ -93,10 +105,9 @@ def _candidates(
     is_exact: bool,
     ids: np.ndarray,
     scores: np.ndarray,
-    at: np.ndarray | None = None,
 ) -> np.ndarray:
     """Search n candidates for each query row, order them by the rule and write the first kk into
-    ids[at], scores[at] (at: positions of `rows` in the output, default all). Returns the positions
+    ids, scores. Returns the positions
     within `rows` still unresolved: too few found, or (exact index, n < m) the last candidate ties
     the kk-th."""
     m = int(vectors.shape[0])
@@ -111,9 +122,8 @@ def _candidates(
     unresolved = short | tied
     order = np.lexsort((found, -found_scores), axis=1)[:, :kk]
     done = np.flatnonzero(~unresolved)
-    out = done if at is None else at[done]
-    ids[out] = np.take_along_axis(found, order, axis=1)[done]
-    scores[out] = np.take_along_axis(found_scores, order, axis=1)[done]
+    ids[done] = np.take_along_axis(found, order, axis=1)[done]
+    scores[done] = np.take_along_axis(found_scores, order, axis=1)[done]
     return np.flatnonzero(unresolved)
 
 
