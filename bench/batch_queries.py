@@ -188,14 +188,15 @@ def main() -> int:
     head = " | ".join(["one at a time", *[f"batch of {s}" for s in sizes]])
     print(f"| endpoint | {head} |")
     print("| --- |" + " ---: |" * (len(sizes) + 1))
-    for endpoint, by_size in summary.items():
-        cells = [f"{by_size[1]['queries_per_s']:,.0f} q/s (p99 {by_size[1]['p99_ms']:.1f} ms, {by_size[1]['connections']} conns)"]
+    for endpoint, medians in summary.items():
+        one = medians[1]
+        cells = [f"{one['queries_per_s']:,.0f} q/s (p99 {one['p99_ms']:.1f} ms, {one['connections']} conns)"]
         for s in sizes:
-            m = by_size[s]
+            m = medians[s]
             ratio = f"**{m['vs_one_at_a_time']:.1f}x**"
             cells.append(f"{m['queries_per_s']:,.0f} q/s, {ratio} (p99 {m['p99_ms']:.1f} ms, {m['connections']} conns)")
         print(f"| /{endpoint} | " + " | ".join(cells) + " |")
-    errors = sum(v["errors"] for by_size in summary.values() for v in by_size.values())
+    errors = sum(v["errors"] for medians in summary.values() for v in medians.values())
     print(f"\nerrors over all runs: {errors}")
     print(f"results: {write_results(results_path('batch_queries', args.quick), out)}")
     return 0 if errors == 0 else 1

@@ -370,9 +370,9 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], loads: li
         f"energy captured {first['svd']['energy_captured']:.3f}"
     )
     for side in jobs:
-        r = runs[side][0]
+        run = runs[side][0]
         print(
-            f"{SIDES[side]}: {r['indexes']} indexes, {r['files']} files, {r['artifact_bytes'] / GB:.2f} GB; "
+            f"{SIDES[side]}: {run['indexes']} indexes, {run['files']} files, {run['artifact_bytes'] / GB:.2f} GB; "
             "steps (manifest step_seconds, medians):"
         )
         for name, sec in med[side]["step_seconds"].items():

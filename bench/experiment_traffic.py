@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     item_row = {item: i for i, item in enumerate(items)}
     import scipy.sparse as sp
 
-    X = sp.load_npz(store.version_dir(version) / "interactions.npz").tocsr()
+    X = sp.csr_matrix(sp.load_npz(store.version_dir(version) / "interactions.npz"))
     rng = np.random.default_rng(args.seed)
     scale = CLICK_SCALE * len(items)
     with tempfile.TemporaryDirectory(prefix="simserve-experiment-") as tmp:
