@@ -398,9 +398,7 @@ def _user_sample(P: np.ndarray, params: BuildParams) -> np.ndarray | None:
     """A seeded sample (q, k) of the rows of P (n_users, k) for IVF recall (None without approximate twins)."""
     if params.approximate is None:
         return None
-    n = min(params.approximate.queries, P.shape[0])
-    rows = np.sort(np.random.default_rng(params.seed + 1).choice(P.shape[0], size=n, replace=False))
-    return np.asarray(P[rows])
+    return sample_queries(P, "users", params.approximate.queries, params.seed + 1, own=False).queries
 
 
 def _version_of(package: str) -> str:

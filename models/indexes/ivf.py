@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 
 from models.errors import InputError
+from models.indexes.faiss_index import flat_index
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,7 @@ def choose(
     t0 = time.perf_counter()
     index, augmented = ivf_index(vectors, params, seed)
     if exact is None:
-        exact = faiss.IndexFlatIP(int(vectors.shape[1]))
-        exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        exact = flat_index(vectors)
     lists = index.invlists
     assert lists is not None
     sizes = np.array([lists.list_size(i) for i in range(index.nlist)], dtype=np.float64)

@@ -22,6 +22,8 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from models.indexes.faiss_index import flat_index
+
 
 class Searcher(Protocol):
     """What top_neighbours needs of an index: FAISS's search(queries (q, d) float32, n) -> (scores, ids)."""
@@ -60,7 +62,7 @@ def top_neighbours(
         ids[rest], scores[rest] = rest_ids, rest_scores
         return ids, scores
     if index is None:
-        index = _flat(vectors)
+        index = flat_index(vectors)
     is_exact = isinstance(index, faiss.IndexFlat)
     if rows.size == 1:
         redo = _one_query(index, vectors, int(rows[0]), kk, is_exact, ids[0], scores[0])
@@ -153,12 +155,6 @@ def _one_query(
     ids[:] = i[order]
     scores[:] = s[order]
     return np.empty(0, dtype=np.int64)
-
-
-def _flat(vectors: np.ndarray) -> faiss.IndexFlatIP:
-    index = faiss.IndexFlatIP(int(vectors.shape[1]))
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
 
 
 def exact_neighbours(index: faiss.IndexFlatIP, vectors: np.ndarray, n: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
