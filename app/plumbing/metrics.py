@@ -11,6 +11,7 @@ variable when it is first imported, so `python -m app` sets it before importing 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from app.serving.reload import Refusal, ReloadEvents
+from app.serving.reload import Fallback, Refusal, ReloadEvents
 from app.serving.version import Version
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -59,7 +60,12 @@ LOADED_AT = Gauge(
     "When a worker swapped in its current artifact version (unix time).",
     multiprocess_mode="liveall",
 )
-RELOADS = Counter("simserve_reloads", "Artifact versions loaded and swapped in, by trigger (startup, poll, admin).", ["trigger"])
+RELOADS = Counter(
+    "simserve_reloads",
+    "Artifact versions loaded and swapped in, by trigger (startup, poll, admin, fallback: an older version served because "
+    "the one CURRENT names was refused when the worker had none).",
+    ["trigger"],
+)
 REFUSED = Counter(
     "simserve_reload_refused", "Artifact versions refused (verification or loading failed), by trigger.", ["trigger"]
 )
@@ -67,6 +73,13 @@ REFUSAL = Gauge(
     "simserve_last_refusal_info",
     "1 for a worker's most recent refused version and the reason.",
     ["version", "reason"],
+    multiprocess_mode="liveall",
+)
+FALLBACK = Gauge(
+    "simserve_fallback_info",
+    "1 while a worker serves an older version (served) because the one CURRENT names (current) was refused when the "
+    "worker started.",
+    ["served", "current"],
     multiprocess_mode="liveall",
 )
 
@@ -108,16 +121,54 @@ def reload_events() -> ReloadEvents:
         REFUSAL.labels(*labels).set(1)
         last_refusal.append(labels)
 
-    return ReloadEvents(loaded=loaded, refused=refused)
+    shown: list[tuple[str, str]] = []
+
+    def fallback(state: Fallback | None) -> None:
+        if shown:
+            FALLBACK.labels(*shown.pop()).set(0)
+        if state is not None:
+            shown.append((state.served, state.current))
+            FALLBACK.labels(*shown[-1]).set(1)
+
+    return ReloadEvents(loaded=loaded, refused=refused, fallback=fallback)
 
 
 def render() -> tuple[bytes, str]:
     """(body, content type) of the Prometheus text exposition, aggregated over every worker."""
     if MULTIPROCESS:
+        _forget_dead_workers()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def _forget_dead_workers() -> None:
+    """Drop the per-process gauges of workers that died without their exit hook (SIGKILL, OOM).
+
+    Their counters stay (what they counted happened); a live gauge of a dead pid would claim a worker that
+    is gone still serves its version. The supervisor has no hook of ours to call, so the reader cleans up.
+    """
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    pids = {int(m.group(1)) for p in os.scandir(folder) if (m := _LIVE_GAUGE_FILE.match(p.name))}
+    for pid in pids:
+        if not _alive(pid):
+            multiprocess.mark_process_dead(pid, folder)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def worker_exit() -> None:

@@ -101,7 +101,8 @@ async def healthz(request: Request) -> Response:
     summary="Readiness: a verified version is served",
     description="200 when this worker serves a verified artifact version; 503 (problem+json) when none is loaded, "
     "with the reason. `last_refusal` names the most recent version refused (bad checksum or "
-    "unloadable) while the served one stayed.",
+    "unloadable) while the served one stayed. `fallback` is set while this worker serves an older version because "
+    "the one CURRENT names was refused when it started (it had no version of its own to keep).",
 )
 async def readyz(request: Request) -> Response:
     holder = request.app.state.holder
@@ -114,6 +115,7 @@ async def readyz(request: Request) -> Response:
             "artifact_version": live.name,
             "loaded_at": live.loaded_at,
             "last_refusal": refusal_dict(holder.last_refusal),
+            "fallback": _fallback_dict(holder.fallback),
             "pid": os.getpid(),
             **({"experiments": service.status()} if (service := request.app.state.experiments) is not None else {}),
         },
@@ -136,6 +138,12 @@ async def readyz(request: Request) -> Response:
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+def _fallback_dict(fallback: Any) -> dict[str, Any] | None:
+    if fallback is None:
+        return None
+    return {"served": fallback.served, "current": fallback.current, "reason": fallback.reason, "at": fallback.at}
 
 
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server.")

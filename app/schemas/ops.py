@@ -123,12 +123,27 @@ class RefusalInfo(BaseModel):
     trigger: str = Field(description="startup, poll or admin.", examples=["poll"])
 
 
+class FallbackInfo(BaseModel):
+    served: str = Field(description="The older version this worker serves instead.", examples=["20250101T120000Z-1a2b3c4d"])
+    current: str = Field(description="The version CURRENT names, refused.", examples=["20250102T120000Z-5e6f7a8b"])
+    reason: str = Field(
+        description="Why CURRENT's version was refused.",
+        examples=["20250102T120000Z-5e6f7a8b: file indexes/x.faiss fails its sha256 checksum"],
+    )
+    at: float = Field(description="When this worker fell back (unix time).", examples=[1735819200.0])
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = Field(description="A verified version is loaded and served.", examples=["ready"])
     artifact_version: str = VERSION
     loaded_at: float = Field(description="When this worker loaded it (unix time).", examples=[1735732800.0])
     last_refusal: RefusalInfo | None = Field(
         description="The most recent version this worker refused, if any (the served one stayed)."
+    )
+    fallback: FallbackInfo | None = Field(
+        None,
+        description="Set while this worker serves an older version because the one CURRENT names was refused when it "
+        "started: the newest older version that verifies (what workers that loaded before CURRENT went bad still serve).",
     )
     pid: int = Field(description="Worker process id.", examples=[4242])
 

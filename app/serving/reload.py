@@ -4,6 +4,10 @@
   swap (one reference assignment) never changes the version under a request already running.
 - `Reloader.check()` compares CURRENT with the live version and loads a new one; a version that
   fails verification or loading is refused with a reason and the live one stays.
+- A worker with no live version (one starting, or restarted by the supervisor) whose CURRENT is refused
+  falls back to the newest older version under versions/ that verifies: what its siblings, which
+  loaded before CURRENT went bad, still serve. `VersionHolder.fallback` says so until CURRENT names a
+  version that loads.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ class Refusal:
     trigger: str
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """A worker serving an older version because the one CURRENT names was refused when it had none."""
+
+    served: str
+    current: str
+    reason: str
+    at: float
+
+
 @dataclass
 class ReloadResult:
     previous: str | None
@@ -49,6 +63,7 @@ class VersionHolder:
 
     _current: Version | None = None
     last_refusal: Refusal | None = None
+    fallback: Fallback | None = None
     not_loaded_reason: str = "starting: no version loaded yet"
     reloads: int = 0
     refused: int = 0
@@ -75,6 +90,7 @@ class ReloadEvents:
 
     loaded: Callable[[Version, Version | None, str], None] = lambda new, old, trigger: None
     refused: Callable[[Refusal], None] = lambda refusal: None
+    fallback: Callable[[Fallback | None], None] = lambda fallback: None
 
 
 @dataclass
@@ -112,13 +128,55 @@ class Reloader:
         try:
             version = load_version(self.store.version_dir(wanted), self.options)
         except (ArtifactError, OSError) as e:  # OSError: e.g. retention removed the folder while we read it
-            return self._refuse(wanted, str(e), trigger, live_name)
+            result = self._refuse(wanted, str(e), trigger, live_name)
+            if live is None:
+                return self._fall_back(wanted, str(e), trigger) or result
+            return result
+        self._swap(version, trigger, t0)
+        if self.holder.fallback is not None:
+            self.holder.fallback = None
+            self.events.fallback(None)
+        return ReloadResult(live_name, wanted, True)
+
+    def _swap(self, version: Version, trigger: str, t0: float) -> None:
         previous = self.holder.swap(version)
         log.info(
-            "serving artifact version %s (was %s; %s, loaded in %.2fs)", wanted, live_name, trigger, time.perf_counter() - t0
+            "serving artifact version %s (was %s; %s, loaded in %.2fs)",
+            version.name,
+            previous.name if previous else None,
+            trigger,
+            time.perf_counter() - t0,
         )
         self.events.loaded(version, previous, trigger)
-        return ReloadResult(live_name, wanted, True)
+
+    def _fall_back(self, refused: str, reason: str, trigger: str) -> ReloadResult | None:
+        """Serve the newest version older than `refused` that verifies and loads; None when there is none.
+
+        Only older ones: a newer folder is not one CURRENT ever named before the refused one (an operator
+        who switched CURRENT back to an older version did not mean a newer one).
+        """
+        for name in sorted((v for v in self.store.list_versions() if v < refused), reverse=True):
+            t0 = time.perf_counter()
+            try:
+                version = load_version(self.store.version_dir(name), self.options)
+            except (ArtifactError, OSError) as e:
+                log.warning("fallback candidate %s refused too: %s", name, e)
+                continue
+            self._swap(version, "fallback", t0)
+            fallback = Fallback(served=name, current=refused, reason=reason, at=time.time())
+            self.holder.fallback = fallback
+            log.warning(
+                "CURRENT names %s, which was refused (%s); serving the newest older version that verifies, %s, "
+                "until CURRENT names a version that loads",
+                refused,
+                reason,
+                name,
+            )
+            self.events.fallback(fallback)
+            return ReloadResult(None, name, True, self.holder.last_refusal)
+        if self.holder.current is None:
+            self.holder.not_loaded_reason = f"version {refused} refused: {reason}; no older version verifies either"
+        return None
 
     def _refuse(self, version: str | None, reason: str, trigger: str, live_name: str | None) -> ReloadResult:
         refusal = Refusal(version=version, reason=reason, at=time.time(), trigger=trigger)

@@ -128,6 +128,14 @@ def publish_corrupt(root: Path, good: str, damage: Callable[[Path], None]) -> st
     return name
 
 
+def only_corrupt(root: Path, good: str, damage: Callable[[Path], None], aside: Path) -> str:
+    """A corrupt copy of `good` published as CURRENT, with `good` itself moved out of versions/ to `aside`:
+    no older version to fall back to."""
+    bad = publish_corrupt(root, good, damage)
+    (root / "versions" / good).rename(aside)
+    return bad
+
+
 @pytest.fixture(scope="module")
 def served(api_artifact, tmp_path_factory) -> tuple[ApiServer, Path, str]:
     tmp = tmp_path_factory.mktemp("corrupt")
@@ -187,7 +195,7 @@ def test_an_intact_copy_is_served(served):
 def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_path, case):
     damage, reason = CORRUPTIONS[case]
     art = copy_artifacts(api_artifact, tmp_path / "art")
-    bad = publish_corrupt(art.root, art.version, damage)
+    bad = only_corrupt(art.root, art.version, damage, tmp_path / "aside")
     with start_api_server(art.root, tmp_path, workers=WORKERS, ready="/healthz", RELOAD_INTERVAL="0.2") as server:
         wait_for(
             lambda: metric(metrics_text(server), "simserve_reload_refused_total", trigger="startup") == WORKERS,
@@ -208,6 +216,7 @@ def test_starting_with_only_a_corrupt_version_stays_not_ready(api_artifact, tmp_
         assert metric(text, "simserve_artifact_version_info") == 0
         assert server.logs().count(f"refused artifact version {bad}") == WORKERS
         # recovery without a restart: CURRENT names a good version again
+        (tmp_path / "aside").rename(art.root / "versions" / art.version)
         publish_by_hand(art.root, art.version)
         wait_serving(server, art.version, WORKERS)  # ready again
         for body in each_worker(server, "/readyz", WORKERS).values():
@@ -228,7 +237,7 @@ def artifact_in_process(tmp_path_factory) -> ApiArtifact:
 def test_starting_with_only_a_corrupt_version_stays_not_ready_in_process(artifact_in_process, tmp_path, case):
     damage, reason = CORRUPTIONS[case]
     art = copy_artifacts(artifact_in_process, tmp_path / "art")
-    bad = publish_corrupt(art.root, art.version, damage)
+    bad = only_corrupt(art.root, art.version, damage, tmp_path / "aside")
     with in_process_server(art.root, tmp_path, ready="/healthz", RELOAD_INTERVAL="0.1") as server:
         c = server.client
         polls = metric(metrics_text(server), "simserve_reload_refused_total", trigger="poll")  # this process's
@@ -243,6 +252,7 @@ def test_starting_with_only_a_corrupt_version_stays_not_ready_in_process(artifac
         body = assert_problem(c.get("/similar-items", params={"item_id": "i3"}), 503)
         assert reason in body["detail"]
         # recovery without a restart: CURRENT names a good version again
+        (tmp_path / "aside").rename(art.root / "versions" / art.version)
         publish_by_hand(art.root, art.version)
         wait_for(lambda: c.get("/readyz").status_code == 200, what="readiness on the good version")
         body = c.get("/readyz").json()

@@ -21,6 +21,7 @@ from models.artifact.manifest import RECOMMEND_METRICS
 class LoadResult:
     requests: int = 0
     failures: list[str] = field(default_factory=list)
+    failure_times: list[float] = field(default_factory=list)  # time.monotonic() of each failure, in order
     versions: Counter[str] = field(default_factory=Counter)
     bodies: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (query, version) -> body digests
     seconds: float = 0.0
@@ -108,6 +109,7 @@ class LoadGenerator:
     def _fail(self, message: str) -> None:
         with self._lock:
             self.result.failures.append(message)
+            self.result.failure_times.append(time.monotonic())
 
 
 def neighbour_queries(
