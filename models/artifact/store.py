@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.artifact.manifest import (
     CURRENT,
     CURRENT_TMP_PREFIX,
@@ -51,6 +53,26 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save, with the file named in the OSError of a failed write (numpy's own names none)."""
+    try:
+        np.save(path, array)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez, with the file named in the OSError of a failed write."""
+    try:
+        np.savez(path, **arrays)  # type: ignore[arg-type]
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -97,7 +119,7 @@ class ArtifactStore:
             return removed
         for p in self.root.glob(f"{STAGING_PREFIX}*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
                 continue
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
@@ -136,18 +158,30 @@ class ArtifactStore:
         self.versions.mkdir(parents=True, exist_ok=True)
         final = self.versions / version
         os.rename(staging, final)
-        fsync_path(self.versions)
-        self.switch_current(version)
+        try:
+            fsync_path(self.versions)
+            self.switch_current(version)
+        except BaseException:
+            # CURRENT still names the previous version: a complete folder it never named would only be a
+            # candidate for a worker's fallback, and is not what the failed build published.
+            if self.current_version() != version:
+                shutil.rmtree(final, ignore_errors=True)
+            raise
         self.apply_retention(keep)
         return final
 
     def switch_current(self, version: str) -> None:
+        """Point CURRENT at `version` by an atomic rename; on failure CURRENT is untouched, no temporary left."""
         tmp = self.root / f"{CURRENT_TMP_PREFIX}{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(version + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.current_file)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(version + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.current_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         fsync_path(self.root)
 
     def apply_retention(self, keep: int) -> list[str]:
@@ -203,7 +237,8 @@ def _inside(root: Path, p: Path) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie counts until reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

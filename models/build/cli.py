@@ -7,9 +7,12 @@ atomically. Any bad input or parameter: a message naming it, exit code 2, nothin
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import json
 import os
+import resource
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -361,10 +364,51 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         progress.say(f"dataset: {ds.n_users} users x {ds.n_items} items, {ds.X.nnz} interactions")
         version = store.new_version(ds.fingerprint(), vars(args))
         with store.staging(version) as staging:
-            manifest = build_into(staging, ds, params, progress)
-            with progress.step("publishing"):
-                store.publish(staging, version, manifest, keep=args.keep)
+            try:
+                manifest = build_into(staging, ds, params, progress)
+                with progress.step("publishing"):
+                    store.publish(staging, version, manifest, keep=args.keep)
+            except OSError as e:
+                # Described now, while the staging folder still fills the disk (it is removed on the way out).
+                raise WriteFailed(describe_os_error(e, staging, progress.failed_step)) from e
     return version, manifest
+
+
+class WriteFailed(Exception):
+    """Writing the new version failed (a full disk, a file-size limit, permissions); the message says where and why."""
+
+
+def describe_os_error(e: OSError, staging: Path, step: str | None) -> str:
+    """ "step S: writing FILE: No space left on device (errno ENOSPC: the file system of ... is full, N MB free)".
+
+    numpy's writes raise an OSError without errno or file name ("N requested and M written"); the free
+    space of the staging folder's file system tells a full disk from other failures then.
+    """
+    where = f"step {step!r}: " if step else ""
+    if e.filename:
+        what = f"writing {e.filename}: "
+    else:  # Python's and numpy's writes name no file: the one being written is the newest of the folder
+        newest = max((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns, default=None)
+        what = f"writing {newest} (the newest file of the staging folder): " if newest else f"writing into {staging}: "
+    try:
+        free = shutil.disk_usage(staging).free
+    except OSError:
+        free = None
+    name = errno.errorcode.get(e.errno or 0)
+    meaning = {
+        errno.ENOSPC: "the file system is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EFBIG: "the file is larger than this process may write (RLIMIT_FSIZE)",
+    }.get(e.errno or 0)
+    if meaning is None and free is not None and free < 16 << 20:
+        meaning = "the file system is full"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if meaning is None and limit != resource.RLIM_INFINITY:
+        meaning = f"this process may write files of at most {limit} bytes (RLIMIT_FSIZE)"
+    details = [x for x in (f"errno {name}" if name else None, meaning) if x]
+    if free is not None:
+        details.append(f"{free / 1e6:.1f} MB free on the file system of {staging.parent}")
+    return f"{where}{what}{e.strerror or e} ({'; '.join(details)})"
 
 
 def summary(version: str, manifest: dict[str, Any], out: str) -> str:
@@ -433,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         print("nothing was published; the previous version is untouched", file=sys.stderr)
         return 2
+    except WriteFailed as e:  # the machine, not the input: a full disk, a file-size limit, a permission
+        print(f"error: {e}", file=sys.stderr)
+        print("nothing was published (the staging folder is removed); the previous version is untouched", file=sys.stderr)
+        return 1
     print(summary(version, manifest, args.out))
     return 0
 

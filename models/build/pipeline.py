@@ -31,6 +31,7 @@ from models.artifact.manifest import (
     NeighbourEntry,
     RecommendEntry,
 )
+from models.artifact.store import save_npy, save_npz
 from models.build.evaluate import run_evaluation
 from models.build.fitting import ModelChoice, fit_models
 from models.build.progress import Progress
@@ -126,7 +127,7 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
     with progress.step(f"svd k={min(params.k, *X.shape)} of {X.shape[0]}x{X.shape[1]}, nnz={X.nnz}"):
         svd = truncated_svd(X, params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples)
     progress.say(f"svd: {svd.method}, relative residual {svd.relative_residual:.2e}, energy captured {svd.energy_captured:.3f}")
-    np.savez(folder / contract.SVD, s=svd.s, V=svd.V)
+    save_npz(folder / contract.SVD, s=svd.s, V=svd.V)
     imported = {name: read_imported_factors(Path(path), ds.item_ids, ds.user_ids) for name, path in params.models.imports}
     indexes: dict[IndexKey, IndexEntry] = {}
     models: dict[str, dict[str, Any]] = {}
@@ -297,7 +298,7 @@ def _write_shared(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray,
         if metric in RECOMMEND_METRICS:
             queries, items = recommend_vectors(P, Q, metric)
             query_file = contract.recommend_query_file(group, metric)
-            np.save(folder / query_file, queries.astype(np.float32))
+            save_npy(folder / query_file, queries.astype(np.float32))
             entry = writer.write(contract.index_stem("recommend", group, f"{metric}-items"), items, users=queries)
             recommend[metric] = RecommendEntry(items=entry, query_file=query_file)
             del queries, items
@@ -332,8 +333,8 @@ class _IndexWriter:
             t0 = time.perf_counter()
             ids, scores = exact_neighbours(exact, vectors, self.params.precompute_neighbours)
             ids_file, scores_file = contract.neighbour_files(stem)
-            np.save(self.folder / ids_file, ids)
-            np.save(self.folder / scores_file, scores)
+            save_npy(self.folder / ids_file, ids)
+            save_npy(self.folder / scores_file, scores)
             took = time.perf_counter() - t0
             self.neighbour_seconds += took
             self.progress.say(f"  neighbours {stem}: exact top {ids.shape[1]} of {ids.shape[0]} rows in {took:.1f}s")
@@ -421,5 +422,5 @@ def _write_dataset_files(folder: Path, ds: Dataset) -> None:
         items.append(entry)
     with open(folder / contract.ITEMS, "w", encoding="utf-8") as f:
         json.dump(items, f, ensure_ascii=False)
-    np.save(folder / contract.ITEM_POPULARITY, item_popularity(ds.X))
+    save_npy(folder / contract.ITEM_POPULARITY, item_popularity(ds.X))
     sp.save_npz(folder / contract.INTERACTIONS, ds.X.tocsr(), compressed=False)

@@ -17,6 +17,7 @@ class Progress:
         self.quiet = quiet
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {}
+        self.failed_step: str | None = None  # the innermost step an exception left (an error message names it)
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -29,7 +30,12 @@ class Progress:
     def step(self, name: str) -> Iterator[None]:
         self.say(f"{name} ...")
         t0 = time.perf_counter()
-        yield
+        try:
+            yield
+        except BaseException:
+            if self.failed_step is None:
+                self.failed_step = name
+            raise
         took = time.perf_counter() - t0
         self.timings[name] = round(took, 3)
         self.say(f"{name} done in {took:.2f}s")

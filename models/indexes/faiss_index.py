@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,7 +76,22 @@ def recall_at_10(exact: faiss.Index, approx: faiss.Index, vectors: np.ndarray, n
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
-    faiss.write_index(index, str(path))
+    """faiss.write_index, failing like Python's own writes: an OSError with the errno and the file.
+
+    FAISS reports a failed fwrite (a full disk, a file-size limit) as a RuntimeError whose message ends in
+    "(<strerror>)"; the job's error handling, like every caller, expects the OSError a write raises.
+    """
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as e:
+        found = re.search(r"write error in .*\((?P<reason>[^()]*)\)\s*$", str(e))
+        if found is None:
+            raise
+        reason = found.group("reason")
+        raise OSError(_ERRNO_BY_MESSAGE.get(reason, errno.EIO), reason, str(path)) from e
+
+
+_ERRNO_BY_MESSAGE = {os.strerror(code): code for code in errno.errorcode}
 
 
 def read_index(path: Path, mmap: bool = True) -> faiss.Index:
