@@ -1,14 +1,16 @@
 """`python -m app --host 127.0.0.1 --port 8000 --workers N`: serve ARTIFACTS_DIR with uvicorn.
 
 Command-line values override the environment (HOST, PORT, WORKERS, ARTIFACTS_DIR). Sets up
-Prometheus multiprocess mode (PROMETHEUS_MULTIPROC_DIR: a fresh temporary folder unless given) and
-one OpenMP/BLAS thread per worker before anything imports prometheus_client, FAISS or numpy.
+Prometheus multiprocess mode (PROMETHEUS_MULTIPROC_DIR: a fresh temporary folder unless given), the
+workers' shared folder (RUN_DIR: likewise) and one OpenMP/BLAS thread per worker before anything
+imports prometheus_client, FAISS or numpy.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -40,24 +42,47 @@ def uvicorn_options(settings: Any) -> dict[str, Any]:
         "proxy_headers": False,
         "server_header": False,
         "timeout_graceful_shutdown": 10,
+        "timeout_keep_alive": settings.keepalive_timeout,
+        # HEADER_TIMEOUT and MAX_CONNECTIONS are the protocol's (app.plumbing.limits): uvicorn has no head timeout,
+        # and its limit_concurrency answers a plain-text 503.
     }
 
 
-def prepare_environment(overrides: dict[str, str]) -> Path | None:
-    """Export overrides for the workers, pin thread pools, set up the metrics folder; returns a folder to remove."""
+def prepare_environment(overrides: dict[str, str]) -> list[Path]:
+    """Export overrides for the workers, pin thread pools, set up the metrics and run folders; returns the
+    folders made here, to remove at exit."""
     os.environ.update(overrides)
     for var in THREAD_VARS:
         os.environ.setdefault(var, "1")  # workers already use every core: nested thread pools only contend
+    made: list[Path] = []
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if given:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.db"):  # samples of a previous run would be summed into this one
             stale.unlink()
-        return None
-    folder = Path(tempfile.mkdtemp(prefix="simserve-metrics-"))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    return folder
+    else:
+        made.append(Path(tempfile.mkdtemp(prefix="simserve-metrics-")))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(made[-1])
+    if os.environ.get("RUN_DIR"):  # the workers' shared folder (app.serving.workers); stale state goes
+        run_dir = Path(os.environ["RUN_DIR"])
+        shutil.rmtree(run_dir / "workers", ignore_errors=True)
+        (run_dir / "reload-request").unlink(missing_ok=True)
+    else:
+        made.append(Path(tempfile.mkdtemp(prefix="simserve-run-")))
+        os.environ["RUN_DIR"] = str(made[-1])
+    return made
+
+
+def open_files_for(connections: int, spare: int = 256) -> None:
+    """Raise the soft open-files limit so a worker can hold `connections` sockets besides its own files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + spare
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            print(f"warning: open-files limit {hard} is below MAX_CONNECTIONS + {spare}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as e:
             print(f"error: invalid settings:\n{e}", file=sys.stderr)
             return 2
+        open_files_for(settings.max_connections)
         uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
     finally:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
+        for folder in cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

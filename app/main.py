@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -24,6 +27,7 @@ from app.routers import batch, compare, figures, items, neighbours, ops, page, q
 from app.routers import experiments as experiments_routes
 from app.serving.loader import LoadOptions
 from app.serving.reload import Reloader, VersionHolder
+from app.serving.workers import ReloadCoordinator, WorkerRegistry
 from app.settings import Settings
 from models.artifact.store import ArtifactStore
 
@@ -59,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events=metrics.reload_events(),
     )
 
+    coordinator = ReloadCoordinator(reloader)
+
     experiments: ExperimentsService | None = None
     if settings.experiments_file is not None:
         experiments = ExperimentsService(
@@ -78,11 +84,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load before accepting requests: a worker that starts with a published version is ready at once.
+        # not under `python -m app` (no RUN_DIR): this process is a server of its own
+        own_run_dir = None if settings.run_dir else Path(tempfile.mkdtemp(prefix="simserve-run-"))
+        coordinator.attach(WorkerRegistry(settings.run_dir or own_run_dir))  # type: ignore[arg-type]
         await reloader.check_async("startup")
+        coordinator.record()
         if experiments is not None:
             experiments.check(holder.current)
         app.openapi()  # build the schema now, not on the first request (the metrics middleware reads its paths)
-        tasks = []
+        tasks = [asyncio.create_task(coordinator.watch(settings.reload_watch_interval))]
         if settings.reload_interval > 0:
             tasks.append(asyncio.create_task(reloader.poll_forever(settings.reload_interval)))
             if experiments is not None:
@@ -96,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             if experiments is not None:
                 await asyncio.to_thread(experiments.close)
+            coordinator.registry.unregister()
+            if own_run_dir is not None:
+                shutil.rmtree(own_run_dir, ignore_errors=True)
             metrics.worker_exit()
 
     # FastAPI's native OpenTelemetry is off: metrics go to Prometheus, and its per-request provider check costs time.
@@ -104,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.state.reloader = reloader
+    app.state.coordinator = coordinator
     app.state.experiments = experiments
     problems.install(app)
     _include_flat(app, neighbours.router)

@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     reload_interval: float = Field(
         5.0, ge=0, description="Seconds between checks of CURRENT for a new version; 0 disables polling."
     )
+    run_dir: Path | None = Field(
+        None,
+        description="Folder the workers of one server share: each worker's status and forced reload requests "
+        "(app.serving.workers). `python -m app` makes a fresh one; unset otherwise: a folder of this process alone.",
+    )
+    reload_watch_interval: float = Field(
+        0.1, gt=0, le=10, description="Seconds between a worker's checks for a forced reload another worker was asked for."
+    )
+    reload_wait_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Longest POST /admin/reload waits for every worker to have reloaded (verifying a large version "
+        "takes seconds); the answer says which workers had not.",
+    )
     admin_token: str | None = Field(
         None, description="Bearer token of POST /admin/reload; the endpoint does not exist when unset."
     )
@@ -50,6 +64,23 @@ class Settings(BaseSettings):
     )
     max_head_bytes: int = Field(
         MAX_HEAD_BYTES, ge=4096, le=1 << 20, description="Largest request line + headers in bytes; more is a 431."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request's line and headers, from the connection's start or the "
+        "request's first byte; later is a 408 and the connection is closed (slow clients, slowloris).",
+    )
+    keepalive_timeout: int = Field(
+        5, ge=1, le=600, description="Seconds an idle kept-alive connection stays open between requests (uvicorn's)."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Connections (or requests in flight) per worker above which a request is answered 503 at once. "
+        "`python -m app` raises the open-files limit to fit it.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the app and uvicorn."

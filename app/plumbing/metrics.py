@@ -29,6 +29,7 @@ from prometheus_client import (
 
 from app.serving.reload import Fallback, Refusal, ReloadEvents
 from app.serving.version import Version
+from models.artifact.store import process_alive
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 SCOPE_LABELS = "simserve.labels"  # (model, metric) an endpoint resolved, stored in the ASGI scope
@@ -74,6 +75,12 @@ REFUSAL = Gauge(
     "1 for a worker's most recent refused version and the reason.",
     ["version", "reason"],
     multiprocess_mode="liveall",
+)
+CONNECTIONS_REFUSED = Counter(
+    "simserve_connections_refused",
+    "Connections answered with a problem and closed before any endpoint ran, by reason: header-timeout (408: the "
+    "request head did not arrive within HEADER_TIMEOUT), max-connections (503: the worker was at MAX_CONNECTIONS).",
+    ["reason"],
 )
 FALLBACK = Gauge(
     "simserve_fallback_info",
@@ -154,21 +161,11 @@ def _forget_dead_workers() -> None:
         return
     pids = {int(m.group(1)) for p in os.scandir(folder) if (m := _LIVE_GAUGE_FILE.match(p.name))}
     for pid in pids:
-        if not _alive(pid):
+        if not process_alive(pid):
             multiprocess.mark_process_dead(pid, folder)
 
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def worker_exit() -> None:

@@ -16,6 +16,7 @@ from app.plumbing.query_route import json_response
 from app.schemas.common import DEFAULT_K, DEFAULT_METRIC, DEFAULT_MODEL, Problem
 from app.schemas.ops import HealthResponse, ModelsResponse, ReadyResponse, ReloadResponse
 from app.serving.version import NotLoaded, VectorIndex, Version
+from app.serving.workers import status_dict
 
 router = APIRouter(tags=["operations"])
 admin_router = APIRouter(tags=["operations"])
@@ -152,11 +153,11 @@ bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server.")
 @admin_router.post(
     "/admin/reload",
     response_model=ReloadResponse,
-    summary="Check CURRENT now and swap in a new version",
+    summary="Check CURRENT now in every worker and swap in a new version",
     description="Token-protected (Authorization: Bearer ADMIN_TOKEN; the endpoint does not exist when ADMIN_TOKEN is "
-    "unset). Loads the version CURRENT names if it differs from the served one, retrying one refused "
-    "before. Reloads the worker that answers; the others pick CURRENT up at their next poll "
-    "(RELOAD_INTERVAL). 409 when the version is refused (the served one stays).",
+    "unset). Every worker of the server loads the version CURRENT names if it differs from the one it serves, retrying "
+    "one refused before; the call returns once every live worker has (at most RELOAD_WAIT_TIMEOUT seconds), and "
+    "`workers` lists each worker's served version. 409 when the version is refused (the served one stays).",
     responses={
         401: {"model": Problem, "description": "Missing or wrong token."},
         409: {"model": Problem, "description": "The version CURRENT names was refused; detail says why."},
@@ -165,13 +166,32 @@ bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server.")
 async def admin_reload(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Response:
-    require_token(request.app.state.settings.admin_token, credentials, "admin", "a valid bearer token is required")
-    result = await request.app.state.reloader.check_async("admin", force=True)
+    settings = request.app.state.settings
+    require_token(settings.admin_token, credentials, "admin", "a valid bearer token is required")
+    coordinator = request.app.state.coordinator
+    result, generation, statuses, complete = await coordinator.reload_everywhere(settings.reload_wait_timeout)
+    workers = [status_dict(s, generation) for s in statuses]
+    everywhere = {
+        "workers": workers,
+        "all_workers_reloaded": complete,
+        "workers_expected": settings.workers,
+    }
     if result.refusal is not None and not result.changed:
         raise ProblemError(
-            409, "Version refused", result.refusal.reason, "/problems/version-refused", refused_version=result.refusal.version
+            409,
+            "Version refused",
+            result.refusal.reason,
+            "/problems/version-refused",
+            refused_version=result.refusal.version,
+            **everywhere,
         )
     return json_response(
-        {"artifact_version": result.current, "previous_version": result.previous, "changed": result.changed, "pid": os.getpid()},
+        {
+            "artifact_version": result.current,
+            "previous_version": result.previous,
+            "changed": result.changed,
+            "pid": os.getpid(),
+            **everywhere,
+        },
         result.current,
     )

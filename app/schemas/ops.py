@@ -148,8 +148,39 @@ class ReadyResponse(BaseModel):
     pid: int = Field(description="Worker process id.", examples=[4242])
 
 
+class WorkerReload(BaseModel):
+    pid: int = Field(description="Worker process id.", examples=[4242])
+    artifact_version: str | None = Field(
+        description="The version this worker serves after the reload.", examples=["20250102T120000Z-5e6f7a8b"]
+    )
+    reloaded: bool = Field(
+        description="Whether this worker had checked CURRENT for this call when it returned (false: not within "
+        "RELOAD_WAIT_TIMEOUT; it still will, at once when it can).",
+        examples=[True],
+    )
+    refused_version: str | None = Field(description="The most recent version this worker refused, if any.", examples=[None])
+    refusal: str | None = Field(description="Why it was refused.", examples=[None])
+    fallback: str | None = Field(
+        description="The older version this worker serves because the one CURRENT names was refused when it started.",
+        examples=[None],
+    )
+
+
 class ReloadResponse(BaseModel):
     artifact_version: str | None = Field(description="Version served after the reload.", examples=["20250102T120000Z-5e6f7a8b"])
     previous_version: str | None = Field(description="Version served before.", examples=["20250101T120000Z-1a2b3c4d"])
     changed: bool = Field(description="Whether a new version was swapped in.", examples=[True])
-    pid: int = Field(description="The worker that reloaded; other workers follow at their next poll of CURRENT.", examples=[4242])
+    pid: int = Field(
+        description="The worker that answered (its own reload is previous_version -> artifact_version).", examples=[4242]
+    )
+    workers: list[WorkerReload] = Field(
+        description="Every live worker of the server (the answering one included), by pid, after the reload."
+    )
+    all_workers_reloaded: bool = Field(
+        description="Whether every live worker had checked CURRENT before the call returned.", examples=[True]
+    )
+    workers_expected: int = Field(
+        description="The WORKERS setting: how many workers the server runs (one being restarted may be missing from "
+        "`workers`; it loads CURRENT when it starts).",
+        examples=[2],
+    )

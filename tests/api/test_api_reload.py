@@ -95,7 +95,14 @@ def check_admin_reload(server, art: ApiArtifact, spares: dict[str, Path], refuse
     auth = {"Authorization": "Bearer s3cret-token"}
     r = c.post("/admin/reload", headers=auth)
     assert r.status_code == 200, r.text
-    assert r.json() | {"pid": 0} == {"artifact_version": new, "previous_version": art.version, "changed": True, "pid": 0}
+    body = r.json()
+    assert {k: body[k] for k in ("artifact_version", "previous_version", "changed")} == {
+        "artifact_version": new,
+        "previous_version": art.version,
+        "changed": True,
+    }
+    assert body["all_workers_reloaded"] is True and [w["pid"] for w in body["workers"]] == [body["pid"]]
+    assert body["workers"][0]["artifact_version"] == new and body["workers"][0]["reloaded"] is True
     assert c.get("/similar-items", params={"item_id": "i1"}).json()["artifact_version"] == new
     assert c.post("/admin/reload", headers=auth).json()["changed"] is False
     bad = publish_copy(art.root, spares["lam250"], corrupt=True)

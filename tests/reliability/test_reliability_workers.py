@@ -1,5 +1,8 @@
 """Worker faults, on `python -m app` with 2 uvicorn workers:
 
+- `POST /admin/reload` reaches every worker before it returns (polling off: nothing else could move them),
+  and lists each worker's version; a refused version is refused by every worker;
+
 - a worker SIGKILLed under load is replaced by uvicorn's supervisor; only requests in flight on it fail
   (counted), and the replacement serves the live version;
 - a worker that starts while CURRENT names a corrupt version falls back to the newest older version that
@@ -148,3 +151,40 @@ def test_fallback_takes_the_newest_older_version_that_verifies(api_artifact, tmp
         publish_by_hand(art.root, newer)
         wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == newer, what="the newer version")
         assert server.client.get("/readyz").json()["fallback"] is None
+
+
+@pytest.mark.slow
+def test_admin_reload_reaches_every_worker_before_it_returns(api_artifact, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    auth = {"Authorization": "Bearer s3cret-token"}
+    with start_api_server(art.root, tmp_path, workers=WORKERS, RELOAD_INTERVAL="0", ADMIN_TOKEN="s3cret-token") as server:
+        wait_serving(server, art.version, WORKERS)
+        pids = _worker_pids(server)
+        new, _ = copy_version(art.root, art.version)
+        publish_by_hand(art.root, new)
+        time.sleep(0.5)
+        assert {b["artifact_version"] for b in each_worker(server, "/readyz", WORKERS).values()} == {art.version}
+        r = httpx.post(server.base_url + "/admin/reload", headers=auth, timeout=30.0)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["changed"] is True and body["artifact_version"] == new and body["previous_version"] == art.version
+        assert body["all_workers_reloaded"] is True and body["workers_expected"] == WORKERS
+        assert {w["pid"] for w in body["workers"]} == pids and body["pid"] in pids
+        assert all(w["artifact_version"] == new and w["reloaded"] for w in body["workers"]), body["workers"]
+        # at once, on every worker: no poll could have done it
+        answers = each_worker(server, "/readyz", WORKERS)
+        assert {b["artifact_version"] for b in answers.values()} == {new}, answers
+        assert metric(metrics_text(server), "simserve_reloads_total", trigger="admin") == WORKERS
+        # a corrupt version: every worker refuses it and keeps serving
+        bad = publish_corrupt(art.root, new, CORRUPTIONS["flipped-byte"][0])
+        r = httpx.post(server.base_url + "/admin/reload", headers=auth, timeout=30.0)
+        assert r.status_code == 409 and r.json()["refused_version"] == bad, r.text
+        workers = r.json()["workers"]
+        assert {w["pid"] for w in workers} == pids and r.json()["all_workers_reloaded"] is True
+        assert all(w["artifact_version"] == new and w["refused_version"] == bad for w in workers), workers
+        assert metric(metrics_text(server), "simserve_reload_refused_total", trigger="admin") == WORKERS
+        # a second call with nothing new: 200, nothing changed anywhere (the refused version is retried: forced)
+        publish_by_hand(art.root, new)
+        r = httpx.post(server.base_url + "/admin/reload", headers=auth, timeout=30.0)
+        assert r.status_code == 200 and r.json()["changed"] is False
+        assert all(w["artifact_version"] == new and w["reloaded"] for w in r.json()["workers"])

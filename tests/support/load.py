@@ -22,6 +22,7 @@ class LoadResult:
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     failure_times: list[float] = field(default_factory=list)  # time.monotonic() of each failure, in order
+    latencies: list[float] = field(default_factory=list)  # seconds of each successful request, in order
     versions: Counter[str] = field(default_factory=Counter)
     bodies: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (query, version) -> body digests
     seconds: float = 0.0
@@ -88,6 +89,7 @@ class LoadGenerator:
 
     def _one(self, client: httpx.Client, path: str, params: dict[str, Any]) -> None:
         key = f"{path}?{sorted(params.items())}"
+        t0 = time.perf_counter()
         try:
             r = client.get(path, params=params)
         except httpx.HTTPError as e:
@@ -102,7 +104,9 @@ class LoadGenerator:
             self._fail(f"{key}: inconsistent response {r.headers.get('artifact-version')} {str(body)[:300]}")
             return
         digest = hashlib.sha256(json.dumps(body["neighbors"], sort_keys=True).encode()).hexdigest()
+        seconds = time.perf_counter() - t0
         with self._lock:
+            self.result.latencies.append(seconds)
             self.result.versions[version] += 1
             self.result.bodies.setdefault((key, version), set()).add(digest)
 

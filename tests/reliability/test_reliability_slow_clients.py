@@ -1,0 +1,136 @@
+"""Slow clients next to normal load, on `python -m app` with 2 workers.
+
+Slowloris: a few hundred connections that send a request head one byte at a time and never finish it,
+reconnecting whenever the server closes them, plus connections that send nothing at all. The server
+answers each with a 408 problem after HEADER_TIMEOUT and closes it, so they hold a connection for that
+long and no longer; meanwhile normal requests keep succeeding with a p99 within 2x of the same load's
+p99 without the slow clients. A worker at MAX_CONNECTIONS answers a 503 problem at once instead of
+queueing."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.artifacts import copy_artifacts
+from support.load import LoadGenerator, neighbour_queries
+from support.prometheus import metric
+from support.servers import metrics_text, start_api_server, wait_for, wait_serving
+
+SLOW_CLIENTS = Path(__file__).resolve().parents[1] / "support" / "slow_clients.py"
+WORKERS = 2
+HEADER_TIMEOUT = 2.0
+SLOW = 300  # connections trickling a head
+SILENT = 60  # connections that send nothing
+
+
+@contextlib.contextmanager
+def slow_clients(port: int, seconds: float) -> Iterator[list[tuple[float, bytes]]]:
+    """support/slow_clients.py against the server for `seconds`; the list fills with (held, answer) at exit."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(SLOW_CLIENTS),
+            "--port",
+            str(port),
+            "--slow",
+            str(SLOW),
+            "--silent",
+            str(SILENT),
+            "--seconds",
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    closed: list[tuple[float, bytes]] = []
+    try:
+        yield closed
+        out, _ = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    closed += [(held, base64.b64decode(answer)) for held, answer in json.loads(out)["closed"]]
+
+
+def _p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98]
+
+
+@pytest.mark.slow
+def test_slow_clients_are_timed_out_and_do_not_starve_normal_requests(api_artifact, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    queries = neighbour_queries(art.version_dir, ["denoising-symmetric"], ["projected", "cosine"], ids=3)
+    with start_api_server(
+        art.root, tmp_path, workers=WORKERS, HEADER_TIMEOUT=str(HEADER_TIMEOUT), KEEPALIVE_TIMEOUT="2"
+    ) as server:
+        wait_serving(server, art.version, WORKERS)
+        port = int(server.base_url.rsplit(":", 1)[1])
+        rounds: dict[str, list[float]] = {"baseline": [], "slow clients": []}
+        held, answers = [], []
+        # alternate rounds, so that the machine's noise falls on both sides alike
+        for _round in range(2):
+            with LoadGenerator(server.base_url, queries, threads=4, max_seconds=6, pause=0.002) as load:
+                time.sleep(6)
+            baseline = load.stop()
+            assert baseline.failures == [], baseline.failures[:5]
+            rounds["baseline"].append(_p99(baseline.latencies))
+            with slow_clients(port, seconds=1.0 + 6 + HEADER_TIMEOUT + 0.5) as closed:
+                time.sleep(1.0)  # every slow connection open and trickling
+                with LoadGenerator(server.base_url, queries, threads=4, max_seconds=6, pause=0.002) as load:
+                    time.sleep(6)
+                attacked = load.stop()
+            assert attacked.failures == [], attacked.failures[:5]
+            assert len(attacked.latencies) > 200
+            rounds["slow clients"].append(_p99(attacked.latencies))
+            held += [h for h, _ in closed]
+            answers += [a for _, a in closed]
+        base, under = statistics.median(rounds["baseline"]), statistics.median(rounds["slow clients"])
+        print(
+            f"\np99 without slow clients {[f'{x * 1e3:.1f}' for x in rounds['baseline']]} ms, "
+            f"with {SLOW}+{SILENT} slow ones {[f'{x * 1e3:.1f}' for x in rounds['slow clients']]} ms; "
+            f"{len(held)} slow connections closed after {statistics.median(held):.2f} s (median)"
+        )
+        assert under <= 2 * base, rounds
+        # every slow connection was closed by the server after HEADER_TIMEOUT, with a 408 problem
+        timed_out = [h for h, a in zip(held, answers, strict=True) if a]
+        assert len(timed_out) >= SLOW + SILENT, len(timed_out)
+        assert all(a.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in a for a in answers if a)
+        assert HEADER_TIMEOUT - 0.2 <= statistics.median(timed_out) <= HEADER_TIMEOUT + 1.0, statistics.median(timed_out)
+        assert metric(metrics_text(server), "simserve_connections_refused_total", reason="header-timeout") >= len(timed_out)
+
+
+@pytest.mark.slow
+def test_a_worker_at_max_connections_answers_503_at_once(api_artifact, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    with start_api_server(art.root, tmp_path, workers=1, MAX_CONNECTIONS="20", HEADER_TIMEOUT="30") as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(25)]
+        try:
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            r = httpx.get(server.base_url + "/similar-items", params={"item_id": "i1"}, timeout=5.0)
+            assert time.monotonic() - t0 < 1.0
+            assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json", r.text
+            assert r.headers["retry-after"] == "1" and r.json()["type"] == "/problems/overloaded"
+            assert "limit of 20 connections" in r.json()["detail"]
+        finally:
+            for s in idle:
+                s.close()
+        # below the limit again: served
+        wait_for(
+            lambda: httpx.get(server.base_url + "/similar-items", params={"item_id": "i1"}).status_code == 200,
+            what="service below the limit",
+        )
+        assert metric(metrics_text(server), "simserve_connections_refused_total", reason="max-connections") >= 1
