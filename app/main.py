@@ -79,7 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         assert experiments is not None
         while True:
             await asyncio.sleep(interval)
-            experiments.check(holder.current)
+            try:
+                experiments.check(holder.current)
+            except Exception:  # a poller that dies silently would stop experiment reloads for good
+                logging.getLogger("app.experiments").exception("experiments file check failed")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -57,7 +57,7 @@ class ExperimentsService:
             return
         try:
             fingerprint = file_fingerprint(self.path)
-        except OSError as e:
+        except (ExperimentsError, OSError) as e:  # gone or unreadable: refused below, once, like any bad file
             fingerprint = f"unreadable: {e}"
         key = (fingerprint, version.name)
         if key == self._checked:

@@ -8,12 +8,16 @@ requests, oversized request heads: app.plumbing.limits).
   HOSTILE_MAX_EXAMPLES (default 300) per operation. tests/api/test_contract.py checks conformance to the
   checked-in schema with a small budget; this one checks robustness with a large one (slow: through the
   real HTTP stack, which is the point, so there is no in-process twin). Random strings never name an
-  experiment or an exposure, so most positive cases of those operations are steered there: valid
+  experiment, an exposure or an id, so most positive cases of those operations are steered there: valid
   experiment names (and known ids) on the neighbour endpoints, real exposure ids and shown items in
-  POST /feedback, listed names and the token on the reports; a test checks that the fuzz got there.
+  POST /feedback, listed names and the token on the reports, known ids in most batch entries; a test checks
+  that the fuzz got there.
 - hand-written cases: huge / negative / non-numeric k, 100 KB and unicode ids, repeated and unknown
   parameters, path tricks in every parameter and in the path, over-long URLs and headers (and that a
   worker does not grow from them), large bodies, malformed HTTP, and the admin token.
+- the batch endpoints: hostile entries among good ones (path tricks, NUL, unicode, 10 KB ids: each entry's own
+  404, the others answered), hostile bodies (deep nesting, huge numbers, duplicate keys, nulls, wrong shapes,
+  1,001 queries) and hostile filters.
 - the experiments: hostile POST /feedback bodies (not JSON, wrong types, NaN, nulls, long and unicode
   strings, unknown fields, wrong content types, empty and oversized bodies), exposure ids that are not
   ids, hostile `experiment` and `unit_id` values, experiment together with model or metric, hostile
@@ -114,6 +118,7 @@ arms = [
 """
 EXPERIMENTS = {"items-ab": "/similar-items", "users-ab": "/similar-users", "rec-ab": "/recommend", "rec-interleave": "/recommend"}
 QUERY_ID = {"/similar-items": "item_id", "/similar-users": "user_id", "/recommend": "user_id"}
+BATCH = {"/similar-items/batch": "item_id", "/recommend/batch": "user_id"}
 EXPOSURE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -255,6 +260,13 @@ def steer(case: Any) -> None:
         if rng.randrange(8):
             body["item_id"] = rng.choice(exposed.shown)
         case.body = body
+    elif path in BATCH and isinstance(case.body, dict) and isinstance(case.body.get("queries"), list) and rng.randrange(4):
+        param = BATCH[path]
+        queries = [
+            {**q, param: f"{param[0]}{rng.randrange(100)}"} if isinstance(q, dict) and rng.randrange(4) else q
+            for q in case.body["queries"]
+        ]
+        case.body = {**case.body, "queries": queries}
     elif path == REPORT and rng.randrange(4):
         case.path_parameters = {**(case.path_parameters or {}), "name": rng.choice(sorted(EXPERIMENTS))}
         if rng.randrange(3):
@@ -262,11 +274,14 @@ def steer(case: Any) -> None:
 
 
 def outcome(response: Any) -> str:
-    """'exposure' for a response served under an experiment, else the status code."""
+    """'exposure' for a response served under an experiment, 'answered' for a batch with an entry answered (not a
+    problem), else the status code."""
     if response.status_code == 200 and response.headers.get("content-type", [""])[0].startswith("application/json"):
         body = response.json()
         if isinstance(body, dict) and isinstance(body.get("experiment"), dict):
             return "exposure"
+        if isinstance(body, dict) and any("neighbors" in r for r in body.get("results", ())):
+            return "answered"
     return str(response.status_code)
 
 
@@ -283,15 +298,19 @@ def test_fuzzed_requests_never_fail_and_errors_are_problems(case, server, exposu
 
 @pytest.mark.slow
 def test_the_fuzz_reached_the_experiment_paths(server):
-    """Run after the fuzz: its steered cases were served under experiments, accepted as feedback, and reported."""
+    """Run after the fuzz: its steered cases were served under experiments, accepted as feedback, and reported,
+    and batches were answered."""
     fuzzed = {path for path, _ in REACHED}
-    if not fuzzed & {*QUERY_ID, "/feedback", REPORT}:
+    if not fuzzed & {*QUERY_ID, "/feedback", REPORT, *BATCH}:
         pytest.skip("the fuzz of the experiment operations did not run in this session")
     least = max(1, MAX_EXAMPLES // 30)
     wanted = {**{(path, "exposure"): least for path in QUERY_ID}, ("/feedback", "202"): least, (REPORT, "200"): least}
     for (path, what), n in wanted.items():
         if path in fuzzed:
             assert REACHED[(path, what)] >= n, (path, what, sorted(REACHED.items()))
+    for path in BATCH:
+        if path in fuzzed:  # the steered batches reached the searches, not only the per-entry 404s
+            assert REACHED[(path, "answered")] >= least, (path, sorted(REACHED.items()))
     events = "simserve_experiment_events_total"
     text = metrics_text(server)
     assert metric(text, events, outcome="queued") > 0 and metric(text, events, outcome="dropped") == 0  # all kept
@@ -541,6 +560,74 @@ def test_large_bodies_are_not_buffered(server, method, path, chunked):
 )
 def test_malformed_http_is_a_400_problem(server, data):
     assert_raw_problem(raw_request(server, data), 400)
+
+
+# --------------------------------------------------------------------------- the batch endpoints
+
+HOSTILE_IDS = [*TRAVERSALS, "é" * 300, "\u202eevil", "\u200b", "i1\r\nX-Injected: 1", "' OR 1=1 --", "i" * 1024]
+
+
+@pytest.mark.parametrize("path", list(BATCH))
+def test_hostile_batch_entries_fail_alone_and_the_rest_is_answered(server, path):
+    param = BATCH[path]
+    good = f"{param[0]}1"
+    queries = [{param: good, "k": 3}] + [{param: bad, "k": 3} for bad in HOSTILE_IDS] + [{param: good, "k": 2}]
+    r = server.client.post(path, json={"queries": queries})
+    assert r.status_code == 200, r.text[:500]
+    results = r.json()["results"]
+    assert len(results) == len(queries)
+    assert len(results[0]["neighbors"]) == 3 and len(results[-1]["neighbors"]) == 2
+    for result, query in zip(results[1:-1], queries[1:-1], strict=True):
+        assert result["status"] == 404 and result["type"].startswith("/problems/unknown-"), result
+        assert "neighbors" not in result and result[param] == query[param], result  # echoed as data
+    too_long = server.client.post(path, json={"queries": [{param: good}, {param: "i" * 1025}]})  # above the id bound
+    assert [e["param"] for e in assert_problem(too_long, 422)["errors"]] == [param]
+    assert_serving(server)
+
+
+@pytest.mark.parametrize(
+    "content,status",
+    [
+        (b'{"queries": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),  # nesting deeper than any parser's limit
+        (b'{"queries": [{"item_id": "i1", "k": 1e400}]}', 422),
+        (b'{"queries": [{"item_id": "i1", "k": 99999999999999999999999999}]}', 422),
+        (b'{"queries": [{"item_id": "i1", "k": NaN}]}', 422),
+        (b'{"queries": [{"item_id": "i1", "k": -1}]}', 422),
+        (b'{"queries": [{"item_id": "i1", "item_id": "i2"}]}', 200),  # a duplicate key: the last one, as JSON parsers do
+        (b'\xef\xbb\xbf{"queries": [{"item_id": "i2"}]}', 200),  # a byte-order mark, which RFC 8259 lets a parser skip
+        (b'{"queries": null}', 422),
+        (b'{"queries": [null]}', 422),
+        (b'{"queries": "i1"}', 422),
+        (b'{"queries": [["i1"]]}', 422),
+        (b'{"queries": [{"item_id": null}]}', 422),
+        (b'{"queries": [{"item_id": ""}]}', 422),
+        (b'{"queries": [{"item_id": "i1"}], "model": "../../CURRENT"}', 422),
+        (b'{"queries": [{"item_id": "i1"}], "category": "../../CURRENT"}', 422),
+        (b'{"queries": [{"item_id": "i1"}], "exclude": "i2"}', 422),
+        (b'{"queries": [{"item_id": "i1"}], "exclude": [null]}', 422),
+        (b'{"queries": [{"item_id": "i1"}]} trailing', 400),
+        (b'{"queries": [' + b",".join([b'{"item_id": "i1", "k": 1000}'] * 1001) + b"]}", 422),
+    ],
+)
+def test_hostile_batch_bodies_are_4xx_problems_or_answers(server, content, status):
+    r = server.client.post("/similar-items/batch", content=content, headers={"content-type": "application/json"})
+    if status == 200:
+        result = r.json()["results"][0]
+        assert r.status_code == 200 and (result["item_id"], result["k"]) == ("i2", 10), r.text[:300]
+    else:
+        body = assert_problem(r, status)
+        assert body["detail"], body
+    assert_serving(server)
+
+
+def test_the_largest_batch_of_the_largest_k_is_answered(server):
+    """1,000 queries of k = 1,000 (the bounds; more than the catalogue holds): one answer, every entry full."""
+    queries = [{"item_id": f"i{j % 100}", "k": 1000} for j in range(1000)]
+    r = server.client.post("/similar-items/batch", json={"queries": queries}, timeout=120)
+    assert r.status_code == 200, r.text[:300]
+    counts = server.client.get("/models").json()["counts"]
+    assert all(len(res["neighbors"]) == counts["items"] - 1 for res in r.json()["results"])
+    assert_serving(server)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "TRACE", "OPTIONS"])
