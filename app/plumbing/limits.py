@@ -9,8 +9,9 @@ does not: a client could make a worker buffer a header of any size. `BoundedHttp
     408 Request Timeout                     a request head (or a new connection's first one) has not
                                             arrived in full within HEADER_TIMEOUT seconds: slow clients
                                             (slowloris) hold a connection for that long, no longer
-    503 Service Unavailable                 the worker already has MAX_CONNECTIONS connections or
-                                            requests in flight (Retry-After: 1)
+    503 Service Unavailable                 the worker already has MAX_CONNECTIONS connections (answered
+                                            when the connection is made) or requests in flight (answered
+                                            when the head is complete); Retry-After: 1
 
 Between requests on a kept-alive connection, uvicorn's own KEEPALIVE_TIMEOUT closes an idle connection.
 
@@ -50,6 +51,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            self._overloaded()  # refused at once: a connection that is never served must not hold a descriptor
+            return
         self._arm_head_timer()  # a connection that never sends a head is timed out like a slow one
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -65,6 +69,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _overloaded(self) -> None:
+        CONNECTIONS_REFUSED.labels("max-connections").inc()
+        self._refuse(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"this worker is at its limit of {self.max_connections} connections or requests in flight",
+            "/problems/overloaded",
+            log=False,
+            headers=[b"retry-after: 1\r\n"],
+        )
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self._refused and not self.transport.is_closing():
@@ -79,6 +93,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self.cycle is None or self.cycle.response_complete:
+            # Bytes on an idle connection start a head, even bytes the parser skips without beginning a message
+            # (blank lines between requests): they cancel uvicorn's keep-alive timer, so this one takes over.
+            self._arm_head_timer()
         super().data_received(data)
         if self._in_head and not self._refused and not self.transport.is_closing():
             # Still inside a head after this read: it all counts (a read that also ended the previous
@@ -100,17 +118,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         if self._refused:
             return
-        if self.max_connections is not None and (
-            len(self.connections) > self.max_connections or len(self.tasks) >= self.max_connections
-        ):
-            CONNECTIONS_REFUSED.labels("max-connections").inc()
-            self._refuse(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"this worker is at its limit of {self.max_connections} connections or requests in flight",
-                "/problems/overloaded",
-                log=False,
-                headers=[b"retry-after: 1\r\n"],
-            )
+        if self.max_connections is not None and len(self.tasks) >= self.max_connections:
+            self._overloaded()
             return
         if len(self.url) > self.max_url:
             self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, f"the request target is longer than {self.max_url} bytes")

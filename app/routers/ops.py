@@ -176,7 +176,8 @@ async def admin_reload(
         "all_workers_reloaded": complete,
         "workers_expected": settings.workers,
     }
-    if result.refusal is not None and not result.changed:
+    fell_back = request.app.state.holder.fallback is not None
+    if result.refusal is not None and (not result.changed or fell_back):  # CURRENT's version itself was refused
         raise ProblemError(
             409,
             "Version refused",

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.serving.loader import LoadOptions, load_version
 from app.serving.version import NotLoaded, Version
@@ -120,6 +120,8 @@ class Reloader:
                 self.holder.not_loaded_reason = f"no version published: {self.store.current_file} is missing or empty"
             return ReloadResult(live_name, live_name, False)
         if wanted == live_name:
+            if self.holder.fallback is not None:  # CURRENT was rolled back onto the version served: no fallback now
+                self._end_fallback()
             return ReloadResult(live_name, live_name, False)
         last = self.holder.last_refusal
         if not force and last is not None and last.version == wanted:
@@ -131,12 +133,21 @@ class Reloader:
             result = self._refuse(wanted, str(e), trigger, live_name)
             if live is None:
                 return self._fall_back(wanted, str(e), trigger) or result
+            if self.holder.fallback is not None:  # still serving the fallback, now instead of this version
+                self._set_fallback(replace(self.holder.fallback, current=wanted, reason=str(e), at=time.time()))
             return result
         self._swap(version, trigger, t0)
         if self.holder.fallback is not None:
-            self.holder.fallback = None
-            self.events.fallback(None)
+            self._end_fallback()
         return ReloadResult(live_name, wanted, True)
+
+    def _set_fallback(self, fallback: Fallback) -> None:
+        self.holder.fallback = fallback
+        self.events.fallback(fallback)
+
+    def _end_fallback(self) -> None:
+        self.holder.fallback = None
+        self.events.fallback(None)
 
     def _swap(self, version: Version, trigger: str, t0: float) -> None:
         previous = self.holder.swap(version)
@@ -164,7 +175,6 @@ class Reloader:
                 continue
             self._swap(version, "fallback", t0)
             fallback = Fallback(served=name, current=refused, reason=reason, at=time.time())
-            self.holder.fallback = fallback
             log.warning(
                 "CURRENT names %s, which was refused (%s); serving the newest older version that verifies, %s, "
                 "until CURRENT names a version that loads",
@@ -172,7 +182,7 @@ class Reloader:
                 reason,
                 name,
             )
-            self.events.fallback(fallback)
+            self._set_fallback(fallback)
             return ReloadResult(None, name, True, self.holder.last_refusal)
         if self.holder.current is None:
             self.holder.not_loaded_reason = f"version {refused} refused: {reason}; no older version verifies either"

@@ -43,6 +43,7 @@ class WorkerStatus:
 
     pid: int
     parent: int
+    started: int | None  # the process's start time (clock ticks since boot): a reused pid is another process
     artifact_version: str | None
     handled: int  # the newest reload request generation this worker has acted on
     refusal: str | None  # the reason of its most recent refusal (None: none)
@@ -59,6 +60,7 @@ class WorkerRegistry:
         self.workers = run_dir / WORKERS_DIR
         self.workers.mkdir(parents=True, exist_ok=True)
         self.pid = os.getpid()
+        self.started = process_start(self.pid)
         self._written: WorkerStatus | None = None
 
     # ---------------------------------------------------------------- reload requests
@@ -92,6 +94,7 @@ class WorkerRegistry:
         status = WorkerStatus(
             pid=self.pid,
             parent=os.getppid(),
+            started=self.started,
             artifact_version=version,
             handled=handled,
             refusal=refusal,
@@ -99,9 +102,12 @@ class WorkerRegistry:
             fallback=fallback,
             updated_at=time.time(),
         )
-        if self._written is not None and asdict(self._written) | {"updated_at": 0} == asdict(status) | {"updated_at": 0}:
+        path = self.workers / f"{self.pid}.json"
+        unchanged = self._written is not None and asdict(self._written) | {"updated_at": 0} == asdict(status) | {"updated_at": 0}
+        if unchanged and path.exists():  # rewritten if someone removed it (a /tmp cleaner)
             return
-        _write_atomically(self.workers / f"{self.pid}.json", json.dumps(asdict(status)))
+        self.workers.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, json.dumps(asdict(status)))
         self._written = status
 
     def siblings(self) -> list[WorkerStatus]:
@@ -112,17 +118,27 @@ class WorkerRegistry:
                 status = WorkerStatus(**json.loads(path.read_text(encoding="utf-8")))
             except (OSError, ValueError, TypeError):  # being replaced, or not ours
                 continue
-            if status.pid != self.pid and (status.parent != os.getppid() or not process_alive(status.pid)):
-                with contextlib.suppress(OSError):
-                    if not process_alive(status.pid):
+            if status.pid != self.pid:
+                alive = process_alive(status.pid) and process_start(status.pid) == status.started
+                if not alive:
+                    with contextlib.suppress(OSError):
                         path.unlink()
-                continue
+                if not alive or status.parent != os.getppid():
+                    continue
             out.append(status)
         return out
 
     def unregister(self) -> None:
         with contextlib.suppress(OSError):
             (self.workers / f"{self.pid}.json").unlink()
+
+
+def process_start(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22); None when it is gone or not Linux."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -148,14 +164,15 @@ class ReloadCoordinator:
 
     def __init__(self, reloader: Reloader) -> None:
         self.reloader = reloader
-        self.handled = 0
+        self.handled = 0  # the newest request generation this worker has acted on
+        self._claimed = 0  # the newest it has started on (its watcher leaves that one to the admin call)
         self._registry: WorkerRegistry | None = None
 
     def attach(self, registry: WorkerRegistry) -> None:
         """Start using RUN_DIR (at startup, before the first request)."""
         self._registry = registry
         # Requests made before this worker started are covered by its own startup load of CURRENT.
-        self.handled = registry.generation()
+        self.handled = self._claimed = registry.generation()
 
     @property
     def registry(self) -> WorkerRegistry:
@@ -179,9 +196,11 @@ class ReloadCoordinator:
         while True:
             try:
                 generation = self.registry.generation()
-                if generation > self.handled:
-                    self.handled = generation
+                # != rather than >: a counter that went back (its file removed) is a new request too
+                if generation != self.handled and generation != self._claimed:
+                    self._claimed = generation
                     await self.reloader.check_async("admin", force=True)
+                    self.handled = generation
                 self.record()
             except Exception:  # a watcher that dies silently would stop forced reloads for good
                 log.exception("reload request check failed")
@@ -194,8 +213,9 @@ class ReloadCoordinator:
         of them handled the request in time).
         """
         generation = self.registry.request_reload()
-        self.handled = generation  # this worker answers it here, not in its watcher
+        self._claimed = generation  # this worker answers it here, not in its watcher
         result = await self.reloader.check_async("admin", force=True)
+        self.handled = generation  # only now: a sibling's admin call waiting on this worker must see it done
         self.record()
         deadline = time.monotonic() + timeout
         while True:

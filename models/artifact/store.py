@@ -162,10 +162,9 @@ class ArtifactStore:
             fsync_path(self.versions)
             self.switch_current(version)
         except BaseException:
-            # CURRENT still names the previous version: a complete folder it never named would only be a
-            # candidate for a worker's fallback, and is not what the failed build published.
-            if self.current_version() != version:
-                shutil.rmtree(final, ignore_errors=True)
+            # CURRENT still names the previous version (switch_current fails before its rename or not at all): a
+            # complete folder it never named would only be a candidate for a worker's fallback.
+            shutil.rmtree(final, ignore_errors=True)
             raise
         self.apply_retention(keep)
         return final
@@ -182,7 +181,10 @@ class ArtifactStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        fsync_path(self.root)
+        # Published from here on: the rename is done and every worker sees it. Syncing the directory makes it
+        # survive a power cut; if that fails the publish still happened, and saying otherwise would be wrong.
+        with contextlib.suppress(OSError):
+            fsync_path(self.root)
 
     def apply_retention(self, keep: int) -> list[str]:
         """Keep the newest `keep` versions (and always the live one); delete the rest."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,22 +73,16 @@ def recall_at_10(exact: faiss.Index, approx: faiss.Index, vectors: np.ndarray, n
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
-    """faiss.write_index, failing like Python's own writes: an OSError with the errno and the file.
-
-    FAISS reports a failed fwrite (a full disk, a file-size limit) as a RuntimeError whose message ends in
-    "(<strerror>)"; the job's error handling, like every caller, expects the OSError a write raises.
-    """
+    """faiss.write_index through a Python file, so a failed write fails like Python's own: an OSError with the
+    errno and the file, also for the last buffered bytes (FAISS's own writer ignores an error at fclose, which
+    would leave a truncated index behind a matching checksum)."""
     try:
-        faiss.write_index(index, str(path))
-    except RuntimeError as e:
-        found = re.search(r"write error in .*\((?P<reason>[^()]*)\)\s*$", str(e))
-        if found is None:
+        with open(path, "wb") as f:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))  # type: ignore[attr-defined]  # not in the stubs
+    except OSError as e:
+        if e.filename is not None:
             raise
-        reason = found.group("reason")
-        raise OSError(_ERRNO_BY_MESSAGE.get(reason, errno.EIO), reason, str(path)) from e
-
-
-_ERRNO_BY_MESSAGE = {os.strerror(code): code for code in errno.errorcode}
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def read_index(path: Path, mmap: bool = True) -> faiss.Index:

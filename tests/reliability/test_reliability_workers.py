@@ -147,6 +147,14 @@ def test_fallback_takes_the_newest_older_version_that_verifies(api_artifact, tmp
         assert body["fallback"]["served"] == good and body["fallback"]["current"] == bad
         assert "invalid JSON" in body["fallback"]["reason"] and body["last_refusal"]["version"] == bad
         assert server.client.get("/similar-items", params={"item_id": "i3"}).json()["artifact_version"] == good
+        # CURRENT moves to another corrupt version: still the fallback, now instead of that one
+        publish_by_hand(art.root, older_bad)
+        wait_for(lambda: server.client.get("/readyz").json()["fallback"]["current"] == older_bad, what="the new refusal")
+        assert server.client.get("/readyz").json()["artifact_version"] == good
+        # CURRENT rolled back onto the version served: no fallback any more
+        publish_by_hand(art.root, good)
+        wait_for(lambda: server.client.get("/readyz").json()["fallback"] is None, what="the rollback")
+        assert metric(metrics_text(server), "simserve_fallback_info", served=good) == 0
         # CURRENT moves on to a good version: served, fallback cleared
         publish_by_hand(art.root, newer)
         wait_for(lambda: server.client.get("/readyz").json()["artifact_version"] == newer, what="the newer version")
