@@ -11,7 +11,7 @@ export ARTIFACTS_DIR
 LINTED := models app tests bench tools
 
 .PHONY: install demo demo-experiment serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
-	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch bench-ingest clean
+	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch bench-ingest bench-soak clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,10 @@ bench-experiment: install
 
 bench-batch: install
 	$(PY) bench/batch_queries.py
+
+# 10 minutes of load at 80 % of the measured maximum, a new version published every 30 s (bench/README.md#soak).
+bench-soak: install
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

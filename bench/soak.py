@@ -4,18 +4,22 @@
     .venv/bin/python bench/soak.py --minutes 2     # a shorter soak, same checks
 
 What it does, on `python -m app` with 2 workers (the production entry point, its defaults):
-1. Builds the simulation (the demo catalogue: 20,000 users x 1,000 items) with `python -m models.build
-   --no-diagnostics --gauge-transforms 0` into a fresh artifacts root, starts the server, warms it up.
+1. Builds the simulation (the demo catalogue: 20,000 users x 1,000 items, 167 MB a version) three times with
+   `python -m models.build --no-diagnostics --gauge-transforms 0` (three lambdas) into a folder of sources,
+   publishes a copy of one into a fresh artifacts root, starts the server, warms it up.
 2. Measures the maximum: wrk, 32 connections, 20 s, on a mix of /similar-items (projected, cosine, dot),
    /similar-users and /recommend over random ids of two models.
 3. Calibrates wrk's per-request delay (its Lua `delay()`) so the same connections send about 80 % of that.
-4. Runs the load in one-minute wrk segments for --minutes, while a real build (`nice -n 19`, a new lambda
-   each time, retention `--keep 3`) starts every 30 s from the start and publishes when it ends, so every
-   minute holds two publishes. Every 10 s it samples each worker
+4. Runs that load as one wrk run of --minutes (one split of its connections between the workers for the
+   whole soak), next to a latency probe (200 requests/s of the same mix, open loop, 4 kept-alive connections,
+   every request timed), while a new version is published every 30 s (at 15 s and 45 s of every
+   minute): a copy of the next source under a new name, staged, renamed into versions/ and CURRENT switched
+   as the job publishes, retention keeping 3 (the job's own publish under load has its tests; building on
+   the serving machine would measure the build's CPU, not the server). Every 10 s it samples each worker
    (found as the supervisor's children): RSS, open file descriptors, and which versions' files it maps.
-5. Prints a table per minute and checks the promises:
-   - zero failed requests (socket errors, timeouts and non-2xx, summed over the segments);
-   - p99 stable: the last minute's p99 within 20 % of the first minute's;
+5. Prints a table per minute (the probe's latencies) and checks the promises:
+   - zero failed requests (wrk's socket errors, timeouts and non-2xx, and the probe's failures);
+   - p99 stable: the probe's p99 in the last minute within 20 % of its p99 in the first minute (either way);
    - resident memory flat: every worker's RSS at the end within 10 % of its RSS after the first minute (warm-up);
    - nothing left behind: at the end each worker maps files of at most the live version and the one it just
      replaced (a swap in flight), and its file-descriptor count is within 10 of its count after warm-up.
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,28 +61,48 @@ from bench.harness import (  # noqa: E402
     start_app,
     write_results,
 )
+from models.artifact.manifest import MANIFEST  # noqa: E402
+from models.artifact.store import ArtifactStore, write_json  # noqa: E402
 
 WORKERS = 2
+# uvicorn's workers share one listening socket: how a wrk run's connections split between them is whatever the
+# accept races gave, and it stays for the run. One-minute wrk runs drew a new split every minute (60/40: p50 3.5
+# ms; 50/50: 1.5 ms), so the load is one wrk run for the whole soak and the per-minute latencies come from a probe.
 CONNECTIONS = 32
+PROBE_RATE = 200.0  # requests/s of the latency probe, on PROBE_CONNECTIONS kept-alive connections
+PROBE_CONNECTIONS = 4
 THREADS = 2
 PUBLISH_EVERY = 30.0
+LAMBDAS = (10000.0, 10100.0, 10200.0)  # the versions published in turn differ (their lambda), so every swap is real
 SAMPLE_EVERY = 10.0
 MODELS = ("denoising-symmetric", "weight-decay")
 
 
-def build(out: Path, lam: float, nice: bool) -> float:
-    """One real build into `out` (published when it ends); returns its seconds."""
+def build(out: Path, lam: float) -> None:
+    """One real build into `out` (published there when it ends)."""
     cmd = [
         sys.executable, "-m", "models.build", "--dataset", "simulation", "--out", str(out), "--no-diagnostics",
-        "--gauge-transforms", "0", "--keep", "3", "--lambda-denoising", f"{lam:g}", "--quiet",
+        "--gauge-transforms", "0", "--keep", str(len(LAMBDAS)), "--lambda-denoising", f"{lam:g}", "--quiet",
     ]  # fmt: skip
-    if nice:
-        cmd = ["nice", "-n", "19", *cmd]
-    t0 = time.monotonic()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"build failed: {done.stderr[-2000:]}")
-    return time.monotonic() - t0
+
+
+def publish_copy(store: ArtifactStore, source: Path) -> str:
+    """Publish a copy of a built version folder under a new name, as the job publishes: staged beside versions/,
+    its manifest renamed, renamed into versions/, CURRENT switched by an atomic rename, retention applied."""
+    manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
+    version = store.new_version(manifest["dataset"].get("fingerprint", ""), {"copy_of": source.name})
+    with store.staging(version) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        manifest["version"] = version
+        write_json(staging / MANIFEST, manifest)  # not among its own checksummed files
+        store.versions.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, store.versions / version)
+    store.switch_current(version)
+    store.apply_retention(3)
+    return version
 
 
 def request_paths(version_dir: Path) -> list[str]:
@@ -142,16 +169,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=int, default=10)
     ap.add_argument("--target", type=float, default=0.8, help="share of the measured maximum to send (default 0.8)")
-    ap.add_argument("--no-nice", action="store_true", help="run the builds at normal priority")
     args = ap.parse_args()
     if not require_wrk():
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     root = tmp / "artifacts"
     versions_dir = root / "versions"
-    print(f"building the first version into {root} ...", flush=True)
-    build(root, 10000.0, nice=False)
-    first = (root / "CURRENT").read_text().strip()
+    print(f"building {len(LAMBDAS)} versions to publish copies of, into {tmp / 'sources'} ...", flush=True)
+    for lam in LAMBDAS:
+        build(tmp / "sources", lam)
+    sources = [tmp / "sources" / "versions" / v for v in ArtifactStore(tmp / "sources").list_versions()]
+    store = ArtifactStore(root)
+    first = publish_copy(store, sources[-1])
     server = start_app("api", server_env(ARTIFACTS_DIR=str(root), RELOAD_INTERVAL="1"), tmp / "api.log", workers=WORKERS)
     results: dict[str, Any] = {"config": vars(args) | {"workers": WORKERS, "connections": CONNECTIONS}, "machine": machine()}
     try:
@@ -162,45 +191,40 @@ def main() -> int:
         wrk(server, lua, 5)  # warm-up
         peak = wrk(server, lua, 20)
         print(f"maximum: {peak['rps']:.0f} requests/s (p99 {peak['p99_us'] / 1e3:.1f} ms, {peak['errors']} errors)", flush=True)
-        target = args.target * peak["rps"]
-        delay, rps = 0.0, peak["rps"]
-        for _ in range(4):  # closed loop: each connection sends its next request `delay` ms after an answer
-            delay = max(0.0, delay + (CONNECTIONS / target - CONNECTIONS / rps) * 1e3)
-            write_lua(lua, paths, delay)
-            rps = wrk(server, lua, 8)["rps"]
-        print(f"delay {delay:.2f} ms per request: {rps:.0f} requests/s ({rps / peak['rps']:.0%} of the maximum)", flush=True)
-        results.update(peak=peak, target_rps=target, delay_ms=delay, load_average_before=load_average())
-
         stop = threading.Event()
         published: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
         t_start = time.monotonic()
 
         def publisher() -> None:
-            # a build starts every PUBLISH_EVERY s from the start, so every minute holds the same number of publishes
-            lam = 10000.0
-            while not stop.wait(max(0.0, PUBLISH_EVERY * len(published) - (time.monotonic() - t_start))):
-                lam += 100.0
-                seconds = build(root, lam, nice=not args.no_nice)
-                published.append(
-                    {"at": time.monotonic() - t_start, "version": (root / "CURRENT").read_text().strip(), "build_s": seconds}
-                )
+            # a publish every PUBLISH_EVERY s from the start, so every minute holds the same number of them
+            while not stop.wait(max(0.0, PUBLISH_EVERY * (len(published) + 0.5) - (time.monotonic() - t_start))):
+                t0 = time.monotonic()
+                version = publish_copy(store, sources[len(published) % len(sources)])
+                published.append({"at": time.monotonic() - t_start, "version": version, "publish_s": time.monotonic() - t0})
 
         def sampler() -> None:
             while not stop.wait(SAMPLE_EVERY):
                 samples.append({"at": time.monotonic() - t_start, "workers": sample(server, versions_dir)})
 
         threads = [threading.Thread(target=publisher, daemon=True), threading.Thread(target=sampler, daemon=True)]
+        probes: list[tuple[float, float, bool]] = []
+        threads.append(threading.Thread(target=probe, args=(server.base, paths, stop, t_start, probes), daemon=True))
         for t in threads:
             t.start()
-        minutes = []
-        for m in range(args.minutes):
-            r = wrk(server, lua, 60)
-            r["minute"] = m + 1
-            r["published_so_far"] = len(published)
-            minutes.append(r)
-            print(f"minute {m + 1:2d}: {r['rps']:7.0f} req/s  p50 {r['p50_us'] / 1e3:6.2f} ms  p99 {r['p99_us'] / 1e3:6.2f} ms  "
-                  f"errors {r['errors']}  versions published {len(published)}", flush=True)  # fmt: skip
+        # calibrated under the soak's own conditions: builds, reloads and the probe running
+        target = args.target * peak["rps"]
+        delay, rps = 0.0, peak["rps"]
+        for _ in range(6):  # closed loop: each connection sends its next request `delay` ms after an answer
+            delay = max(0.0, delay + 0.7 * (CONNECTIONS / target - CONNECTIONS / rps) * 1e3)  # damped: latency moves too
+            write_lua(lua, paths, delay)
+            rps = wrk(server, lua, 10)["rps"]
+        print(f"delay {delay:.2f} ms per request: {rps:.0f} requests/s ({rps / peak['rps']:.0%} of the maximum)", flush=True)
+        results.update(peak=peak, target_rps=target, delay_ms=delay, load_average_before=load_average())
+        soak_start = time.monotonic() - t_start
+        load = wrk(server, lua, 60 * args.minutes)
+        print(f"load: {load['rps']:.0f} requests/s ({load['rps'] / peak['rps']:.0%} of the maximum), errors {load['errors']}")
+        minutes = per_minute(probes, published, args.minutes, soak_start)
         stop.set()
         for t in threads:
             t.join(timeout=600)
@@ -208,9 +232,13 @@ def main() -> int:
         live = (root / "CURRENT").read_text().strip()
         server.wait_serving(WORKERS, live, timeout=60)
         final = sample(server, versions_dir)
-        results.update(minutes=minutes, published=published, samples=samples, final=final, live=live)
+        results["probe_failures_total"] = sum(1 for _, _, ok in probes if not ok)
+        results.update(load=load, minutes=minutes, published=published, samples=samples, final=final, live=live)
         results["load_average_after"] = load_average()
-        results["checks"] = checks(minutes, samples, final, live, published)
+        results["warm_at"] = soak_start + 60.0
+        results["checks"] = checks(
+            load, minutes, samples, final, live, published, results["warm_at"], results["probe_failures_total"]
+        )
     finally:
         server.stop()
     path = write_results(results_path("soak", quick=args.minutes < 10), results)
@@ -219,16 +247,72 @@ def main() -> int:
     return 0 if all(c["ok"] for c in results["checks"].values()) else 1
 
 
+def probe(base: str, paths: list[str], stop: threading.Event, t0: float, out: list[tuple[float, float, bool]]) -> None:
+    """PROBE_RATE requests/s over PROBE_CONNECTIONS threads, each on its own schedule (open loop: a late answer
+    does not delay the next request's slot); (time since t0, seconds, ok) of each."""
+
+    def one(offset: int) -> None:
+        period = PROBE_CONNECTIONS / PROBE_RATE
+        with httpx.Client(base_url=base, timeout=10.0) as client:
+            n = 0
+            while not stop.is_set():
+                due = t0 + offset * period / PROBE_CONNECTIONS + n * period
+                time.sleep(max(0.0, due - time.monotonic()))
+                started = time.monotonic()
+                try:
+                    ok = client.get(paths[(n * PROBE_CONNECTIONS + offset) % len(paths)]).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                out.append((started - t0, time.monotonic() - started, ok))
+                n += 1
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(PROBE_CONNECTIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def per_minute(
+    probes: list[tuple[float, float, bool]], published: list[dict[str, Any]], minutes: int, start: float
+) -> list[dict[str, Any]]:
+    """The probe's latencies and failures per minute of the soak (which starts `start` s after the probe)."""
+    out = []
+    for m in range(minutes):
+        lo, hi = start + m * 60, start + (m + 1) * 60
+        times = sorted(s for at, s, ok in probes if lo <= at < hi and ok)
+        failed = sum(1 for at, _, ok in probes if lo <= at < hi and not ok)
+        q = statistics.quantiles(times, n=100) if len(times) > 100 else [float("nan")] * 99
+        out.append(
+            {
+                "minute": m + 1,
+                "probe_requests": len(times) + failed,
+                "p50_us": q[49] * 1e6,
+                "p99_us": q[98] * 1e6,
+                "max_us": (times[-1] if times else float("nan")) * 1e6,
+                "errors": failed,
+                "published_so_far": sum(1 for p in published if p["at"] < hi),
+            }
+        )
+        r = out[-1]
+        print(f"minute {m + 1:2d}: probe p50 {r['p50_us'] / 1e3:6.2f} ms  p99 {r['p99_us'] / 1e3:6.2f} ms  "
+              f"max {r['max_us'] / 1e3:7.1f} ms  failed {failed}  versions published {r['published_so_far']}")  # fmt: skip
+    return out
+
+
 def checks(
+    load: dict[str, Any],
     minutes: list[dict[str, Any]],
     samples: list[dict[str, Any]],
     final: dict[str, Any],
     live: str,
     published: list[dict[str, Any]],
+    warm_at: float,
+    probe_failures: int,
 ) -> dict[str, dict[str, Any]]:
-    errors = sum(m["errors"] for m in minutes)
+    errors = load["errors"] + probe_failures
     first, last = minutes[0]["p99_us"], minutes[-1]["p99_us"]
-    warm = next((s["workers"] for s in samples if s["at"] >= 60.0), samples[0]["workers"] if samples else {})
+    warm = next((s["workers"] for s in samples if s["at"] >= warm_at), samples[0]["workers"] if samples else {})
     rss = {pid: (warm[pid]["rss_mib"], final[pid]["rss_mib"]) for pid in final if pid in warm}
     fds = {pid: (warm[pid]["fds"], final[pid]["fds"]) for pid in final if pid in warm}
     previous = published[-2]["version"] if len(published) >= 2 else None
@@ -253,16 +337,17 @@ def print_table(results: dict[str, Any]) -> None:
     rows = [
         [
             m["minute"],
-            f"{m['rps']:.0f}",
+            m["probe_requests"],
             f"{m['p50_us'] / 1e3:.2f}",
             f"{m['p99_us'] / 1e3:.2f}",
+            f"{m['max_us'] / 1e3:.1f}",
             m["errors"],
             m["published_so_far"],
         ]
         for m in results["minutes"]
     ]
-    markdown(["minute", "requests/s", "p50 ms", "p99 ms", "errors", "versions published"], rows)
-    warm: dict[str, Any] = next((s["workers"] for s in results["samples"] if s["at"] >= 60.0), {})
+    markdown(["minute", "probe requests", "p50 ms", "p99 ms", "max ms", "failed", "versions published"], rows)
+    warm: dict[str, Any] = next((s["workers"] for s in results["samples"] if s["at"] >= results["warm_at"]), {})
     rows = []
     for pid, w in results["final"].items():
         a = warm.get(pid, {})
@@ -272,11 +357,16 @@ def print_table(results: dict[str, Any]) -> None:
         ["worker", "RSS after warm-up MiB", "RSS at the end MiB", "fds after warm-up", "fds at the end", "mapped at the end"],
         rows,
     )
-    builds = statistics.median([p["build_s"] for p in results["published"]]) if results["published"] else float("nan")
+    builds = statistics.median([p["publish_s"] for p in results["published"]]) if results["published"] else float("nan")
+    load = results["load"]
     print(
-        f"\nmaximum {results['peak']['rps']:.0f} requests/s; target {results['target_rps']:.0f} "
+        f"\nload (wrk, {CONNECTIONS} connections, whole soak): {load['rps']:.0f} requests/s, p50 {load['p50_us'] / 1e3:.2f} ms, "
+        f"p99 {load['p99_us'] / 1e3:.2f} ms, errors {load['errors']}"
+    )
+    print(
+        f"maximum {results['peak']['rps']:.0f} requests/s; target {results['target_rps']:.0f} "
         f"({results['config']['target']:.0%}); live version {results['live']}; "
-        f"{len(results['published'])} versions published, builds {builds:.1f} s (median)"
+        f"{len(results['published'])} versions published, each in {builds:.2f} s (median)"
     )
     for name, c in results["checks"].items():
         print(f"  {'ok  ' if c['ok'] else 'FAIL'} {name}: {c['value']}")

@@ -428,10 +428,21 @@ def test_unknown_parameters_are_ignored(server):
 
 
 @pytest.mark.parametrize(
-    "path", ["/similar-items", "/similar-users", "/recommend", "/compare-metrics", "/compare-metrics/summary", "/items/search"]
+    "path",
+    [
+        "/similar-items",
+        "/similar-users",
+        "/recommend",
+        "/compare-metrics",
+        "/compare-metrics/summary",
+        "/items/search",
+        "/evaluation",
+        "/models/denoising-symmetric/gauge",
+    ],
 )
 def test_path_tricks_in_every_parameter_are_plain_bad_values(server, path):
     params = ("item_id", "user_id", "model", "metric", "k", "exclude_seen", "q", "limit", "format", "compare", "a", "b")
+    params += ("exclude", "category", "models", "rbo_p", "tau_rows")
     for param in (*params, "experiment", "unit_id"):
         for value in TRAVERSALS:
             r = server.client.get(path, params={"item_id": "i1", "user_id": "u1", param: value})
@@ -440,6 +451,14 @@ def test_path_tricks_in_every_parameter_are_plain_bad_values(server, path):
             assert b"root:" not in r.content and b"schema_version" not in r.content, where  # no file's content leaks
             if r.status_code != 200:
                 assert_problem(r, r.status_code)
+
+
+@pytest.mark.parametrize("name", [quote(t, safe="") for t in TRAVERSALS] + ["..", "%2e%2e", "CURRENT", "manifest.json"])
+def test_path_tricks_in_the_gauge_model_name_are_404_or_422(server, name):
+    r = server.client.get(f"/models/{name}/gauge")
+    assert r.status_code in (404, 422), (name, r.status_code, r.text[:200])
+    assert_problem(r, r.status_code)
+    assert b"root:" not in r.content and b"schema_version" not in r.content
 
 
 @pytest.mark.parametrize(
