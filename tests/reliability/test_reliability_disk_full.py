@@ -13,12 +13,11 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.artifacts import API_BUILD, ROOT, ApiArtifact, api_build, build_args, copy_artifacts
+from support.artifacts import ROOT, ApiArtifact, api_build, api_build_command, copy_artifacts
 from support.load import LoadGenerator, neighbour_queries
 from support.servers import each_worker, start_api_server, wait_serving
 
@@ -57,17 +56,7 @@ def _build(out: Path, limit: int | None = None, **overrides: float | int | str) 
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "models.build",
-            "--dataset",
-            "simulation",
-            "--out",
-            str(out),
-            "--no-diagnostics",
-            *build_args({**API_BUILD, **overrides}),
-        ],
+        api_build_command(out, **overrides),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -42,27 +42,24 @@ def build_args(params: dict[str, float | int | str]) -> list[str]:
     return [arg for key, value in params.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
 
 
-def api_build(out: Path, diagnostics: bool = False, flags: tuple[str, ...] = (), **overrides: float | int | str) -> str:
-    """Publish one simulation version into `out` with models.build (a subprocess); returns its name.
+def api_build_command(
+    out: Path, diagnostics: bool = False, flags: tuple[str, ...] = (), **overrides: float | int | str
+) -> list[str]:
+    """The command line of `python -m models.build` for the API build's parameters (API_BUILD, overridden) into `out`.
 
     diagnostics=False passes --no-diagnostics (no summary.json, no heatmaps: a quicker build); flags: more
-    CLI flags without a value (e.g. --evaluate).
+    CLI flags without a value (e.g. --evaluate, --quiet).
     """
     args = [*build_args({**API_BUILD, **overrides}), *flags]
     if not diagnostics:
         args.append("--no-diagnostics")
+    return [sys.executable, "-m", "models.build", "--dataset", "simulation", "--out", str(out), *args]
+
+
+def api_build(out: Path, diagnostics: bool = False, flags: tuple[str, ...] = (), **overrides: float | int | str) -> str:
+    """Publish one simulation version into `out` with models.build (a subprocess); returns its name."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "models.build",
-            "--dataset",
-            "simulation",
-            "--out",
-            str(out),
-            "--quiet",
-            *args,
-        ],
+        api_build_command(out, diagnostics, ("--quiet", *flags), **overrides),
         cwd=ROOT,
         capture_output=True,
         text=True,
