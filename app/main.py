@@ -88,8 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load before accepting requests: a worker that starts with a published version is ready at once.
         # not under `python -m app` (no RUN_DIR): this process is a server of its own
-        own_run_dir = None if settings.run_dir else Path(tempfile.mkdtemp(prefix="simserve-run-"))
-        coordinator.attach(WorkerRegistry(settings.run_dir or own_run_dir))  # type: ignore[arg-type]
+        run_dir = settings.run_dir or Path(tempfile.mkdtemp(prefix="simserve-run-"))
+        coordinator.attach(WorkerRegistry(run_dir))
         await reloader.check_async("startup")
         coordinator.record()
         if experiments is not None:
@@ -110,8 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if experiments is not None:
                 await asyncio.to_thread(experiments.close)
             coordinator.registry.unregister()
-            if own_run_dir is not None:
-                shutil.rmtree(own_run_dir, ignore_errors=True)
+            if settings.run_dir is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
             metrics.worker_exit()
 
     # FastAPI's native OpenTelemetry is off: metrics go to Prometheus, and its per-request provider check costs time.

@@ -1,4 +1,11 @@
-"""The one exception type the offline job raises for bad input or parameters."""
+"""The one exception type the offline job raises for bad input or parameters, and `naming_the_file` for
+write errors that do not say which file they were writing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from os import PathLike
 
 
 class InputError(ValueError):
@@ -16,3 +23,14 @@ class RowProblem(ValueError):
         super().__init__(f"row {row}: {message}")
         self.row = row
         self.message = message
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str | PathLike[str]) -> Iterator[None]:
+    """Re-raise an OSError that names no file (Python's file writes, numpy's) as the same error naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Annotated, Any
 
@@ -116,7 +117,7 @@ async def readyz(request: Request) -> Response:
             "artifact_version": live.name,
             "loaded_at": live.loaded_at,
             "last_refusal": refusal_dict(holder.last_refusal),
-            "fallback": _fallback_dict(holder.fallback),
+            "fallback": None if holder.fallback is None else dataclasses.asdict(holder.fallback),
             "pid": os.getpid(),
             **({"experiments": service.status()} if (service := request.app.state.experiments) is not None else {}),
         },
@@ -139,12 +140,6 @@ async def readyz(request: Request) -> Response:
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
-
-
-def _fallback_dict(fallback: Any) -> dict[str, Any] | None:
-    if fallback is None:
-        return None
-    return {"served": fallback.served, "current": fallback.current, "reason": fallback.reason, "at": fallback.at}
 
 
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of the server.")

@@ -184,8 +184,7 @@ class Reloader:
             )
             self._set_fallback(fallback)
             return ReloadResult(None, name, True, self.holder.last_refusal)
-        if self.holder.current is None:
-            self.holder.not_loaded_reason = f"version {refused} refused: {reason}; no older version verifies either"
+        self.holder.not_loaded_reason = f"version {refused} refused: {reason}; no older version verifies either"
         return None
 
     def _refuse(self, version: str | None, reason: str, trigger: str, live_name: str | None) -> ReloadResult:

@@ -49,7 +49,6 @@ class WorkerStatus:
     refusal: str | None  # the reason of its most recent refusal (None: none)
     refused_version: str | None
     fallback: str | None  # the older version it serves because CURRENT's was refused at its start
-    updated_at: float
 
 
 class WorkerRegistry:
@@ -100,11 +99,9 @@ class WorkerRegistry:
             refusal=refusal,
             refused_version=refused_version,
             fallback=fallback,
-            updated_at=time.time(),
         )
         path = self.workers / f"{self.pid}.json"
-        unchanged = self._written is not None and asdict(self._written) | {"updated_at": 0} == asdict(status) | {"updated_at": 0}
-        if unchanged and path.exists():  # rewritten if someone removed it (a /tmp cleaner)
+        if status == self._written and path.exists():  # rewritten if someone removed it (a /tmp cleaner)
             return
         self.workers.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, json.dumps(asdict(status)))

@@ -32,6 +32,7 @@ from models.artifact.manifest import (
     VERSIONS_DIR,
     version_name,
 )
+from models.errors import naming_the_file
 
 
 class ArtifactError(Exception):
@@ -57,22 +58,14 @@ def fsync_path(path: Path) -> None:
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     """np.save, with the file named in the OSError of a failed write (numpy's own names none)."""
-    try:
+    with naming_the_file(path):
         np.save(path, array)
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """np.savez, with the file named in the OSError of a failed write."""
-    try:
+    with naming_the_file(path):
         np.savez(path, **arrays)  # type: ignore[arg-type]
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def write_json(path: Path, obj: Any) -> None:

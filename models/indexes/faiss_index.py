@@ -10,6 +10,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from models.errors import naming_the_file
+
 
 @dataclass(frozen=True)
 class HnswParams:
@@ -76,13 +78,8 @@ def write_index(index: faiss.Index, path: Path) -> None:
     """faiss.write_index through a Python file, so a failed write fails like Python's own: an OSError with the
     errno and the file, also for the last buffered bytes (FAISS's own writer ignores an error at fclose, which
     would leave a truncated index behind a matching checksum)."""
-    try:
-        with open(path, "wb") as f:
-            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))  # type: ignore[attr-defined]  # not in the stubs
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+    with naming_the_file(path), open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))  # type: ignore[attr-defined]  # not in the stubs
 
 
 def read_index(path: Path, mmap: bool = True) -> faiss.Index:
