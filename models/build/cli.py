@@ -7,6 +7,7 @@ atomically. Any bad input or parameter: a message naming it, exit code 2, nothin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import json
@@ -14,9 +15,10 @@ import os
 import resource
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.artifact.manifest import METRICS
 from models.artifact.store import ArtifactStore
@@ -27,6 +29,7 @@ from models.build.progress import Progress
 from models.diagnostics.gauge import GaugeParams
 from models.diagnostics.report import format_summary
 from models.diagnostics.summary import DiagnosticsParams
+from models.distributed import DEFAULT_BLOCK_NNZ
 from models.errors import InputError
 from models.evaluation.report import format_evaluation, format_metric_grid
 from models.evaluation.scoring import EvalParams
@@ -42,6 +45,10 @@ from models.inputs.goodbooks import read_goodbooks
 from models.inputs.item_metadata import read_item_metadata, with_item_metadata
 from models.inputs.parquet_files import read_interactions_parquet
 from models.inputs.simulation import SimulationSpec, simulate
+
+ENGINES = ("in-process", "dask")
+if TYPE_CHECKING:
+    from dask.distributed import Client
 
 DEFAULT_GOODBOOKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "goodbooks"
 
@@ -226,12 +233,50 @@ def parser() -> argparse.ArgumentParser:
         help="at most N // rows query rows per side (each list scores every row), never fewer than 100",
     )
     gauge.add_argument("--gauge-user-queries", type=int, default=GaugeParams.user_queries, help="query users (seeded sample)")
+    engine = ap.add_argument_group("engine (docs/scale-out.md)")
+    engine.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="in-process",
+        help="in-process: X in this process (the default); dask: X as row blocks on Dask workers, the SVD and the "
+        "user embeddings computed there (--dataset parquet; the closed forms only)",
+    )
+    engine.add_argument(
+        "--dask-scheduler",
+        metavar="tcp://HOST:PORT",
+        help="an existing Dask cluster (default: a LocalCluster of worker processes)",
+    )
+    engine.add_argument("--dask-workers", type=int, default=2, help="worker processes of the LocalCluster")
+    engine.add_argument(
+        "--dask-block-nnz",
+        type=int,
+        default=DEFAULT_BLOCK_NNZ,
+        metavar="N",
+        help="interactions per row block of X (at least one block per worker thread)",
+    )
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
 
 
-def load_dataset(args: argparse.Namespace) -> Dataset:
+def load_dataset(args: argparse.Namespace, client: Client | None = None, progress: Progress | None = None) -> Dataset:
+    """The interactions the arguments name; with a Dask client, as row blocks on its workers (BlockedDataset)."""
+    if client is not None:
+        from models.distributed.parquet_blocks import read_parquet_blocks
+
+        cols = ("userId", "movieId", "rating") if args.movielens else (args.user_col, args.item_col, args.value_col)
+        return read_parquet_blocks(
+            args.input,
+            client,
+            user_col=cols[0],
+            item_col=cols[1],
+            value_col=cols[2],
+            min_value=args.min_value,
+            binarize=bool(args.binarize),
+            duplicates=args.duplicates,
+            block_nnz=args.dask_block_nnz,
+            progress=progress,
+        )
     if args.dataset == "simulation":
         spec = SimulationSpec(n_users=args.sim_users, n_items=args.sim_items, n_clusters=args.sim_clusters, seed=args.seed)
         ds, _ = simulate(spec)
@@ -333,6 +378,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         raise InputError(f"--keep must be >= 1, got {args.keep}")
     params = build_params(args)
     params.validate()  # before reading anything: a bad parameter should not cost a pass over the data
+    check_engine(args)
     keep_freed_memory()
     store = ArtifactStore(args.out)
     try:
@@ -341,13 +387,13 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         raise InputError(f"--out {args.out}: cannot create: {e.strerror or e}") from e
     if not os.access(store.root, os.W_OK):
         raise InputError(f"--out {args.out}: not writable")
-    with open(store.lock_file, "w") as lock:
+    with open(store.lock_file, "w") as lock, _engine_client(args, progress) as client:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build publishes at a time
         removed = store.cleanup_leftovers()
         if removed:
             progress.say(f"removed leftovers of interrupted builds: {', '.join(removed)}")
         with progress.step(f"reading {args.dataset}{' ' + str(args.input) if args.input else ''}"):
-            ds = load_dataset(args)
+            ds = load_dataset(args, client, progress)
             if args.items:
                 if args.dataset not in ("csv", "parquet"):
                     raise InputError(f"--items is for --dataset csv or parquet; {args.dataset} brings its own item metadata")
@@ -372,6 +418,49 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
                 # Described now, while the staging folder still fills the disk (it is removed on the way out).
                 raise WriteFailed(describe_os_error(e, staging, progress.failed_step)) from e
     return version, manifest
+
+
+# What the Dask engine does not run: each needs X in this process (a refit on a split, a transform of X, a trainer).
+_NOT_WITH_DASK = {
+    "--preprocess": "each transform of X is fitted in this process",
+    "--train": "implicit and cosine-mf train on X in this process",
+    "--import-factors": "imported factors without user factors need X in this process",
+    "--evaluate": "the evaluation refits every model on a split of X in this process",
+}
+
+
+def check_engine(args: argparse.Namespace) -> None:
+    """InputError naming the flag that --engine dask cannot honour (or a --dask-* flag without it)."""
+    if args.engine != "dask":
+        used = [f for f, v in (("--dask-scheduler", args.dask_scheduler), ("--dask-workers", args.dask_workers != 2)) if v]
+        if used:
+            raise InputError(f"{', '.join(used)}: only with --engine dask")
+        return
+    if args.dataset != "parquet":
+        raise InputError(f"--engine dask reads --dataset parquet (a file or a directory of files), not {args.dataset}")
+    if args.dask_block_nnz < 1:
+        raise InputError(f"--dask-block-nnz must be >= 1, got {args.dask_block_nnz}")
+    given = {
+        "--preprocess": args.preprocess,
+        "--train": args.train,
+        "--import-factors": args.import_factors,
+        "--evaluate": args.evaluate,
+    }
+    for flag, value in given.items():
+        if value:
+            raise InputError(f"{flag} is not available with --engine dask: {_NOT_WITH_DASK[flag]}; use --engine in-process")
+
+
+@contextlib.contextmanager
+def _engine_client(args: argparse.Namespace, progress: Progress) -> Iterator[Client | None]:
+    """The Dask client of --engine dask (models.distributed.cluster), None in-process."""
+    if args.engine != "dask":
+        yield None
+        return
+    from models.distributed.cluster import dask_client
+
+    with dask_client(args.dask_scheduler, args.dask_workers, progress) as client:
+        yield client
 
 
 class WriteFailed(Exception):

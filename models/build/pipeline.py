@@ -46,7 +46,7 @@ from models.fit.svd import truncated_svd
 from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
 from models.indexes.ivf import IvfParams, QuerySet, choose, sample_queries
 from models.indexes.neighbour_lists import exact_neighbours
-from models.inputs.dataset import Dataset, item_popularity
+from models.inputs.dataset import Dataset
 from models.inputs.factors import read_imported_factors
 
 
@@ -125,7 +125,12 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
         raise InputError("dataset has no non-zero interactions")
     (folder / contract.INDEXES_DIR).mkdir()
     with progress.step(f"svd k={min(params.k, *X.shape)} of {X.shape[0]}x{X.shape[1]}, nnz={X.nnz}"):
-        svd = truncated_svd(X, params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples)
+        if sp.issparse(X):
+            svd = truncated_svd(X, params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples)
+        else:  # X held elsewhere (row blocks on Dask workers) computes its own
+            svd = X.svd(
+                params.k, seed=params.seed, n_iter=params.svd_n_iter, n_oversamples=params.svd_oversamples, progress=progress
+            )
     progress.say(f"svd: {svd.method}, relative residual {svd.relative_residual:.2e}, energy captured {svd.energy_captured:.3f}")
     save_npz(folder / contract.SVD, s=svd.s, V=svd.V)
     imported = {name: read_imported_factors(Path(path), ds.item_ids, ds.user_ids) for name, path in params.models.imports}
@@ -422,5 +427,5 @@ def _write_dataset_files(folder: Path, ds: Dataset) -> None:
         items.append(entry)
     with open(folder / contract.ITEMS, "w", encoding="utf-8") as f:
         json.dump(items, f, ensure_ascii=False)
-    save_npy(folder / contract.ITEM_POPULARITY, item_popularity(ds.X))
-    sp.save_npz(folder / contract.INTERACTIONS, ds.X.tocsr(), compressed=False)
+    save_npy(folder / contract.ITEM_POPULARITY, ds.item_popularity())
+    ds.save_interactions(folder / contract.INTERACTIONS)

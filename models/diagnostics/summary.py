@@ -41,7 +41,7 @@ from models.diagnostics.sampling import budgeted_count, sample_rows, tau_query_c
 from models.fit.closed_forms import DENOISING_VARIANTS
 from models.indexes.faiss_index import blas_searches, flat_vectors, read_index
 from models.indexes.neighbour_lists import top_neighbours
-from models.inputs.dataset import Dataset, item_popularity, user_activity
+from models.inputs.dataset import Dataset
 
 MIN_QUERIES = 100  # the score budget never leaves a side fewer query rows than this
 
@@ -168,8 +168,8 @@ def catalogue_summary(
     """
     progress = progress or Progress(quiet=True)
     t0 = time.perf_counter()
-    item_pop = item_popularity(ds.X).astype(np.float64)
-    user_act = user_activity(ds.X).astype(np.float64)
+    item_pop = ds.item_popularity().astype(np.float64)
+    user_act = ds.user_activity().astype(np.float64)
     categories = category_matrix(ds.item_categories)[0] if ds.item_categories is not None else None
 
     def load(rel: str) -> faiss.IndexFlat:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from models.errors import InputError, RowProblem
+from models.errors import InputError, RowProblem, naming_the_file
 
 DuplicatePolicy = Literal["sum", "max", "error"]
 
@@ -33,6 +35,19 @@ class Dataset:
     @property
     def n_items(self) -> int:
         return int(self.X.shape[1])
+
+    def item_popularity(self) -> np.ndarray:
+        """(n_items,) int64: users with a positive entry per item."""
+        return item_popularity(self.X)
+
+    def user_activity(self) -> np.ndarray:
+        """(n_users,) int64: items with a positive entry per user."""
+        return user_activity(self.X)
+
+    def save_interactions(self, path: Path) -> None:
+        """X as scipy's uncompressed .npz (CSR)."""
+        with naming_the_file(path):
+            sp.save_npz(path, self.X.tocsr(), compressed=False)
 
     def fingerprint(self) -> str:
         """sha256 over the CSR arrays and both id lists: equal data gives an equal fingerprint."""
@@ -75,8 +90,8 @@ def matrix_from_codes(
     u_codes: np.ndarray,
     i_codes: np.ndarray,
     values: np.ndarray,
-    user_ids: list[str],
-    item_ids: list[str],
+    user_ids: Sequence[str],
+    item_ids: Sequence[str],
     duplicates: DuplicatePolicy = "sum",
 ) -> tuple[sp.csr_matrix, int]:
     """X (n_users, n_items) float32 CSR, sorted indices, from row codes u_codes (nnz,), column codes i_codes (nnz,)

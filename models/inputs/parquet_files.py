@@ -102,6 +102,24 @@ def parquet_files(path: Path) -> list[Path]:
 
 def _read_part(file: Path, user_col: str, item_col: str, value_col: str | None) -> _Part:
     """The file's user, item and (if present) value columns, type-checked and cast; InputError naming the file."""
+    columns = checked_columns(file, user_col, item_col, value_col)
+    try:
+        table = pq.read_table(file, columns=columns)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"{file}: cannot read columns {columns}: {e}") from e
+    has_value = len(columns) == 3
+    return _Part(
+        path=file,
+        users=_cast(table.column(user_col), pa.string()),
+        items=_cast(table.column(item_col), pa.string()),
+        values=_cast(table.column(value_col), pa.float64()) if has_value else None,
+    )
+
+
+def checked_columns(file: Path, user_col: str, item_col: str, value_col: str | None) -> list[str]:
+    """[user_col, item_col] plus value_col when the file has it, from the file's schema (its footer only); InputError
+    naming the file for an unreadable file, a missing column (the value column may be missing only under its default
+    name), ids that are neither strings nor integers, or values that are not numbers."""
     try:
         schema = pq.read_schema(file)
     except (OSError, pa.ArrowException) as e:
@@ -120,17 +138,7 @@ def _read_part(file: Path, user_col: str, item_col: str, value_col: str | None) 
         t = schema.field(value_col).type
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
             raise InputError(f"{file}: value column {value_col!r} has type {t}; values must be numbers")
-    columns = [user_col, item_col] + ([value_col] if has_value else [])
-    try:
-        table = pq.read_table(file, columns=columns)
-    except (OSError, pa.ArrowException) as e:
-        raise InputError(f"{file}: cannot read columns {columns}: {e}") from e
-    return _Part(
-        path=file,
-        users=_cast(table.column(user_col), pa.string()),
-        items=_cast(table.column(item_col), pa.string()),
-        values=_cast(table.column(value_col), pa.float64()) if has_value else None,
-    )
+    return [user_col, item_col] + ([value_col] if has_value and value_col is not None else [])
 
 
 def _is_id_type(t: pa.DataType) -> bool:

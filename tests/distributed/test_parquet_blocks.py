@@ -1,0 +1,59 @@
+"""The Dask engine's reader against the in-process one: the same X, ids and counts from a directory of files of
+different column types, the same error (file and row) for every bad file, on a LocalCluster of two processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+from job.test_parquet_input import BAD, _rows, _two_files, _write_parts
+
+from models.errors import InputError
+from models.inputs.parquet_files import read_interactions_parquet
+
+pytestmark = pytest.mark.slow
+
+
+def _blocks(path, client, **kw):
+    from models.distributed.parquet_blocks import read_parquet_blocks
+
+    return read_parquet_blocks(path, client, **kw)
+
+
+@pytest.mark.parametrize("duplicates", ["sum", "max"])
+@pytest.mark.parametrize("block_nnz", [7, 1_000_000])
+def test_blocks_equal_the_in_process_matrix(tmp_path, dask_client, duplicates, block_nnz):
+    _write_parts(tmp_path / "d", _rows(3, 500), [120, 121, 300, 420])
+    want = read_interactions_parquet(tmp_path / "d", duplicates=duplicates, min_value=0.5)
+    got = _blocks(tmp_path / "d", dask_client, duplicates=duplicates, min_value=0.5, block_nnz=block_nnz)
+    assert got.user_ids == want.user_ids and got.item_ids == want.item_ids
+    blocks = list(got.X.iter_blocks())
+    assert len(blocks) == got.source["blocks"] and (len(blocks) > 2) == (block_nnz == 7)
+    X = sp.vstack(blocks).tocsr()
+    assert X.shape == want.X.shape and X.nnz == want.X.nnz == got.X.nnz
+    np.testing.assert_array_equal(X.toarray(), want.X.toarray())
+    np.testing.assert_array_equal(got.item_popularity(), want.item_popularity())
+    np.testing.assert_array_equal(got.user_activity(), want.user_activity())
+    for key in ("rows", "duplicate_rows_merged", "files", "kind", "columns", "min_value"):
+        assert got.source[key] == want.source[key], key
+    path = tmp_path / "x.npz"
+    got.save_interactions(path)  # streamed block by block
+    saved = sp.load_npz(path)
+    assert saved.format == "csr" and saved.dtype == np.float32
+    np.testing.assert_array_equal(saved.toarray(), want.X.toarray())
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_file_named_as_in_process(tmp_path, dask_client, case):
+    table, message = BAD[case]
+    root = _two_files(tmp_path, table)
+    with pytest.raises(InputError) as e:
+        _blocks(root, dask_client)
+    assert message in str(e.value) and str(root) in str(e.value)
+
+
+def test_duplicate_rejected(tmp_path, dask_client):
+    root = _two_files(tmp_path, pa.table({"user_id": ["q", "b"], "item_id": ["q", "y"], "value": [1.0, 1.0]}))
+    with pytest.raises(InputError, match=r"duplicate \(user, item\) pair \('b', 'y'\)"):
+        _blocks(root, dask_client, duplicates="error")
