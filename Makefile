@@ -11,7 +11,7 @@ export ARTIFACTS_DIR
 LINTED := models app tests bench tools
 
 .PHONY: install demo demo-experiment serve build-sim build-goodbooks test test-fast typecheck docker-test openapi lint fmt \
-	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch bench-ingest bench-soak clean
+	bench-build bench-serve bench-memory bench-own-models bench-experiment bench-batch bench-ingest bench-soak bench-milvus bench-dask clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,14 @@ bench-experiment: install
 
 bench-batch: install
 	$(PY) bench/batch_queries.py
+
+# /similar-items from FAISS, from the Milvus backend and from a direct pymilvus loop (bench/README.md#milvus).
+bench-milvus: install
+	$(PY) bench/milvus_vs_faiss.py
+
+# The Dask engine at 2M, 8M and 32M interactions: step times and memory (docs/scale-out.md#cost-model).
+bench-dask: install
+	$(PY) bench/dask_scaling.py
 
 # 10 minutes of load at 80 % of the measured maximum, a new version published every 30 s (bench/README.md#soak).
 bench-soak: install

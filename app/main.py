@@ -26,6 +26,7 @@ from app.plumbing.problems import PROBLEM_MEDIA_TYPE
 from app.routers import batch, compare, figures, items, neighbours, ops, page, quality
 from app.routers import experiments as experiments_routes
 from app.serving.loader import LoadOptions
+from app.serving.milvus_search import MilvusBackend
 from app.serving.reload import Reloader, VersionHolder
 from app.serving.workers import ReloadCoordinator, WorkerRegistry
 from app.settings import Settings
@@ -51,6 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _configure_logging(settings.log_level)
     faiss.omp_set_num_threads(settings.faiss_threads)
     holder = VersionHolder()
+    milvus = (
+        MilvusBackend(settings.milvus_uri, settings.milvus_timeout)
+        if settings.vector_backend == "milvus" and settings.milvus_uri
+        else None
+    )
     reloader = Reloader(
         holder,
         ArtifactStore(settings.artifacts_dir),
@@ -59,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_hnsw_recall=settings.min_hnsw_recall,
             hnsw_ef_search=settings.hnsw_ef_search,
             mmap=settings.mmap_indexes,
+            milvus=milvus,
         ),
         events=metrics.reload_events(),
     )
@@ -118,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="simserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry)
     app.state.settings = settings
+    app.state.milvus = milvus
     app.state.holder = holder
     app.state.reloader = reloader
     app.state.coordinator = coordinator

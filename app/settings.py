@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 K_LIMIT = 1000  # the API contract: k outside 1..1000 is a 422, whatever MAX_K says
@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         description="Memory-map index files (one page-cache copy shared by every worker); false reads them into "
         "each worker's own memory.",
     )
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        "faiss",
+        description="faiss: search the version's index files in this process; milvus: search its Milvus collections "
+        "(published with `models.build --milvus-uri`) at MILVUS_URI (docs/scale-out.md).",
+    )
+    milvus_uri: str | None = Field(
+        None, description="Milvus server of VECTOR_BACKEND=milvus: http://HOST:19530 (a cluster, or `milvus-lite server`)."
+    )
+    milvus_timeout: float = Field(
+        2.0, gt=0, le=60, description="Seconds a Milvus call may take before the request is answered 503."
+    )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads per worker for FAISS; 1 because workers already use every core."
     )
@@ -125,6 +136,12 @@ class Settings(BaseSettings):
         description="Read-write folder of the default SQLite events database and of each worker's bounded spill file "
         "(events the database could not take yet). Never inside ARTIFACTS_DIR, which may be read-only.",
     )
+
+    @model_validator(mode="after")
+    def _milvus_needs_uri(self) -> Settings:
+        if self.vector_backend == "milvus" and not self.milvus_uri:
+            raise ValueError("VECTOR_BACKEND=milvus needs MILVUS_URI (http://HOST:19530)")
+        return self
 
     def events_url(self) -> str:
         """EVENTS_DB, or the default SQLite file under EVENTS_DIR."""

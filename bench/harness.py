@@ -12,6 +12,8 @@ Import it from a script in bench/ or tools/ after putting the repository root on
 - Server: a command in its own process group (a uvicorn supervisor and its workers), output to a log file;
   wait() for readiness, wait_serving() until N workers serve a version, cpu_seconds() of the whole group,
   stop() the whole group. start_app() starts `python -m app`, start_reference() bench/constant_app.py.
+- MilvusServer: milvus-lite's gRPC server (`python -m milvus_lite server`) on a loopback port, a real Milvus
+  reached through pymilvus as a cluster would be; start(), stop(), rss_bytes().
 - server_env: the caller's environment without the variables that would move the app off its defaults.
 - wrk: require_wrk, write_wrk_script (random paths, a BENCH_JSON summary line), run_wrk (parsed, with the
   server's CPU time per request).
@@ -140,6 +142,53 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+
+
+class MilvusServer:
+    """milvus-lite's server on 127.0.0.1:port with its data in data_dir, output appended to log."""
+
+    def __init__(self, data_dir: Path, log: Path, port: int | None = None) -> None:
+        self.data_dir, self.log, self.port = data_dir, log, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start it and wait until it lists its collections; RuntimeError if it exits or time runs out."""
+        cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"milvus-lite server on {self.uri} did not start; see {self.log}")
+            time.sleep(0.25)
+
+    def answers(self) -> bool:
+        from models.indexes.milvus_collections import milvus_client
+
+        try:
+            client = milvus_client(self.uri, timeout=2)
+            client.list_collections(timeout=2)
+            client.close()
+        except Exception:
+            return False
+        return True
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (0 when it is not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0
+        pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+
+    def stop(self) -> None:
+        """Kill it (a crash, as the unreachable-Milvus test needs) and wait."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=30)
+        self.proc = None
 
 
 def workers_serving(n: int, version: str) -> Callable[[bytes], bool]:

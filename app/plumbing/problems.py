@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.plumbing.metrics import VERSION_HEADER
+from app.serving.milvus_search import BackendUnavailable
 from app.serving.version import NotLoaded, Unavailable, UnknownId
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -174,6 +175,18 @@ def install(app: FastAPI) -> None:
             "/problems/not-ready",
             headers={"Retry-After": "5"},
             last_refusal=refusal_dict(holder.last_refusal),
+        )
+
+    @app.exception_handler(BackendUnavailable)
+    async def _backend(request: Request, exc: BackendUnavailable) -> Response:
+        return problem_response(
+            request,
+            503,
+            "Vector backend unavailable",
+            str(exc),
+            "/problems/vector-backend-unavailable",
+            headers={"Retry-After": "1"},
+            backend="milvus",
         )
 
     @app.exception_handler(ProblemError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from app.plumbing.problems import ProblemError, refusal_dict
 from app.plumbing.query_route import json_response
 from app.schemas.common import DEFAULT_K, DEFAULT_METRIC, DEFAULT_MODEL, Problem
 from app.schemas.ops import HealthResponse, ModelsResponse, ReadyResponse, ReloadResponse
+from app.serving.milvus_search import MilvusBackend
 from app.serving.version import NotLoaded, VectorIndex, Version
 from app.serving.workers import status_dict
 
@@ -32,6 +34,8 @@ def _index_info(index: VectorIndex, entry: dict[str, Any]) -> dict[str, Any]:
         "dim": index.dim,
         "zero_rows": int(entry.get("zero_rows", 0)),
         "served_by": index.kind,
+        "backend": "milvus" if index.kind == "milvus" else "faiss",
+        "collection": index.collection,
         "recall_at_10": index.recall_at_10,
         "ef_search": index.ef_search,
         "nprobe": index.nprobe,
@@ -111,6 +115,20 @@ async def readyz(request: Request) -> Response:
     live = holder.current
     if live is None:
         raise NotLoaded(holder.not_loaded_reason)
+    milvus: MilvusBackend | None = request.app.state.milvus
+    backend: dict[str, Any] = {"name": "faiss"}
+    if milvus is not None:
+        problem = await asyncio.to_thread(milvus.problem)
+        backend = {"name": "milvus", "uri": milvus.uri, "reachable": problem is None, "problem": problem}
+        if problem is not None:
+            raise ProblemError(
+                503,
+                "Vector backend unavailable",
+                problem,
+                "/problems/vector-backend-unavailable",
+                headers={"Retry-After": "1"},
+                backend="milvus",
+            )
     return json_response(
         {
             "status": "ready",
@@ -119,6 +137,7 @@ async def readyz(request: Request) -> Response:
             "last_refusal": refusal_dict(holder.last_refusal),
             "fallback": None if holder.fallback is None else dataclasses.asdict(holder.fallback),
             "pid": os.getpid(),
+            "vector_backend": backend,
             **({"experiments": service.status()} if (service := request.app.state.experiments) is not None else {}),
         },
         live.name,

@@ -23,10 +23,17 @@ class IndexInfo(BaseModel):
     rows: int = Field(description="Vectors in the index.", examples=[1000])
     dim: int = Field(description="Vector dimension.", examples=[50])
     zero_rows: int = Field(description="All-zero vectors (their scores are 0).", examples=[0])
-    served_by: Literal["flat", "hnsw", "ivf"] = Field(
+    served_by: Literal["flat", "hnsw", "ivf", "milvus"] = Field(
         description="flat: exact exhaustive search; hnsw: approximate graph search (opt-in at build time); ivf: "
-        "approximate inverted-file search (the build's choice for large indexes, see `serving`).",
+        "approximate inverted-file search (the build's choice for large indexes, see `serving`); milvus: the "
+        "version's Milvus collection (VECTOR_BACKEND=milvus; its recall@10 measured when it was published).",
         examples=["flat"],
+    )
+    backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="What answers this index's searches: FAISS in the worker, or Milvus.", examples=["faiss"]
+    )
+    collection: str | None = Field(
+        None, description="milvus: the collection searched (one per version and index).", examples=[None]
     )
     recall_at_10: float | None = Field(
         None,
@@ -133,6 +140,13 @@ class FallbackInfo(BaseModel):
     at: float = Field(description="When this worker fell back (unix time).", examples=[1735819200.0])
 
 
+class VectorBackendInfo(BaseModel):
+    name: Literal["faiss", "milvus"] = Field(description="VECTOR_BACKEND.", examples=["faiss"])
+    uri: str | None = Field(None, description="milvus: MILVUS_URI.", examples=[None])
+    reachable: bool | None = Field(None, description="milvus: it answered a call within MILVUS_TIMEOUT.", examples=[None])
+    problem: str | None = Field(None, description="milvus: why it did not.", examples=[None])
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = Field(description="A verified version is loaded and served.", examples=["ready"])
     artifact_version: str = VERSION
@@ -146,6 +160,9 @@ class ReadyResponse(BaseModel):
         "started: the newest older version that verifies (what workers that loaded before CURRENT went bad still serve).",
     )
     pid: int = Field(description="Worker process id.", examples=[4242])
+    vector_backend: VectorBackendInfo | None = Field(
+        None, description="What serves the searches (faiss, or milvus and whether it answers)."
+    )
 
 
 class WorkerReload(BaseModel):

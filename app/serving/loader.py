@@ -20,6 +20,7 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
+from app.serving.milvus_search import BackendUnavailable, MilvusBackend, MilvusSearcher
 from app.serving.version import NeighbourLists, RecommendPair, VectorIndex, Version
 from models.artifact.manifest import (
     INTERACTIONS,
@@ -27,9 +28,11 @@ from models.artifact.manifest import (
     ITEMS,
     USERS,
     IndexEntry,
+    MilvusEntry,
     NeighbourEntry,
     index_entries,
     manifest_metrics,
+    milvus_entries,
     recommend_entries,
     referenced_files,
 )
@@ -49,6 +52,9 @@ class LoadOptions:
     # Memory-map index files and query arrays (one page-cache copy shared by every worker); False reads
     # them into the process's own memory (the memory benchmark's reference).
     mmap: bool = True
+    # VECTOR_BACKEND=milvus: every search goes to the version's Milvus collections (its manifest's "milvus"); the
+    # vectors of query rows and the exact fallback stay the memory-mapped index files
+    milvus: MilvusBackend | None = None
 
 
 def load_version(version_dir: Path, options: LoadOptions = LoadOptions()) -> Version:
@@ -82,11 +88,16 @@ def _load(version_dir: Path, manifest: dict[str, Any], options: LoadOptions) -> 
     popularity = np.load(version_dir / ITEM_POPULARITY)
 
     files: dict[str, VectorIndex] = {}  # one load per file: the denoising variants share projected indexes
+    collections = _milvus_collections(name, manifest, options.milvus) if options.milvus is not None else None
 
     def index_of(entry: IndexEntry, rows: int) -> VectorIndex:
         idx = _open_index(version_dir, entry, options, files)
         if idx.rows != rows or (entry.dim >= 0 and idx.dim != entry.dim):
             raise ArtifactError(f"{name}: {entry.file} holds {idx.rows} x {idx.dim}, expected {rows} x {entry.dim}")
+        if collections is not None:  # every search of it is Milvus's, none a stored list
+            if idx.kind != "milvus":
+                idx = files[idx.file] = _on_milvus(name, idx, entry, collections, options)
+            return idx
         if entry.neighbours is not None and idx.neighbours is None:
             lists = _open_neighbours(version_dir, entry.neighbours, idx.rows, mmap_mode)
             idx = files[idx.file] = replace(idx, neighbours=lists)
@@ -130,6 +141,49 @@ def _load(version_dir: Path, manifest: dict[str, Any], options: LoadOptions) -> 
     )
 
 
+def _milvus_collections(name: str, manifest: dict[str, Any], backend: MilvusBackend) -> dict[str, MilvusEntry]:
+    """The version's Milvus entries by index file, each collection checked to exist; ArtifactError otherwise (a
+    version not loaded into Milvus, or whose collections were dropped, is refused like a corrupt one)."""
+    entries = milvus_entries(manifest)
+    if not entries:
+        raise ArtifactError(
+            f"{name}: not loaded into Milvus (built without --milvus-uri); VECTOR_BACKEND=milvus serves only versions that were"
+        )
+    try:
+        present = backend.collections()
+    except BackendUnavailable as e:
+        raise ArtifactError(f"{name}: {e}") from e
+    missing = sorted(e.collection for e in entries.values() if e.collection not in present)
+    if missing:
+        raise ArtifactError(f"{name}: {len(missing)} of its Milvus collections are missing ({missing[0]}, ...)")
+    return entries
+
+
+def _on_milvus(
+    name: str, index: VectorIndex, entry: IndexEntry, collections: dict[str, MilvusEntry], options: LoadOptions
+) -> VectorIndex:
+    """The index with Milvus's search of its collection; its exact search stays the flat file's."""
+    assert options.milvus is not None
+    m = collections.get(entry.file)
+    if m is None:
+        raise ArtifactError(f"{name}: {entry.file} has no Milvus collection in the manifest")
+    if (m.rows, m.dim) != (index.rows, index.dim):
+        raise ArtifactError(
+            f"{name}: Milvus collection {m.collection} is {m.rows} x {m.dim}, the index {index.rows} x {index.dim}"
+        )
+    return replace(
+        index,
+        file=entry.file,
+        kind="milvus",
+        recall_at_10=m.recall_at_10,
+        ef_search=None,
+        nprobe=None,
+        searcher=MilvusSearcher(options.milvus, m),
+        neighbours=None,
+        collection=m.collection,
+    )
+
+
 def _category_rows(item_meta: tuple[Mapping[str, Any], ...]) -> dict[str, np.ndarray]:
     """category -> the rows (sorted, int64) of the items that have it, categories in order of first appearance."""
     rows: dict[str, list[int]] = {}
@@ -151,7 +205,7 @@ def _item_meta(item: Mapping[str, Any]) -> dict[str, Any]:
 def _open_index(version_dir: Path, entry: IndexEntry, options: LoadOptions, cache: dict[str, VectorIndex]) -> VectorIndex:
     """The approximate twin when allowed and accurate enough (the opt-in HNSW one first, else the IVF one), else the
     flat index; memory-mapped, loaded once per file. The vectors and the exact search are always the flat index's."""
-    allowed = options.search_mode == "auto"
+    allowed = options.search_mode == "auto" and options.milvus is None  # Milvus serves instead of any twin
     hnsw = entry.hnsw if allowed and entry.hnsw is not None and entry.hnsw.recall_at_10 >= options.min_hnsw_recall else None
     ivf = (
         entry.ivf

@@ -71,7 +71,7 @@ class VectorIndex:
     """
 
     file: str
-    kind: Literal["flat", "hnsw", "ivf"]
+    kind: Literal["flat", "hnsw", "ivf", "milvus"]
     recall_at_10: float | None
     ef_search: int | None
     searcher: faiss.Index | Searcher
@@ -79,6 +79,7 @@ class VectorIndex:
     vectors: np.ndarray
     neighbours: NeighbourLists | None = None  # when the build stored them (items indexes)
     nprobe: int | None = None  # IVF: inverted lists scanned per query
+    collection: str | None = None  # milvus: the Milvus collection that serves the searches
 
     @property
     def rows(self) -> int:

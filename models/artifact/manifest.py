@@ -23,8 +23,9 @@ here; neither side spells them anywhere else.
 Manifest keys read by the API: "version", "files", "counts", "models" ({name: info}, in serving
 order; info["source"] is "closed-form", "implicit", "trained" or "imported"), "metrics", "indexes"
 ({str(IndexKey): IndexEntry}), "recommend" ({model: {metric: RecommendEntry}}), "diagnostics",
-"gauge" (GAUGE or null) and "evaluation" (EVALUATION or null). Versions written before "gauge" and
-"evaluation" existed lack both keys and load as before.
+"gauge" (GAUGE or null), "evaluation" (EVALUATION or null) and "milvus" ({index file: MilvusEntry}, when the
+version was also loaded into Milvus). Versions written before "gauge", "evaluation" and "milvus" existed lack
+those keys and load as before.
 """
 
 from __future__ import annotations
@@ -264,6 +265,80 @@ class IndexEntry:
         if self.neighbours is not None:
             out.update((self.neighbours.ids, self.neighbours.scores))
         return out
+
+
+MILVUS_PREFIX = "simserve"
+
+
+def _milvus_name(text: str) -> str:
+    """Milvus names hold letters, digits and underscores only."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", text)
+
+
+def milvus_collection(version: str, file: str) -> str:
+    """The Milvus collection of one index file of one version: "simserve_<version>_<stem>"."""
+    stem = file.removeprefix(f"{INDEXES_DIR}/").removesuffix(".faiss")
+    return _milvus_name(f"{MILVUS_PREFIX}_{version}_{stem}")
+
+
+def milvus_alias(file: str) -> str:
+    """The alias that names the live version's collection of an index file: "simserve_<stem>"."""
+    stem = file.removeprefix(f"{INDEXES_DIR}/").removesuffix(".faiss")
+    return _milvus_name(f"{MILVUS_PREFIX}_{stem}")
+
+
+def milvus_version_of(collection: str) -> str | None:
+    """The version whose collection this is (a name made by milvus_collection), or None."""
+    m = re.match(rf"^{MILVUS_PREFIX}_([0-9]{{8}}T[0-9]{{6}}Z_[0-9a-f]{{8}}(?:_[0-9]+)?)_", collection)
+    return m.group(1).replace("_", "-") if m else None
+
+
+@dataclass(frozen=True)
+class MilvusEntry:
+    """One index file's vectors as a Milvus collection (primary key "row", vector field "vec", metric IP).
+
+    index_type: the Milvus index built on it (FLAT: exact; HNSW with its params), recall_at_10 measured against
+    the exact FAISS search of the same vectors when the version was published.
+    """
+
+    collection: str
+    alias: str
+    rows: int
+    dim: int
+    index_type: str
+    params: Mapping[str, Any]
+    search_params: Mapping[str, Any]
+    recall_at_10: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "alias": self.alias,
+            "rows": self.rows,
+            "dim": self.dim,
+            "index_type": self.index_type,
+            "params": dict(self.params),
+            "search_params": dict(self.search_params),
+            "recall_at_10": self.recall_at_10,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MilvusEntry:
+        return cls(
+            collection=str(d["collection"]),
+            alias=str(d["alias"]),
+            rows=int(d["rows"]),
+            dim=int(d["dim"]),
+            index_type=str(d["index_type"]),
+            params=dict(d.get("params", {})),
+            search_params=dict(d.get("search_params", {})),
+            recall_at_10=float(d["recall_at_10"]),
+        )
+
+
+def milvus_entries(manifest: Mapping[str, Any]) -> dict[str, MilvusEntry]:
+    """The manifest's "milvus" ({index file: entry}); {} for a version published without Milvus."""
+    return {file: MilvusEntry.from_json(e) for file, e in (manifest.get("milvus") or {}).items()}
 
 
 @dataclass(frozen=True)

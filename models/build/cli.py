@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.artifact.manifest import METRICS
+from models.artifact.manifest import METRICS, index_entries, recommend_entries
 from models.artifact.store import ArtifactStore
 from models.build.allocator import keep_freed_memory
 from models.build.fitting import COSINE_MF, TRAINED, ModelChoice
@@ -36,6 +36,7 @@ from models.evaluation.scoring import EvalParams
 from models.fit.cosine_mf import CosineMFParams
 from models.fit.implicit_models import ALGORITHMS, ImplicitParams
 from models.fit.preprocess import TRANSFORMS, PreprocessParams
+from models.indexes import milvus_collections
 from models.indexes.faiss_index import HnswParams
 from models.indexes.ivf import IvfParams
 from models.inputs.csv_file import read_interactions_csv
@@ -254,6 +255,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="interactions per row block of X (at least one block per worker thread)",
     )
+    milvus = ap.add_argument_group("Milvus (docs/scale-out.md): the API's VECTOR_BACKEND=milvus serves these collections")
+    milvus.add_argument(
+        "--milvus-uri",
+        metavar="URI",
+        help="also load every index into Milvus (a collection per version and index, verified, aliases switched after "
+        "CURRENT); http://HOST:19530 for a server, a .db path for Milvus Lite",
+    )
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
@@ -412,12 +420,43 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         with store.staging(version) as staging:
             try:
                 manifest = build_into(staging, ds, params, progress)
+                milvus = _load_into_milvus(args, staging, version, manifest, progress) if args.milvus_uri else None
+                before = set(store.list_versions())
                 with progress.step("publishing"):
-                    store.publish(staging, version, manifest, keep=args.keep)
+                    try:
+                        store.publish(staging, version, manifest, keep=args.keep)
+                    except BaseException:
+                        if milvus is not None:
+                            milvus_collections.drop_versions(milvus, [version])
+                        raise
             except OSError as e:
                 # Described now, while the staging folder still fills the disk (it is removed on the way out).
                 raise WriteFailed(describe_os_error(e, staging, progress.failed_step)) from e
+        if milvus is not None:
+            with progress.step("milvus: switching the aliases to the new version, dropping versions not kept"):
+                try:
+                    milvus_collections.switch_aliases(milvus, milvus_collections.entries_of(manifest))
+                    dropped = milvus_collections.drop_versions(milvus, before - set(store.list_versions()))
+                except Exception as e:
+                    raise milvus_collections.MilvusFailed(
+                        f"milvus: {version} is published (CURRENT switched, the API serves it) but its aliases were not "
+                        f"switched: {type(e).__name__}: {e}; run the build again or alter the aliases by hand"
+                    ) from e
+            progress.say(f"milvus: aliases switched; {len(dropped)} collections of versions not kept dropped")
     return version, manifest
+
+
+def _load_into_milvus(args: argparse.Namespace, staging: Path, version: str, manifest: dict[str, Any], progress: Progress) -> Any:
+    """Every index of the staged version loaded into Milvus and verified; manifest["milvus"] set. The client."""
+    params = milvus_collections.MilvusParams(
+        uri=args.milvus_uri, exact_max_rows=args.exact_max_rows, target_recall=args.approximate_recall, seed=args.seed
+    )
+    with progress.step(f"milvus: loading every index into {args.milvus_uri}"):
+        client = milvus_collections.connect(args.milvus_uri)
+        files = [e.file for e in index_entries(manifest).values()] + [r.items.file for r in recommend_entries(manifest).values()]
+        entries = milvus_collections.load_version(client, staging, version, files, params, progress.say)
+    manifest["milvus"] = {file: e.to_json() for file, e in entries.items()}
+    return client
 
 
 # What the Dask engine does not run: each needs X in this process (a refit on a split, a transform of X, a trainer).
@@ -566,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         print("nothing was published; the previous version is untouched", file=sys.stderr)
         return 2
+    except milvus_collections.MilvusFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        if "is published" not in str(e):
+            print("nothing was published (its collections are dropped); the previous version is untouched", file=sys.stderr)
+        return 1
     except WriteFailed as e:  # the machine, not the input: a full disk, a file-size limit, a permission
         print(f"error: {e}", file=sys.stderr)
         print("nothing was published (the staging folder is removed); the previous version is untouched", file=sys.stderr)

@@ -104,12 +104,14 @@ def test_slow_clients_are_timed_out_and_do_not_starve_normal_requests(api_artifa
         )
         assert under <= 2 * base, rounds
         # every slow connection the server closed (each one of the first wave, and those that came back) got a 408
-        # problem after HEADER_TIMEOUT: none was closed any other way, none earlier
+        # problem after HEADER_TIMEOUT: none was closed any other way, none earlier. The client's clock starts when
+        # its task resumes after connect, which among 360 connections opened at once can lag the server's accept (where
+        # the server's timer starts) by a few hundred milliseconds: hence 0.25 s of slack below, none above
         assert len(held) >= 2 * (SLOW + SILENT), len(held)
         assert all(a.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in a for a in answers), {
             a[:40] for a in answers
         }
-        assert min(held) >= HEADER_TIMEOUT - 0.1 and statistics.median(held) <= HEADER_TIMEOUT + 1.0, (
+        assert min(held) >= HEADER_TIMEOUT - 0.25 and statistics.median(held) <= HEADER_TIMEOUT + 1.0, (
             min(held),
             statistics.median(held),
         )
