@@ -53,7 +53,7 @@ def write_log(n_interactions: int, folder: Path, seed: int) -> dict[str, int]:
 
     users = max(100, round(n_interactions * USERS_PER_INTERACTION))
     items = max(50, round(users * ITEMS_PER_USER))
-    X, _ = clustered_power_law(users, items, 50, 1 / USERS_PER_INTERACTION, seed)
+    X, _ = clustered_power_law(users, items, min(50, items // 100), 1 / USERS_PER_INTERACTION, seed)
     coo = X.tocoo()
     order = np.random.default_rng(seed).permutation(coo.nnz)  # a log's rows come in no order
     folder.mkdir(parents=True)

@@ -39,7 +39,10 @@ def _index_info(index: VectorIndex, entry: dict[str, Any]) -> dict[str, Any]:
         "recall_at_10": index.recall_at_10,
         "ef_search": index.ef_search,
         "nprobe": index.nprobe,
-        "serving": entry.get("serving"),
+        # the build's reason is FAISS's choice; under Milvus the collection's index is what serves
+        "serving": f"milvus: collection {index.collection}, recall@10 {index.recall_at_10} measured when published"
+        if index.kind == "milvus"
+        else entry.get("serving"),
     }
 
 
