@@ -17,7 +17,7 @@ from app.plumbing.problems import ProblemError, refusal_dict
 from app.plumbing.query_route import json_response
 from app.schemas.common import DEFAULT_K, DEFAULT_METRIC, DEFAULT_MODEL, Problem
 from app.schemas.ops import HealthResponse, ModelsResponse, ReadyResponse, ReloadResponse
-from app.serving.milvus_search import MilvusBackend
+from app.serving.milvus_search import BackendUnavailable, MilvusBackend
 from app.serving.version import NotLoaded, VectorIndex, Version
 from app.serving.workers import status_dict
 
@@ -124,14 +124,7 @@ async def readyz(request: Request) -> Response:
         problem = await asyncio.to_thread(milvus.problem)
         backend = {"name": "milvus", "uri": milvus.uri, "reachable": problem is None, "problem": problem}
         if problem is not None:
-            raise ProblemError(
-                503,
-                "Vector backend unavailable",
-                problem,
-                "/problems/vector-backend-unavailable",
-                headers={"Retry-After": "1"},
-                backend="milvus",
-            )
+            raise BackendUnavailable(problem)
     return json_response(
         {
             "status": "ready",

@@ -69,7 +69,7 @@ class MilvusBackend:
     def problem(self) -> str | None:
         """None when Milvus answers a cheap call within the timeout, else why not (for /readyz)."""
         try:
-            self.call("listing collections", lambda c: c.list_collections(timeout=self.timeout))
+            self.collections()
         except BackendUnavailable as e:
             return str(e)
         return None
@@ -95,25 +95,7 @@ class MilvusSearcher:
         data = np.ascontiguousarray(queries, dtype=np.float32).tolist()
         params = {"metric_type": "IP", "params": dict(self.entry.search_params)}
 
-        def search(c: Any) -> Any:
-            try:
-                return c.search(
-                    self.entry.collection,
-                    data=data,
-                    limit=limit,
-                    anns_field=VEC,
-                    search_params=params,
-                    output_fields=[ROW],
-                    timeout=self.backend.timeout,
-                )
-            except Exception as e:
-                if getattr(e, "code", None) != NOT_LOADED:
-                    raise
-            # released (a restarted server loads nothing by itself): load it once, then search again
-            with self.backend.loading(self.entry.collection):
-                state = c.get_load_state(self.entry.collection, timeout=self.backend.timeout).get("state")
-                if getattr(state, "name", str(state)) != LOADED:
-                    c.load_collection(self.entry.collection, timeout=LOAD_TIMEOUT)
+        def once(c: Any) -> Any:
             return c.search(
                 self.entry.collection,
                 data=data,
@@ -123,6 +105,19 @@ class MilvusSearcher:
                 output_fields=[ROW],
                 timeout=self.backend.timeout,
             )
+
+        def search(c: Any) -> Any:
+            try:
+                return once(c)
+            except Exception as e:
+                if getattr(e, "code", None) != NOT_LOADED:
+                    raise
+            # released (a restarted server loads nothing by itself): load it once, then search again
+            with self.backend.loading(self.entry.collection):
+                state = c.get_load_state(self.entry.collection, timeout=self.backend.timeout).get("state")
+                if getattr(state, "name", str(state)) != LOADED:
+                    c.load_collection(self.entry.collection, timeout=LOAD_TIMEOUT)
+            return once(c)
 
         hits = self.backend.call(f"searching {self.entry.collection}", search)
         for i, hit in enumerate(hits):

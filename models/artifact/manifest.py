@@ -275,16 +275,19 @@ def _milvus_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", text)
 
 
+def _milvus_stem(file: str) -> str:
+    """ "indexes/items-m-cosine.faiss" -> "items-m-cosine"."""
+    return file.removeprefix(f"{INDEXES_DIR}/").removesuffix(".faiss")
+
+
 def milvus_collection(version: str, file: str) -> str:
     """The Milvus collection of one index file of one version: "simserve_<version>_<stem>"."""
-    stem = file.removeprefix(f"{INDEXES_DIR}/").removesuffix(".faiss")
-    return _milvus_name(f"{MILVUS_PREFIX}_{version}_{stem}")
+    return _milvus_name(f"{MILVUS_PREFIX}_{version}_{_milvus_stem(file)}")
 
 
 def milvus_alias(file: str) -> str:
     """The alias that names the live version's collection of an index file: "simserve_<stem>"."""
-    stem = file.removeprefix(f"{INDEXES_DIR}/").removesuffix(".faiss")
-    return _milvus_name(f"{MILVUS_PREFIX}_{stem}")
+    return _milvus_name(f"{MILVUS_PREFIX}_{_milvus_stem(file)}")
 
 
 def milvus_version_of(collection: str) -> str | None:

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.artifact.manifest import METRICS, index_entries, recommend_entries
+from models.artifact.manifest import METRICS, index_entries, milvus_entries, recommend_entries
 from models.artifact.store import ArtifactStore
 from models.build.allocator import keep_freed_memory
 from models.build.fitting import COSINE_MF, TRAINED, ModelChoice
@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
         "--milvus-uri",
         metavar="URI",
         help="also load every index into Milvus (a collection per version and index, verified, aliases switched after "
-        "CURRENT); http://HOST:19530 for a server, a .db path for Milvus Lite",
+        "CURRENT); http://HOST:19530, the server the API's MILVUS_URI names",
     )
     ap.add_argument("--keep", type=int, default=3, help="versions to keep (the live one always stays)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -435,10 +435,10 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         if milvus is not None:
             with progress.step("milvus: switching the aliases to the new version, dropping versions not kept"):
                 try:
-                    milvus_collections.switch_aliases(milvus, milvus_collections.entries_of(manifest))
+                    milvus_collections.switch_aliases(milvus, milvus_entries(manifest))
                     dropped = milvus_collections.drop_versions(milvus, before - set(store.list_versions()))
                 except Exception as e:
-                    raise milvus_collections.MilvusFailed(
+                    raise milvus_collections.AliasesNotSwitched(
                         f"milvus: {version} is published (CURRENT switched, the API serves it) but its aliases were not "
                         f"switched: {type(e).__name__}: {e}; run the build again or alter the aliases by hand"
                     ) from e
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except milvus_collections.MilvusFailed as e:
         print(f"error: {e}", file=sys.stderr)
-        if "is published" not in str(e):
+        if not isinstance(e, milvus_collections.AliasesNotSwitched):
             print("nothing was published (its collections are dropped); the previous version is untouched", file=sys.stderr)
         return 1
     except WriteFailed as e:  # the machine, not the input: a full disk, a file-size limit, a permission

@@ -26,7 +26,6 @@ from models.artifact.manifest import (
     MilvusEntry,
     milvus_alias,
     milvus_collection,
-    milvus_entries,
     milvus_version_of,
 )
 from models.indexes.faiss_index import flat_index, flat_vectors, read_index
@@ -52,6 +51,10 @@ class MilvusParams:
 
 class MilvusFailed(RuntimeError):
     """Milvus refused, failed or answered wrongly while a version was loaded into it; the message says where."""
+
+
+class AliasesNotSwitched(MilvusFailed):
+    """The version is published (CURRENT switched) but Milvus failed while its aliases were switched."""
 
 
 # pymilvus pings every 10 s, idle or not; a server with gRPC's default ping policy (milvus-lite's) allows one
@@ -115,11 +118,6 @@ def switch_aliases(client: Any, entries: dict[str, MilvusEntry], timeout: float 
             client.alter_alias(e.collection, e.alias, timeout=timeout)
         else:
             client.create_alias(e.collection, e.alias, timeout=timeout)
-
-
-def entries_of(manifest: dict[str, Any]) -> dict[str, MilvusEntry]:
-    """The manifest's Milvus entries (models.artifact.manifest.milvus_entries)."""
-    return milvus_entries(manifest)
 
 
 def drop_versions(client: Any, versions: Iterable[str], timeout: float = 60.0) -> list[str]:
