@@ -2,10 +2,11 @@
 
 dask.dataframe reads the files, one partition per file, so that a problem is named by file and row (0-based in
 its file) as the in-process reader names it. The checks and options are the in-process reader's
-(models.inputs.interaction_columns), run on every partition where it lies. Id maps: each partition's distinct
-ids in order of appearance travel to the client, which numbers them in file order (the in-process reader's
-numbering, so both engines build the same X); the two maps are then sent to every worker, each partition coded,
-and rows moved to their block by dask's shuffle (set_index on the block number with known divisions).
+(models.inputs.interaction_columns), run on every partition where it lies. Id maps are built on the workers
+(_id_map): the in-process reader's numbering (first appearance over the files in order), by shuffles of the
+distinct ids, so both engines build the same X. The rows are coded by joining them with the two maps (dask's
+hash-partitioned merge) and moved to their block by dask's shuffle (set_index on the block number with known
+divisions); only the ids themselves, in code order, come to the client, which writes the artifact's id files.
 """
 
 from __future__ import annotations
@@ -94,27 +95,29 @@ def read_parquet_blocks(
                 raise InputError(f"{file}: row {problem[0]}: {problem[1]}")
         frames = client.map(operator.itemgetter(0), cleaned)
         del cleaned
-    with progress.step("id maps (distinct ids of every file, numbered in file order)"):
-        distinct = client.gather(client.map(_distinct, frames))
-        user_ids = pd.unique(np.concatenate([u for u, _ in distinct])).tolist() if distinct else []
-        item_ids = pd.unique(np.concatenate([i for _, i in distinct])).tolist() if distinct else []
-        rows = sum(client.gather(client.map(len, frames)))
+    rows = sum(client.gather(client.map(len, frames)))
     if rows == 0:
         raise InputError(f"{path}: no interactions{' after --min-value' if min_value is not None else ''}")
+    with progress.step("id maps on the workers (distinct ids shuffled by id, numbered by first file and position)"):
+        users_map, user_ids = _id_map(client, frames, "user")
+        items_map, item_ids = _id_map(client, frames, "item")
     n, p = len(user_ids), len(item_ids)
     workers = max(1, sum(client.nthreads().values()))
     n_blocks = int(min(n, max(workers, -(-rows // block_nnz))))
     block_rows = -(-n // n_blocks)
     n_blocks = -(-n // block_rows)
     starts = np.minimum(np.arange(n_blocks + 1, dtype=np.int64) * block_rows, n)
-    with progress.step(f"X as {n_blocks} row blocks of {block_rows} users ({n} x {p}, {rows} rows; shuffle on the workers)"):
-        users_map, items_map = client.scatter([pd.Index(user_ids), pd.Index(item_ids)], broadcast=True)
-        coded = dd.from_delayed(
-            [dask.delayed(_coded)(f, users_map, items_map, block_rows) for f in frames],
-            meta=pd.DataFrame(
-                {"u": np.zeros(0, np.int64), "i": np.zeros(0, np.int64), "v": np.zeros(0), "block": np.zeros(0, np.int64)}
-            ),
+    with progress.step(
+        f"X as {n_blocks} row blocks of {block_rows} users ({n} x {p}, {rows} rows; joins and shuffle on the workers)"
+    ):
+        kept = dd.from_delayed(
+            [dask.delayed(f) for f in frames],
+            meta=pd.DataFrame({"user": pd.Series(dtype="str"), "item": pd.Series(dtype="str"), "v": np.zeros(0)}),
         )
+        coded = kept.merge(users_map.rename(columns={"id": "user", "code": "u"}), on="user", shuffle_method="tasks").merge(
+            items_map.rename(columns={"id": "item", "code": "i"}), on="item", shuffle_method="tasks"
+        )[["u", "i", "v"]]
+        coded = coded.assign(block=coded["u"] // block_rows)
         by_block = coded.set_index("block", divisions=tuple(range(n_blocks + 1)), shuffle_method="tasks")
         made = client.compute(
             [
@@ -173,24 +176,61 @@ def _clean(
         v = np.ones(len(v))
     out = pd.DataFrame(
         {
-            "user": np.asarray(users.to_numpy(zero_copy_only=False), dtype=object)[keep],
-            "item": np.asarray(items.to_numpy(zero_copy_only=False), dtype=object)[keep],
+            "user": pd.array(np.asarray(users.to_numpy(zero_copy_only=False), dtype=object)[keep], dtype="str"),
+            "item": pd.array(np.asarray(items.to_numpy(zero_copy_only=False), dtype=object)[keep], dtype="str"),
             "v": v[keep],
         }
     )
     return out, None
 
 
-def _distinct(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct users, distinct items) of one file's kept rows, in order of first appearance."""
-    return pd.unique(frame["user"].to_numpy()), pd.unique(frame["item"].to_numpy())
+def _id_map(client: Client, frames: list[Future], column: str) -> tuple[dd.DataFrame, list[str]]:
+    """(the map {id, code} as a dask dataframe on the workers, the ids in code order) of one column of the kept
+    rows of every file (frames, in file order).
 
-
-def _coded(frame: pd.DataFrame, users: pd.Index, items: pd.Index, block_rows: int) -> pd.DataFrame:
-    u = users.get_indexer(frame["user"]).astype(np.int64)
-    return pd.DataFrame(
-        {"u": u, "i": items.get_indexer(frame["item"]).astype(np.int64), "v": frame["v"].to_numpy(), "block": u // block_rows}
+    Codes number the ids in order of first appearance over the files in order, as the in-process reader's
+    pd.unique does: each file's distinct ids carry key = (file, position among them); a shuffle by id keeps
+    each id's smallest key; a shuffle by the file of that key puts every id into the partition of the file
+    that first has it, sorted by position; the partitions' sizes (one number per file) give their offsets.
+    The ids come to the client once, in code order, for the artifact's id files.
+    """
+    firsts = dd.from_delayed(
+        [dask.delayed(_firsts)(frame, f, column) for f, frame in enumerate(frames)],
+        meta=pd.DataFrame({"id": pd.Series(dtype="str"), "key": np.zeros(0, np.int64)}),
     )
+    owners = firsts.groupby("id")["key"].min(split_out=len(frames), shuffle_method="tasks").reset_index()
+    by_file = owners.assign(file=owners["key"] // _FILE_STRIDE).set_index(
+        "file", divisions=tuple(range(len(frames) + 1)), shuffle_method="tasks"
+    )
+    ordered = client.compute([dask.delayed(_by_key)(part) for part in by_file.to_delayed()])
+    sizes = client.gather(client.map(len, ordered))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    numbered = client.map(_numbered, ordered, [int(o) for o in offsets])
+    ids = [str(i) for chunk in client.gather(client.map(_id_list, ordered)) for i in chunk]
+    meta = pd.DataFrame({"id": pd.Series(dtype="str"), "code": np.zeros(0, np.int64)})
+    return dd.from_delayed([dask.delayed(f) for f in numbered], meta=meta), ids
+
+
+_FILE_STRIDE = 1 << 40  # key = file * stride + position: more distinct ids than this in one file cannot be read
+
+
+def _firsts(frame: pd.DataFrame, file: int, column: str) -> pd.DataFrame:
+    """One file's distinct ids of `column` in order of first appearance, keyed file * stride + position."""
+    ids = pd.unique(frame[column].to_numpy())
+    return pd.DataFrame({"id": pd.array(ids, dtype="str"), "key": file * _FILE_STRIDE + np.arange(len(ids), dtype=np.int64)})
+
+
+def _by_key(part: pd.DataFrame) -> pd.DataFrame:
+    return part.sort_values("key", kind="stable").reset_index(drop=True)
+
+
+def _numbered(part: pd.DataFrame, offset: int) -> pd.DataFrame:
+    """{id, code}: the ids of one file's partition numbered from `offset` in key order."""
+    return pd.DataFrame({"id": part["id"].astype("str").array, "code": offset + np.arange(len(part), dtype=np.int64)})
+
+
+def _id_list(part: pd.DataFrame) -> list[Any]:
+    return part["id"].tolist()
 
 
 def _csr_block(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 from job.test_parquet_input import BAD, _rows, _two_files, _write_parts
@@ -57,3 +58,25 @@ def test_duplicate_rejected(tmp_path, dask_client):
     root = _two_files(tmp_path, pa.table({"user_id": ["q", "b"], "item_id": ["q", "y"], "value": [1.0, 1.0]}))
     with pytest.raises(InputError, match=r"duplicate \(user, item\) pair \('b', 'y'\)"):
         _blocks(root, dask_client, duplicates="error")
+
+
+def test_ids_numbered_by_first_appearance_across_files(tmp_path, dask_client):
+    """Ids met first in a later file (after a file that --min-value empties) come after every id of the earlier
+    files, in their order of appearance, as the in-process reader numbers them."""
+    files = [
+        [("c", "z", 1.0), ("a", "y", 1.0)],
+        [("x", "q", 0.1)],
+        [("b", "y", 1.0), ("a", "w", 1.0), ("d", "z", 1.0)],
+        [("d", "v", 1.0), ("e", "y", 1.0), ("c", "v", 1.0)],
+    ]
+    root = tmp_path / "d"
+    root.mkdir()
+    for j, chunk in enumerate(files):
+        columns = dict(zip(("user_id", "item_id", "value"), map(list, zip(*chunk, strict=True)), strict=True))
+        pq.write_table(pa.table(columns), root / f"p{j}.parquet")
+    want = read_interactions_parquet(root, min_value=0.5)
+    got = _blocks(root, dask_client, min_value=0.5, block_nnz=2)
+    assert got.user_ids == want.user_ids == ["c", "a", "b", "d", "e"]
+    assert got.item_ids == want.item_ids == ["z", "y", "w", "v"]
+    assert got.source["blocks"] >= 3
+    np.testing.assert_array_equal(sp.vstack(list(got.X.iter_blocks())).toarray(), want.X.toarray())
