@@ -102,7 +102,9 @@ def fit_models(
     P = gamma Omega(X A), Q = Omega(B), started from svd.V. Imported: their factors; without user factors
     P = X Q (a user is the sum of the item vectors it consumed).
     """
-    XV = X @ svd.V  # (n_users, k): one sparse product shared by every closed form (see _user_embeddings)
+    # (n_users, k): one sparse product shared by every closed form (see _user_embeddings); for X in row blocks on
+    # Dask workers a persisted dask array, so every closed form's P stays there too
+    XV = X @ svd.V
     yield from _closed_forms(X, XV, svd, lambda_denoising, lambda_weight_decay, progress)
     del XV
     options = dict(svd_options or {})

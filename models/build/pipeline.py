@@ -1,6 +1,8 @@
 """The build: dataset -> SVD -> every model's factors -> every index -> one staged artifact folder.
 
-Writes into a staging folder only; publishing is the artifact store's job.
+Writes into a staging folder only; publishing is the artifact store's job. With the Dask engine a model's P is
+a dask array (rows on the workers): its indexes and /recommend query files are written in place by the workers
+(models.distributed.row_files), without IVF or HNSW twins, and the gauge probe gathers a sample of its rows.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ from models.errors import InputError
 from models.evaluation.scoring import EvalParams
 from models.fit.implicit_models import ALGORITHMS
 from models.fit.metric_vectors import recommend_vectors, side_vectors
-from models.fit.projection import normalize_rows, row_norms
+from models.fit.projection import is_lazy, normalize_rows, row_norms
 from models.fit.svd import truncated_svd
 from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
 from models.indexes.ivf import IvfParams, QuerySet, choose, sample_queries
 from models.indexes.neighbour_lists import exact_neighbours
 from models.inputs.dataset import Dataset
 from models.inputs.factors import read_imported_factors
+
+GAUGE_USERS = 20_000  # users of a dask P the gauge probe gathers (models of the Dask engine)
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ def build_into(folder: Path, ds: Dataset, params: BuildParams, progress: Progres
                 **fm.info,
                 "k": int(Q.shape[1]),
                 "zero_items": int(np.count_nonzero(row_norms(Q) == 0)),
-                "zero_users": int(np.count_nonzero(row_norms(P) == 0)),
+                "zero_users": int((row_norms(P) == 0).sum()),
             }
             # /recommend's dot and cosine search the items index with the users' vectors: a sample of them
             # measures the items index's IVF recall for those queries too
@@ -267,14 +271,23 @@ def _probe(model: str, P: np.ndarray, Q: np.ndarray, params: GaugeParams, first:
     The group serves one index per side and shared metric, built from the first model's factors
     (_write_shared), so the other models' shared figures are those of the same served lists: probing them
     again would check vectors nobody serves, at about half of the probe's cost.
+
+    A dask P (users on Dask workers) is probed on a seeded sample of GAUGE_USERS of its rows, gathered here
+    (the probe ranks users among them); the entry's "users_sampled" says how many of how many.
     """
+    sampled: dict[str, int] = {}
+    if is_lazy(P):
+        n = int(P.shape[0])
+        rows = np.sort(np.random.default_rng(params.seed).choice(n, size=min(n, GAUGE_USERS), replace=False))
+        P = np.asarray(P[rows].compute())
+        sampled = {"users_sampled": len(rows), "users": n}
     if first is None:
-        return {"model": model, **gauge_probe(P, Q, params), "shared_from": model}
+        return {"model": model, **gauge_probe(P, Q, params), **sampled, "shared_from": model}
     doc = gauge_probe(P, Q, params, shared_metrics=False)
     for side, by_metric in doc["sides"].items():
         for metric in SHARED_METRICS:
             by_metric[metric] = dict(first["sides"][side][metric])
-    return {"model": model, **doc, "shared_from": first["model"]}
+    return {"model": model, **doc, **sampled, "shared_from": first["model"]}
 
 
 @dataclass(frozen=True)
@@ -303,7 +316,7 @@ def _write_shared(writer: _IndexWriter, folder: Path, group: str, P: np.ndarray,
         if metric in RECOMMEND_METRICS:
             queries, items = recommend_vectors(P, Q, metric)
             query_file = contract.recommend_query_file(group, metric)
-            save_npy(folder / query_file, queries.astype(np.float32))
+            _save_rows(folder / query_file, queries)
             entry = writer.write(contract.index_stem("recommend", group, f"{metric}-items"), items, users=queries)
             recommend[metric] = RecommendEntry(items=entry, query_file=query_file)
             del queries, items
@@ -328,6 +341,8 @@ class _IndexWriter:
         float32, w = min(N, rows - 1) (models.indexes.neighbour_lists.exact_neighbours), so the API can answer a
         row's top k <= w with a memory-mapped lookup instead of a search.
         """
+        if is_lazy(vectors):
+            return self._write_on_workers(stem, vectors)
         rel = contract.index_file(stem)
         exact = flat_index(vectors)
         write_index(exact, self.folder / rel)
@@ -369,6 +384,26 @@ class _IndexWriter:
             serving=serving,
         )
 
+    def _write_on_workers(self, stem: str, vectors: Any) -> IndexEntry:
+        """The exact index of a dask array's rows (n, dim), written in place by the workers that hold them
+        (models.distributed.row_files); no twins or lists, which need every row in this process."""
+        from models.distributed.row_files import flat_index_header, write_rows
+
+        rel = contract.index_file(stem)
+        n, dim = (int(s) for s in vectors.shape)
+        written = write_rows(vectors, self.folder / rel, flat_index_header(n, dim))
+        self.progress.say(f"  index {stem}: {n} x {dim}, written by the Dask workers")
+        serving = None
+        if self.params.approximate is not None:
+            limit = self.params.approximate.exact_max_rows
+            serving = (
+                f"exact: {n} rows <= exact_max_rows {limit}"
+                if n <= limit
+                else f"exact: {n} rows written by the Dask workers (an IVF twin needs them in one process; "
+                "VECTOR_BACKEND=milvus serves them from an approximate Milvus index)"
+            )
+        return IndexEntry(file=rel, rows=written.rows, dim=written.dim, zero_rows=written.zero_rows, serving=serving)
+
     def _approximate(
         self, stem: str, vectors: np.ndarray, exact: faiss.Index, users: np.ndarray | None
     ) -> tuple[IvfEntry | None, str]:
@@ -398,6 +433,16 @@ class _IndexWriter:
             scanned=choice.scanned,
         )
         return entry, choice.reason
+
+
+def _save_rows(path: Path, M: Any) -> None:
+    """M (rows, k) as a float32 .npy: written by the Dask workers in place for a dask array."""
+    if is_lazy(M):
+        from models.distributed.row_files import npy_header, write_rows
+
+        write_rows(M, path, npy_header(*(int(s) for s in M.shape)))
+    else:
+        save_npy(path, np.asarray(M, dtype=np.float32))
 
 
 def _user_sample(P: np.ndarray, params: BuildParams) -> np.ndarray | None:

@@ -54,9 +54,10 @@ class BlockedMatrix:
         ]
         return da.concatenate(chunks, axis=0)
 
-    def __matmul__(self, M: np.ndarray) -> np.ndarray:
-        """X M (n_users, m) float64 on the client, for M (n_items, m): a model's user embeddings."""
-        return np.asarray(self.times_lazy(np.asarray(M, dtype=np.float64)).compute())
+    def __matmul__(self, M: np.ndarray) -> da.Array:
+        """X M (n_users, m) float64 for M (n_items, m), computed and kept on the workers (persisted, one chunk per
+        block): the user embeddings' X V, which the models scale column by column and write from there."""
+        return self.times_lazy(np.asarray(M, dtype=np.float64)).persist()
 
     def transpose_times(self, Q: da.Array) -> np.ndarray:
         """X^T Q (n_items, m) on the client, for Q (n_users, m) chunked like the blocks: a sum over the blocks of
@@ -69,8 +70,8 @@ class BlockedMatrix:
         ]
         return np.asarray(da.concatenate(parts, axis=0).sum(axis=0).compute())
 
-    def times(self, M: np.ndarray) -> np.ndarray:
-        """X M (n_users, m) on the client (as a pre-learning transform's .times)."""
+    def times(self, M: np.ndarray) -> da.Array:
+        """X M (n_users, m) on the workers (as a pre-learning transform's .times)."""
         return self @ M
 
     def svd(

@@ -19,7 +19,9 @@ Whitened: M_c = M - mean row, C = M_c^T M_c / (m - 1), C^-1/2 over the eigen-dir
 >= WHITEN_CUTOFF x the largest (an absolute ridge C + eps I would break the invariance, METHODS.md).
 
 Gauge: projected, projected-centered and whitened are unchanged by P M, Q M^-T for every invertible M, so
-they depend on a model only through Xhat (manifest.SHARED_METRICS). Whitened has no user -> item score:
+they depend on a model only through Xhat (manifest.SHARED_METRICS). P may be a dask array (the Dask engine's users, rows
+on the workers): the user vectors and queries are then dask arrays made block by block, and P reaches this
+process only as its (k, k) Gram and (k,) mean (models.fit.projection). Whitened has no user -> item score:
 each side is whitened by its own covariance, so <whitened P_u, whitened Q_i> moves with M (the two sides
 turn by different rotations) and is not the model's prediction in any gauge.
 """
@@ -30,7 +32,7 @@ import numpy as np
 
 from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.errors import InputError
-from models.fit.projection import gram_root, normalize_rows, row_norms
+from models.fit.projection import gram, gram_and_mean, gram_root, is_lazy, normalize_rows, row_norms
 
 WHITEN_CUTOFF = 1e-10  # relative eigenvalue cutoff of the whitening (METHODS.md, "Whitened cosine")
 
@@ -43,7 +45,7 @@ def item_vectors(P: np.ndarray, Q: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         return normalize_rows(Q64)
     if metric == "projected":
-        return normalize_rows(Q64 @ gram_root(P64.T @ P64))
+        return normalize_rows(Q64 @ gram_root(gram(P64)))
     if metric == "projected-centered":
         return normalize_rows(Q64 @ gram_root(centred_gram(P64)))
     if metric == "whitened":
@@ -59,7 +61,7 @@ def user_vectors(P: np.ndarray, Q: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         return normalize_rows(P64)
     if metric == "projected":
-        return normalize_rows(P64 @ gram_root(Q64.T @ Q64))
+        return normalize_rows(P64 @ gram_root(gram(Q64)))
     if metric == "projected-centered":
         return normalize_rows(P64 @ gram_root(centred_gram(Q64)))
     if metric == "whitened":
@@ -86,18 +88,21 @@ def recommend_vectors(P: np.ndarray, Q: np.ndarray, metric: str) -> tuple[np.nda
     if metric == "cosine":
         return normalize_rows(P64), normalize_rows(Q64)
     if metric == "projected":
-        return _over_norms(P64, Q64.T @ Q64), _over_norms(Q64, P64.T @ P64)
+        return _over_norms(P64, gram(Q64)), _over_norms(Q64, gram(P64))
     if metric == "projected-centered":
-        return _over_norms(P64 - P64.mean(axis=0), Q64.T @ Q64), _over_norms(Q64, centred_gram(P64))
+        G, mu = gram_and_mean(P64)
+        return _over_norms(P64 - mu, gram(Q64)), _over_norms(Q64, _centred(G, mu, int(P64.shape[0])))
     raise _unknown(metric, RECOMMEND_METRICS, "for a user -> item score")
 
 
 def centred_gram(M: np.ndarray) -> np.ndarray:
     """(k, k): M_c^T M_c = M^T M - m mu mu^T for M (m, k) with mean row mu, without the centred copy of M."""
-    M64 = np.asarray(M, dtype=np.float64)
-    mu = M64.mean(axis=0) if M64.shape[0] else np.zeros(M64.shape[1])
-    G = M64.T @ M64 - M64.shape[0] * np.outer(mu, mu)
-    return (G + G.T) / 2.0
+    return _centred(*gram_and_mean(M), int(M.shape[0]))
+
+
+def _centred(G: np.ndarray, mu: np.ndarray, m: int) -> np.ndarray:
+    C = G - m * np.outer(mu, mu)
+    return (C + C.T) / 2.0
 
 
 def whitened(M: np.ndarray) -> np.ndarray:
@@ -106,25 +111,31 @@ def whitened(M: np.ndarray) -> np.ndarray:
     C^-1/2 = E diag(w^-1/2) E^T over the kept eigenpairs (w, E): the kept directions get unit variance and
     the rest weight 0, so a rank-deficient M (dimensions a model killed) whitens without dividing by noise.
     """
-    M64 = np.asarray(M, dtype=np.float64)
-    m = M64.shape[0]
+    M64 = M.astype(np.float64) if is_lazy(M) else np.asarray(M, dtype=np.float64)
+    m = int(M64.shape[0])
     if m < 2:
-        return np.zeros_like(M64)
-    w, E = np.linalg.eigh(centred_gram(M64) / (m - 1))
+        return np.zeros(M64.shape)
+    G, mu = gram_and_mean(M64)
+    w, E = np.linalg.eigh(_centred(G, mu, m) / (m - 1))
     keep = w >= WHITEN_CUTOFF * max(float(w[-1]), 0.0) if w.size else np.zeros(0, dtype=bool)
     keep &= w > 0
     root = (E[:, keep] / np.sqrt(w[keep])) @ E[:, keep].T
-    return normalize_rows((M64 - M64.mean(axis=0)) @ root)
+    return normalize_rows((M64 - mu) @ root)
 
 
 def _over_norms(M: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """Rows of M (m, k) divided by sqrt(M_r G M_r^T) = ||M_r W||, W W^T = G; rows of norm 0 become 0."""
+    """Rows of M (m, k) divided by sqrt(M_r G M_r^T) = ||M_r W||, W W^T = G; rows of norm 0 become 0 (block by
+    block for a dask array)."""
+    if is_lazy(M):
+        return M.rechunk({1: -1}).map_blocks(_over_norms, G, dtype=np.float64)
     norms = row_norms(M @ gram_root(G))[:, None]
     return np.divide(M, norms, out=np.zeros_like(M), where=norms > 0)
 
 
 def _factors(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    P64, Q64 = np.asarray(P, dtype=np.float64), np.asarray(Q, dtype=np.float64)
+    """P and Q as float64; a dask P (the Dask engine's users) stays one, its rows where they are."""
+    P64 = P.astype(np.float64) if is_lazy(P) else np.asarray(P, dtype=np.float64)
+    Q64 = np.asarray(Q, dtype=np.float64)
     if P64.ndim != 2 or Q64.ndim != 2 or P64.shape[1] != Q64.shape[1]:
         raise InputError(f"metric vectors: P (n_users, k) and Q (n_items, k) disagree: {P64.shape} and {Q64.shape}")
     return P64, Q64

@@ -133,6 +133,28 @@ def test_served_neighbour_lists_are_the_same(both):
     assert ties <= 0.01 * rows  # ties are rare (dot and cosine of the weight-decay model's surviving dimension)
 
 
+def test_recommend_query_vectors_rank_items_the_same(both):
+    """The saved user query vectors of /recommend's shared metrics (written by the Dask workers in place) give each
+    user the in-process top 10 items from the items index, with the same scores (ties aside)."""
+    local, dask, _ = both
+    m_local, m_dask = (json.loads((v / MANIFEST).read_text()) for v in (local, dask))
+    checked = 0
+    for model, by_metric in m_local["recommend"].items():
+        for metric, entry in by_metric.items():
+            if "query_file" not in entry:
+                continue
+            other = m_dask["recommend"][model][metric]
+            lists = []
+            for version, e in ((local, entry), (dask, other)):
+                queries = np.load(version / e["query_file"])
+                assert queries.dtype == np.float32 and queries.shape[0] == 2500
+                scores, ids = faiss.read_index(str(version / e["items"]["file"])).search(queries, 10)
+                lists += [ids, scores]
+            _same_lists(lists[0], lists[1], lists[2], lists[3], f"{model} {metric}")
+            checked += 1
+    assert checked >= 10  # projected and projected-centered of every model
+
+
 def test_progress_of_distributed_steps_and_dashboard(both):
     _, _, stderr = both
     assert "dask: LocalCluster of 2 worker processes, 2 workers" in stderr

@@ -80,3 +80,26 @@ def test_ids_numbered_by_first_appearance_across_files(tmp_path, dask_client):
     assert got.item_ids == want.item_ids == ["z", "y", "w", "v"]
     assert got.source["blocks"] >= 3
     np.testing.assert_array_equal(sp.vstack(list(got.X.iter_blocks())).toarray(), want.X.toarray())
+
+
+def test_user_embeddings_stay_on_the_workers(tmp_path, dask_client):
+    """Every closed form's P of the Dask engine is a dask array (its rows on the workers) equal to X A from the dense X."""
+    import dask.array as da
+
+    from models.build.fitting import ModelChoice, fit_models
+    from models.build.progress import Progress
+    from models.fit.closed_forms import MODELS, WEIGHT_DECAY, denoising_factors, weight_decay_factors
+
+    _write_parts(tmp_path / "d", _rows(4, 600), [200, 400])
+    got = _blocks(tmp_path / "d", dask_client, block_nnz=50)
+    svd = got.X.svd(5, n_iter=8)
+    dense = sp.vstack(list(got.X.iter_blocks())).toarray().astype(np.float64)
+    fitted = list(fit_models(got.X, svd, 10.0, 1.0, ModelChoice(), {}, 0, Progress(quiet=True)))
+    assert [fm.name for fm in fitted] == list(MODELS)
+    for fm in fitted:
+        assert isinstance(fm.P, da.Array) and fm.P.numblocks[0] == got.source["blocks"]
+        if fm.name == WEIGHT_DECAY:
+            A = weight_decay_factors(svd.V, svd.s, 1.0)[0]
+        else:
+            A = denoising_factors(svd.V, svd.s, 10.0, fm.name)[0]
+        np.testing.assert_allclose(fm.P.compute(), dense @ A, rtol=1e-10, atol=1e-10)

@@ -133,3 +133,23 @@ def test_whitened_has_no_recommend_score() -> None:
         recommend_vectors(P, Q, "whitened")
     with pytest.raises(InputError, match="bogus"):
         item_vectors(P, Q, "bogus")
+
+
+@pytest.mark.parametrize("metric", ["dot", "cosine", "projected", "projected-centered", "whitened"])
+def test_users_held_as_a_dask_array_stay_one_and_agree(metric: str) -> None:
+    """P as a dask array in uneven row blocks (the Dask engine's users): the user vectors and /recommend's queries
+    stay dask arrays (block by block, Grams and means reduced), equal to the in-memory ones; the item vectors,
+    which need only P's (k, k) Gram and mean, equal too; the recommend scores equal the dense Xhat's."""
+    import dask.array as da
+
+    P, Q = factors(3, n=57)
+    lazy = da.from_array(P, chunks=((20, 30, 7), (6,)))
+    users = user_vectors(lazy, Q, metric)
+    assert isinstance(users, da.Array) and users.numblocks[0] == 3
+    np.testing.assert_allclose(users.compute(), user_vectors(P, Q, metric), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(item_vectors(lazy, Q, metric), item_vectors(P, Q, metric), rtol=1e-12, atol=1e-12)
+    if metric != "whitened":
+        U, V = recommend_vectors(lazy, Q, metric)
+        assert isinstance(U, da.Array)
+        want_U, want_V = recommend_vectors(P, Q, metric)
+        np.testing.assert_allclose(U.compute() @ V.T, want_U @ want_V.T, rtol=1e-12, atol=1e-12)
