@@ -420,7 +420,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
         with store.staging(version) as staging:
             try:
                 manifest = build_into(staging, ds, params, progress)
-                milvus = _load_into_milvus(args, staging, version, manifest, progress) if args.milvus_uri else None
+                milvus = _load_into_milvus(args, staging, version, manifest, progress, client) if args.milvus_uri else None
                 before = set(store.list_versions())
                 with progress.step("publishing"):
                     try:
@@ -446,15 +446,23 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
     return version, manifest
 
 
-def _load_into_milvus(args: argparse.Namespace, staging: Path, version: str, manifest: dict[str, Any], progress: Progress) -> Any:
-    """Every index of the staged version loaded into Milvus and verified; manifest["milvus"] set. The client."""
+def _load_into_milvus(
+    args: argparse.Namespace, staging: Path, version: str, manifest: dict[str, Any], progress: Progress, engine: Client | None
+) -> Any:
+    """Every index of the staged version loaded into Milvus and verified (rows moved by the Dask workers with the
+    Dask engine, models.distributed.milvus_rows); manifest["milvus"] set. The client."""
     params = milvus_collections.MilvusParams(
         uri=args.milvus_uri, exact_max_rows=args.exact_max_rows, target_recall=args.approximate_recall, seed=args.seed
     )
     with progress.step(f"milvus: loading every index into {args.milvus_uri}"):
         client = milvus_collections.connect(args.milvus_uri)
         files = [e.file for e in index_entries(manifest).values()] + [r.items.file for r in recommend_entries(manifest).values()]
-        entries = milvus_collections.load_version(client, staging, version, files, params, progress.say)
+        rows = None
+        if engine is not None:
+            from models.distributed.milvus_rows import WorkerRows
+
+            rows = WorkerRows(engine, args.milvus_uri)
+        entries = milvus_collections.load_version(client, staging, version, files, params, progress.say, rows)
     manifest["milvus"] = {file: e.to_json() for file, e in entries.items()}
     return client
 

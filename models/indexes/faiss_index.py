@@ -82,6 +82,14 @@ def write_index(index: faiss.Index, path: Path) -> None:
         faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))  # type: ignore[attr-defined]  # not in the stubs
 
 
+def read_flat(path: Path) -> faiss.IndexFlat:
+    """read_index of a file that must hold a flat index (its rows memory-mapped); ValueError naming it otherwise."""
+    index = read_index(path)
+    if not isinstance(index, faiss.IndexFlat):
+        raise ValueError(f"{path}: a {type(index).__name__}, not a flat index")
+    return index
+
+
 def read_index(path: Path, mmap: bool = True) -> faiss.Index:
     """Read an index; flat and HNSW storage is memory-mapped so processes share one page-cache copy."""
     flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
