@@ -253,7 +253,8 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_BLOCK_NNZ,
         metavar="N",
-        help="interactions per row block of X (at least one block per worker thread)",
+        help="interactions per row block of X (at least one block per worker thread, and no more blocks than make "
+        "their dense n_items x (k + oversamples) partials of X^T Q as large as X)",
     )
     milvus = ap.add_argument_group("Milvus (docs/scale-out.md): the API's VECTOR_BACKEND=milvus serves these collections")
     milvus.add_argument(
@@ -284,6 +285,7 @@ def load_dataset(args: argparse.Namespace, client: Client | None = None, progres
             duplicates=args.duplicates,
             block_nnz=args.dask_block_nnz,
             progress=progress,
+            partial_width=args.k + args.svd_oversamples,
         )
     if args.dataset == "simulation":
         spec = SimulationSpec(n_users=args.sim_users, n_items=args.sim_items, n_clusters=args.sim_clusters, seed=args.seed)

@@ -71,9 +71,16 @@ def read_parquet_blocks(
     duplicates: DuplicatePolicy = "sum",
     block_nnz: int = DEFAULT_BLOCK_NNZ,
     progress: Progress | None = None,
+    partial_width: int = 0,
 ) -> BlockedDataset:
     """The interactions of the Parquet file or directory at `path` as X in row blocks of about `block_nnz`
-    interactions (at least one block per worker thread); the in-process reader's checks, errors and options."""
+    interactions (at least one block per worker thread); the in-process reader's checks, errors and options.
+
+    partial_width (l, the SVD's sketch width; 0: no cap): every block adds a dense (n_items, l) float64 partial
+    to each Xᵀ Q, so there are never more blocks than make those partials together as large as X's CSR (12 bytes
+    an interaction), nor fewer than the worker threads: at 10M items, 4M-interaction blocks would move 2,500
+    partials of 11.8 GB a power iteration; capped, one a thread.
+    """
     progress = progress or Progress(quiet=True)
     path = Path(path)
     files = parquet_files(path)
@@ -103,7 +110,10 @@ def read_parquet_blocks(
         items_map, item_ids = _id_map(client, frames, "item")
     n, p = len(user_ids), len(item_ids)
     workers = max(1, sum(client.nthreads().values()))
-    n_blocks = int(min(n, max(workers, -(-rows // block_nnz))))
+    wanted = -(-rows // block_nnz)
+    if partial_width > 0:
+        wanted = min(wanted, max(1, (12 * rows) // (8 * p * partial_width)))
+    n_blocks = int(min(n, max(workers, wanted)))
     block_rows = -(-n // n_blocks)
     n_blocks = -(-n // block_rows)
     starts = np.minimum(np.arange(n_blocks + 1, dtype=np.int64) * block_rows, n)

@@ -103,3 +103,16 @@ def test_user_embeddings_stay_on_the_workers(tmp_path, dask_client):
         else:
             A = denoising_factors(svd.V, svd.s, 10.0, fm.name)[0]
         np.testing.assert_allclose(fm.P.compute(), dense @ A, rtol=1e-10, atol=1e-10)
+
+
+def test_blocks_capped_where_the_dense_partials_would_outweigh_x(tmp_path, dask_client):
+    """Tiny blocks asked for, but each block's (n_items, l) partial of X^T Q would be as large as X: one block per
+    worker thread, and the same X."""
+    _write_parts(tmp_path / "d", _rows(3, 500), [250])
+    many = _blocks(tmp_path / "d", dask_client, block_nnz=7)
+    capped = _blocks(tmp_path / "d", dask_client, block_nnz=7, partial_width=148)
+    threads = sum(dask_client.nthreads().values())
+    assert many.source["blocks"] > 10 and capped.source["blocks"] == threads
+    np.testing.assert_array_equal(
+        sp.vstack(list(capped.X.iter_blocks())).toarray(), sp.vstack(list(many.X.iter_blocks())).toarray()
+    )
