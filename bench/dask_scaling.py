@@ -1,4 +1,4 @@
-"""The Dask engine at three sizes on this machine: time per step, bytes to the client, peak memory per process; the
+"""The Dask engine at three sizes on this machine: time per step and peak memory of the client and of each worker; the
 measurements docs/scale-out.md's cost model is fitted to.
 
     .venv/bin/python bench/dask_scaling.py           # 2M, 8M and 32M interactions, k = 128
@@ -146,8 +146,8 @@ def category(step: str) -> str | None:
         ("id maps", "id maps"),
         ("X as", "shuffle into blocks"),
         ("svd", "svd"),
-        ("model", "models (client)"),
-        ("indexes", "indexes (client)"),
+        ("model", "models"),
+        ("indexes", "indexes"),
         ("publishing", "publish (client)"),
     ):
         if step.startswith(prefix):
