@@ -59,16 +59,20 @@ class BlockedMatrix:
         block): the user embeddings' X V, which the models scale column by column and write from there."""
         return self.times_lazy(np.asarray(M, dtype=np.float64)).persist()
 
-    def transpose_times(self, Q: da.Array) -> np.ndarray:
-        """X^T Q (n_items, m) on the client, for Q (n_users, m) chunked like the blocks: a sum over the blocks of
-        X_b^T Q_b, reduced as a tree on the workers (p x m pieces travel, never a block of X)."""
+    def transpose_times_lazy(self, Q: da.Array) -> da.Array:
+        """X^T Q (n_items, m) as a dask array on the workers, for Q (n_users, m): a sum over the blocks of X_b^T Q_b,
+        reduced as a tree there (p x m pieces move between workers, never a block of X)."""
         q_chunks = Q.rechunk({0: tuple(self.block_rows)}).to_delayed().ravel()
         m = int(Q.shape[1])
         parts = [
             da.from_delayed(dask.delayed(_transpose_times)(block, q), shape=(1, self.n_items, m), dtype=np.float64)
             for block, q in zip(self.blocks, q_chunks, strict=True)
         ]
-        return np.asarray(da.concatenate(parts, axis=0).sum(axis=0).compute())
+        return da.concatenate(parts, axis=0).sum(axis=0)
+
+    def transpose_times(self, Q: da.Array) -> np.ndarray:
+        """X^T Q (n_items, m) on the client (transpose_times_lazy computed)."""
+        return np.asarray(self.transpose_times_lazy(Q).compute())
 
     def times(self, M: np.ndarray) -> da.Array:
         """X M (n_users, m) on the workers (as a pre-learning transform's .times)."""

@@ -3,14 +3,14 @@
     Y = X Omega                       Omega (n_items, l) Gaussian, l = k + oversamples; per row block
     Q = tsqr(Y)                       dask.array.linalg.tsqr: the tall-and-skinny QR, a tree of small QRs
     repeat n_iter times:              subspace (power) iteration, re-orthonormalised on both sides
-        Z = qr(X^T Q)                 X^T Q (n_items, l) is a sum over the blocks; its QR on the client
+        Z = tsqr(X^T Q)               X^T Q (n_items, l) a sum over the blocks, its QR a tsqr over row chunks
         Q = tsqr(X Z)
     B^T = X^T Q  (n_items, l)         B = Q^T X, so X ~ Q B
     B^T = V_hat diag(s) W^T           the small SVD on the client; V = V_hat[:, :k], U = Q W[:, :k]
 
-What travels to the client: X^T Q (n_items x l float64) once per iteration and once at the end, tsqr's R
-factors (l x l per block, inside dask), and two scalars for the accuracy figures. Y, Q and X V (n_users x l)
-stay on the workers as dask arrays.
+What travels to the client: B^T = X^T Q (n_items x l float64) once, at the end, and two scalars for the
+accuracy figures. Y, Q (n_users x l), each iteration's X^T Q and Z (n_items x l) stay on the workers as dask
+arrays (Z moves between workers, to every block's X Z), and tsqr's R factors (l x l per chunk) inside dask.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import scipy.linalg
+from dask.distributed import wait
 
 from models.build.progress import Progress
 from models.distributed.blocked_matrix import BlockedMatrix
@@ -41,7 +42,7 @@ def blocked_truncated_svd(
     Q = _orthonormal(X.times_lazy(omega))
     for i in range(n_iter):
         with progress.step(f"  power iteration {i + 1}/{n_iter} (X^T Q, X Z and tsqr over {len(X.blocks)} blocks)"):
-            Z = scipy.linalg.qr(X.transpose_times(Q), mode="economic")[0]
+            Z = _orthonormal(_row_chunks(X.transpose_times_lazy(Q), len(X.blocks)))
             Q = _orthonormal(X.times_lazy(Z))
     Bt = X.transpose_times(Q)  # (p, width) = (Q^T X)^T
     V_hat, s, Wt = scipy.linalg.svd(Bt, full_matrices=False)
@@ -55,7 +56,17 @@ def blocked_truncated_svd(
     )
 
 
+def _row_chunks(M: da.Array, chunks: int) -> da.Array:
+    """M (rows, l) in about `chunks` row chunks of at least l rows each (a tsqr needs tall chunks)."""
+    rows, width = (int(s) for s in M.shape)
+    size = max(width, -(-rows // max(1, chunks)))
+    return M.rechunk({0: size, 1: -1})
+
+
 def _orthonormal(Y: da.Array) -> da.Array:
-    """Q of Y's tall-and-skinny QR (dask.array.linalg.tsqr), persisted on the workers, chunked like Y."""
+    """Q of Y's tall-and-skinny QR (dask.array.linalg.tsqr), persisted on the workers, chunked like Y, and waited
+    for: each power iteration's progress line times its own work."""
     Q, _ = da.linalg.tsqr(Y)
-    return Q.persist()
+    Q = Q.persist()
+    wait(Q)
+    return Q
