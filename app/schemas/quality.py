@@ -56,6 +56,15 @@ class GaugeResponse(BaseModel):
         "which probed every model's own).",
         examples=["als"],
     )
+    users_sampled: int | None = Field(
+        None,
+        description="Builds whose user embeddings stay on Dask workers (--engine dask) probe a seeded sample of this "
+        "many users, ranked among themselves (absent: every user).",
+        examples=[20000],
+    )
+    users_total: int | None = Field(
+        None, description="The users the sample was drawn from (with users_sampled).", examples=[100000000]
+    )
     range: list[float] = Field(description="Each diagonal entry of D is log-uniform in this range.", examples=[[0.1, 10.0]])
     k: int = Field(description="Length of the compared lists.", examples=[10])
     seed: int = Field(description="Seed of the transforms and of the query sample.", examples=[0])

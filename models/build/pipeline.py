@@ -280,7 +280,7 @@ def _probe(model: str, P: np.ndarray, Q: np.ndarray, params: GaugeParams, first:
         n = int(P.shape[0])
         rows = np.sort(np.random.default_rng(params.seed).choice(n, size=min(n, GAUGE_USERS), replace=False))
         P = np.asarray(P[rows].compute())
-        sampled = {"users_sampled": len(rows), "users": n}
+        sampled = {"users_sampled": len(rows), "users_total": n}
     if first is None:
         return {"model": model, **gauge_probe(P, Q, params), **sampled, "shared_from": model}
     doc = gauge_probe(P, Q, params, shared_metrics=False)

@@ -216,3 +216,23 @@ def test_shared_metrics_are_checked_under_the_first_transforms_only():
     full = probe_lists(P, Q, D, rows, 10)
     for key, (_, moved) in lists.items():
         np.testing.assert_array_equal(moved, full[key][1][: moved.shape[0]])
+
+
+def test_users_on_dask_workers_are_probed_on_a_sample(monkeypatch) -> None:
+    """A dask P (the Dask engine's users) is probed on GAUGE_USERS sampled rows, said in the entry; the items'
+    dot and cosine lists, which do not involve P, score as the full in-memory probe's."""
+    import dask.array as da
+
+    from models.build import pipeline
+    from models.diagnostics.gauge import GaugeParams, gauge_probe
+
+    rng = np.random.default_rng(7)
+    P, Q = rng.normal(size=(300, 5)) * [1, 2, 3, 4, 5], rng.normal(size=(80, 5))
+    params = GaugeParams(transforms=3, item_queries=40, user_queries=30)
+    monkeypatch.setattr(pipeline, "GAUGE_USERS", 120)
+    entry = pipeline._probe("m", da.from_array(P, chunks=100), Q, params, None)
+    assert entry["users_sampled"] == 120 and entry["users_total"] == 300
+    assert entry["queries"]["users"] <= 120
+    full = gauge_probe(P, Q, params)
+    for metric in ("dot", "cosine"):
+        assert entry["sides"]["items"][metric] == full["sides"]["items"][metric]
