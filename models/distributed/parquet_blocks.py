@@ -146,8 +146,8 @@ def read_parquet_blocks(
     X = BlockedMatrix(client=client, blocks=blocks, starts=starts, n_items=p, nnz=nnz)
     return BlockedDataset(
         X=X,
-        user_ids=[str(u) for u in user_ids],
-        item_ids=[str(i) for i in item_ids],
+        user_ids=user_ids,
+        item_ids=item_ids,
         source={
             **interactions_source(
                 "parquet",
@@ -222,9 +222,8 @@ def _id_map(client: Client, frames: list[Future], column: str) -> tuple[dd.DataF
     return dd.from_delayed([dask.delayed(f) for f in numbered], meta=meta), ids
 
 
-_SHUFFLE = (
-    "tasks"  # dask's task-based shuffle: p2p measured 1.3x (id maps) and 1.8x (joins and shuffle) slower at 4.2M interactions
-)
+# dask's task-based shuffle: p2p measured 1.3x (id maps) and 1.8x (joins and shuffle) slower at 4.2M interactions
+_SHUFFLE = "tasks"
 _FILE_STRIDE = 1 << 40  # key = file * stride + position: more distinct ids than this in one file cannot be read
 
 
