@@ -10,6 +10,8 @@ variable when it is first imported, so `python -m app` sets it before importing 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
 import time
@@ -142,27 +144,54 @@ def reload_events() -> ReloadEvents:
 
 def render() -> tuple[bytes, str]:
     """(body, content type) of the Prometheus text exposition, aggregated over every worker."""
-    if MULTIPROCESS:
-        _forget_dead_workers()
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if MULTIPROCESS and folder:
+        forget_dead_workers(folder)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(WorkerFilesCollector(folder))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def _forget_dead_workers() -> None:
+class WorkerFilesCollector:
+    """prometheus_client's MultiProcessCollector over `folder`, minus the files not yet given a header.
+
+    MmapedDict creates a worker's file and sizes it only afterwards, so a scrape can meet it at 0 bytes:
+    a worker starting, or one killed in that moment, whose file then stays empty for good. The library's
+    reader fails the whole scrape on it with a struct.error (prometheus_client 0.26.0; upstream issue
+    prometheus/client_python#1199, open). Such a file holds no samples yet, so leaving it out loses none.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def collect(self) -> Any:
+        files = [f for f in glob.glob(os.path.join(self.folder, "*.db")) if _has_header(f)]
+        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+
+
+_HEADER_BYTES = 8  # MmapedDict: 4 bytes "used", 4 of padding; once sized, a file only grows
+
+
+def _has_header(path: str) -> bool:
+    try:
+        return os.stat(path).st_size >= _HEADER_BYTES
+    except FileNotFoundError:  # a live gauge of a dead worker, removed by a sibling's scrape
+        return False
+
+
+def forget_dead_workers(folder: str) -> None:
     """Drop the per-process gauges of workers that died without their exit hook (SIGKILL, OOM).
 
     Their counters stay (what they counted happened); a live gauge of a dead pid would claim a worker that
     is gone still serves its version. The supervisor has no hook of ours to call, so the reader cleans up.
+    Two workers may scrape at once and remove the same file: the second one's miss is not an error.
     """
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder:
-        return
-    pids = {int(m.group(1)) for p in os.scandir(folder) if (m := _LIVE_GAUGE_FILE.match(p.name))}
-    for pid in pids:
-        if not process_alive(pid):
-            multiprocess.mark_process_dead(pid, folder)
+    for entry in os.scandir(folder):
+        m = _LIVE_GAUGE_FILE.match(entry.name)
+        if m and not process_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
 
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")

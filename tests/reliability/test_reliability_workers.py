@@ -5,6 +5,8 @@
 
 - a worker SIGKILLed under load is replaced by uvicorn's supervisor; only requests in flight on it fail
   (counted), and the replacement serves the live version;
+- /metrics sums every live worker's samples past the empty sample file a worker killed as it made it
+  leaves behind;
 - a worker that starts while CURRENT names a corrupt version falls back to the newest older version that
   verifies (what its siblings still serve), says so in /readyz, /metrics and the log, keeps refusing the
   corrupt one, and follows CURRENT again once it names a good version.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -81,6 +85,22 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_requests_in_flight_
         assert _worker_pids(server) == (pids - {victim}) | {new}
         wait_serving(server, art.version, WORKERS)  # liveall gauges: the dead worker's sample is gone
         assert f"Child process [{victim}] died" in server.logs()
+
+
+def test_metrics_answer_past_the_empty_sample_file_of_a_worker_killed_as_it_made_it(api_artifact, tmp_path):
+    art = copy_artifacts(api_artifact, tmp_path / "art")
+    folder = tmp_path / "prometheus"
+    with start_api_server(art.root, tmp_path, workers=WORKERS, PROMETHEUS_MULTIPROC_DIR=str(folder)) as server:
+        wait_serving(server, art.version, WORKERS)
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        # prometheus_client creates a worker's file and sizes it after: a kill in between leaves 0 bytes
+        (folder / f"histogram_{dead.pid}.db").write_bytes(b"")
+        for _ in range(3):
+            assert httpx.get(server.base_url + "/similar-items", params={"item_id": "i3"}).status_code == 200
+        text = metrics_text(server)
+        assert metric(text, "simserve_artifact_version_info", version=art.version) == WORKERS
+        assert metric(text, "simserve_request_duration_seconds_count", endpoint="/similar-items") >= 3
 
 
 @pytest.mark.slow
