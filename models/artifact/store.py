@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,18 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+Digests = Callable[[Sequence[Path]], list[str]]
+"""The sha256 hex digest of each file, in order; every file fsynced first (models.distributed.file_digests has
+the Dask engine's, computed on the workers that wrote the files)."""
+
+
+def local_digests(paths: Sequence[Path]) -> list[str]:
+    """fsync and sha256 each file in this process."""
+    for p in paths:
+        fsync_path(p)
+    return [sha256_file(p) for p in paths]
 
 
 def fsync_path(path: Path) -> None:
@@ -133,17 +145,18 @@ class ArtifactStore:
             if path.exists():
                 shutil.rmtree(path, ignore_errors=True)
 
-    def publish(self, staging: Path, version: str, manifest: dict[str, Any], keep: int) -> Path:
-        """Hash every file, write the manifest, fsync, rename into versions/, switch CURRENT.
+    def publish(self, staging: Path, version: str, manifest: dict[str, Any], keep: int, digests: Digests = local_digests) -> Path:
+        """Hash every file (`digests`), write the manifest, fsync, rename into versions/, switch CURRENT.
 
         Until the final rename of CURRENT the live version is untouched; a crash at any point
         leaves either the old or the new version live, never a partial one.
         """
+        paths = [p for p in sorted(staging.rglob("*")) if p.is_file()]
+        sums = digests(paths)
         files = {}
-        for p in sorted(staging.rglob("*")):
-            if p.is_file():
-                fsync_path(p)
-                files[p.relative_to(staging).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p, digest in zip(paths, sums, strict=True):
+            fsync_path(p)  # `digests` fsynced it where it hashed it; this machine's cache may hold writes of its own
+            files[p.relative_to(staging).as_posix()] = {"sha256": digest, "bytes": p.stat().st_size}
         manifest = {**manifest, "schema_version": SCHEMA_VERSION, "version": version, "files": files}
         write_json(staging / MANIFEST, manifest)
         for d in [staging, *[p for p in staging.rglob("*") if p.is_dir()]]:

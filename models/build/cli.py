@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.artifact.manifest import METRICS, index_entries, milvus_entries, recommend_entries
-from models.artifact.store import ArtifactStore
+from models.artifact.store import ArtifactStore, Digests, local_digests
 from models.build.allocator import keep_freed_memory
 from models.build.fitting import COSINE_MF, TRAINED, ModelChoice
 from models.build.pipeline import BuildParams, build_into
@@ -426,7 +426,7 @@ def run(args: argparse.Namespace, progress: Progress) -> tuple[str, dict[str, An
                 before = set(store.list_versions())
                 with progress.step("publishing"):
                     try:
-                        store.publish(staging, version, manifest, keep=args.keep)
+                        store.publish(staging, version, manifest, keep=args.keep, digests=_digests(client))
                     except BaseException:
                         if milvus is not None:
                             milvus_collections.drop_versions(milvus, [version])
@@ -498,6 +498,15 @@ def check_engine(args: argparse.Namespace) -> None:
     for flag, value in given.items():
         if value:
             raise InputError(f"{flag} is not available with --engine dask: {_NOT_WITH_DASK[flag]}; use --engine in-process")
+
+
+def _digests(client: Client | None) -> Digests:
+    """The publish step's checksums: on the Dask workers with --engine dask, else in this process."""
+    if client is None:
+        return local_digests
+    from models.distributed.file_digests import worker_digests
+
+    return worker_digests(client)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from dask.distributed import Client
 from models.indexes.faiss_index import flat_vectors, read_flat, read_index
 from models.indexes.milvus_collections import MilvusParams, insert_rows, milvus_client
 
-RANGE_ROWS = 1_000_000  # rows of one task at most: one range's float32 copy for the exact search stays < 1 GB at k <= 256
+RANGE_ROWS = 1_000_000  # rows of one task at most: the rows one task reads stay < 1 GB at k <= 256
 
 
 class WorkerRows:
