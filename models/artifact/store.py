@@ -48,14 +48,12 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 Digests = Callable[[Sequence[Path]], list[str]]
-"""The sha256 hex digest of each file, in order; every file fsynced first (models.distributed.file_digests has
-the Dask engine's, computed on the workers that wrote the files)."""
+"""The sha256 hex digest of each file, in order (models.distributed.file_digests has the Dask engine's, each
+file hashed on one of the workers)."""
 
 
 def local_digests(paths: Sequence[Path]) -> list[str]:
-    """fsync and sha256 each file in this process."""
-    for p in paths:
-        fsync_path(p)
+    """sha256 of each file, in this process."""
     return [sha256_file(p) for p in paths]
 
 
@@ -152,11 +150,12 @@ class ArtifactStore:
         leaves either the old or the new version live, never a partial one.
         """
         paths = [p for p in sorted(staging.rglob("*")) if p.is_file()]
-        sums = digests(paths)
-        files = {}
-        for p, digest in zip(paths, sums, strict=True):
-            fsync_path(p)  # `digests` fsynced it where it hashed it; this machine's cache may hold writes of its own
-            files[p.relative_to(staging).as_posix()] = {"sha256": digest, "bytes": p.stat().st_size}
+        for p in paths:  # before hashing: what this machine wrote is on disk when another machine reads it
+            fsync_path(p)
+        files = {
+            p.relative_to(staging).as_posix(): {"sha256": digest, "bytes": p.stat().st_size}
+            for p, digest in zip(paths, digests(paths), strict=True)
+        }
         manifest = {**manifest, "schema_version": SCHEMA_VERSION, "version": version, "files": files}
         write_json(staging / MANIFEST, manifest)
         for d in [staging, *[p for p in staging.rglob("*") if p.is_dir()]]:

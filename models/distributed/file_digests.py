@@ -14,20 +14,21 @@ from pathlib import Path
 
 from dask.distributed import Client
 
-from models.artifact.store import Digests, fsync_path, sha256_file
+from models.artifact.store import Digests, sha256_file
 
 
 def worker_digests(client: Client) -> Digests:
-    """artifact.store.Digests whose files are fsynced and hashed on `client`'s workers, largest file first."""
+    """artifact.store.Digests whose files are hashed on `client`'s workers, largest file first."""
 
     def digests(paths: Sequence[Path]) -> list[str]:
-        order = sorted(range(len(paths)), key=lambda i: -os.stat(paths[i]).st_size)
-        futures = {i: client.submit(_fsync_and_hash, str(paths[i]), pure=False) for i in order}
-        return list(client.gather([futures[i] for i in range(len(paths))]))
+        sizes = [os.stat(p).st_size for p in paths]
+        rank = {i: r for r, i in enumerate(sorted(range(len(paths)), key=lambda i: sizes[i]))}
+        # a larger file gets a higher priority: the longest hashes start first
+        futures = [client.submit(_hash, str(p), pure=False, priority=rank[i]) for i, p in enumerate(paths)]
+        return list(client.gather(futures))
 
     return digests
 
 
-def _fsync_and_hash(path: str) -> str:
-    fsync_path(Path(path))  # and again on the client: whichever machine's cache holds dirty pages flushes them
+def _hash(path: str) -> str:
     return sha256_file(Path(path))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,8 @@ def _write_block(block: np.ndarray, path: str, offset: int) -> int:
     with naming_the_file(Path(path)), open(path, "r+b") as f:
         f.seek(offset)
         f.write(rows.tobytes())
+        f.flush()
+        os.fsync(f.fileno())  # on a shared filesystem only the writer's own fsync makes its rows durable
     return int(np.count_nonzero(~np.any(rows != 0, axis=1)))
 
 

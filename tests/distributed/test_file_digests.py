@@ -32,15 +32,23 @@ def test_each_digest_is_hashlibs_of_the_file_and_computed_on_a_worker(tmp_path, 
     with get_task_stream(dask_client) as stream:
         got = worker_digests(dask_client)(paths)
     assert got == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    hashed = [t for t in stream.data if t["key"].startswith("_fsync_and_hash")]
+    hashed = [t for t in stream.data if t["key"].startswith("_hash-")]
     assert len(hashed) == len(paths) and {t["worker"] for t in hashed} <= set(dask_client.scheduler_info()["workers"])
 
 
-def test_a_file_the_workers_cannot_read_is_named(tmp_path, dask_client):
+def test_a_file_gone_before_hashing_is_named(tmp_path, dask_client):
     paths = _files(tmp_path)
     paths.append(tmp_path / "gone.npy")
     with pytest.raises(FileNotFoundError, match=r"gone\.npy"):
         worker_digests(dask_client)(paths)
+
+
+def test_a_file_a_worker_cannot_read_is_named_by_the_workers_own_error(tmp_path, dask_client):
+    paths = _files(tmp_path)
+    (tmp_path / "unreadable.npy").mkdir()  # the client can stat it; the worker's open fails
+    paths.append(tmp_path / "unreadable.npy")
+    with pytest.raises(IsADirectoryError, match=r"unreadable\.npy"):
+        worker_digests(dask_client)(paths)  # an OSError: the build's `except OSError` makes it a WriteFailed
 
 
 def test_a_version_published_with_worker_digests_lists_each_files_own(tmp_path, dask_client):
