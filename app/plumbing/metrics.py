@@ -144,8 +144,8 @@ def reload_events() -> ReloadEvents:
 
 def render() -> tuple[bytes, str]:
     """(body, content type) of the Prometheus text exposition, aggregated over every worker."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if MULTIPROCESS and folder:
+    if MULTIPROCESS:
+        folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
         forget_dead_workers(folder)
         registry = CollectorRegistry()
         registry.register(WorkerFilesCollector(folder))

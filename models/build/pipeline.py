@@ -46,7 +46,7 @@ from models.fit.metric_vectors import recommend_vectors, side_vectors
 from models.fit.projection import is_lazy, normalize_rows, row_norms
 from models.fit.svd import truncated_svd
 from models.indexes.faiss_index import HnswParams, flat_index, hnsw_index, recall_at_10, write_index
-from models.indexes.ivf import IvfParams, QuerySet, choose, sample_queries
+from models.indexes.ivf import IvfParams, QuerySet, choose, exact_for_size, sample_queries
 from models.indexes.neighbour_lists import exact_neighbours
 from models.inputs.dataset import Dataset
 from models.inputs.factors import read_imported_factors
@@ -395,11 +395,8 @@ class _IndexWriter:
         self.progress.say(f"  index {stem}: {n} x {dim}, written by the Dask workers")
         serving = None
         if self.params.approximate is not None:
-            limit = self.params.approximate.exact_max_rows
-            serving = (
-                f"exact: {n} rows <= exact_max_rows {limit}"
-                if n <= limit
-                else f"exact: {n} rows written by the Dask workers (an IVF twin needs them in one process; "
+            serving = exact_for_size(n, self.params.approximate) or (
+                f"exact: {n} rows written by the Dask workers (an IVF twin needs them in one process; "
                 "VECTOR_BACKEND=milvus serves them from an approximate Milvus index)"
             )
         return IndexEntry(file=rel, rows=written.rows, dim=written.dim, zero_rows=written.zero_rows, serving=serving)

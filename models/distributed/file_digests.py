@@ -21,10 +21,8 @@ def worker_digests(client: Client) -> Digests:
     """artifact.store.Digests whose files are hashed on `client`'s workers, largest file first."""
 
     def digests(paths: Sequence[Path]) -> list[str]:
-        sizes = [os.stat(p).st_size for p in paths]
-        rank = {i: r for r, i in enumerate(sorted(range(len(paths)), key=lambda i: sizes[i]))}
-        # a larger file gets a higher priority: the longest hashes start first
-        futures = [client.submit(_hash, str(p), pure=False, priority=rank[i]) for i, p in enumerate(paths)]
+        # dask runs higher priorities first: by size, the longest hashes start first
+        futures = [client.submit(_hash, str(p), pure=False, priority=os.stat(p).st_size) for p in paths]
         return list(client.gather(futures))
 
     return digests

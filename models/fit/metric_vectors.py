@@ -32,7 +32,7 @@ import numpy as np
 
 from models.artifact.manifest import METRICS, RECOMMEND_METRICS
 from models.errors import InputError
-from models.fit.projection import gram, gram_and_mean, gram_root, is_lazy, normalize_rows, row_norms
+from models.fit.projection import as_float64, gram, gram_and_mean, gram_root, is_lazy, normalize_rows, row_norms
 
 WHITEN_CUTOFF = 1e-10  # relative eigenvalue cutoff of the whitening (METHODS.md, "Whitened cosine")
 
@@ -111,7 +111,7 @@ def whitened(M: np.ndarray) -> np.ndarray:
     C^-1/2 = E diag(w^-1/2) E^T over the kept eigenpairs (w, E): the kept directions get unit variance and
     the rest weight 0, so a rank-deficient M (dimensions a model killed) whitens without dividing by noise.
     """
-    M64 = M.astype(np.float64) if is_lazy(M) else np.asarray(M, dtype=np.float64)
+    M64 = as_float64(M)
     m = int(M64.shape[0])
     if m < 2:
         return np.zeros(M64.shape)
@@ -134,8 +134,7 @@ def _over_norms(M: np.ndarray, G: np.ndarray) -> np.ndarray:
 
 def _factors(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P and Q as float64; a dask P (the Dask engine's users) stays one, its rows where they are."""
-    P64 = P.astype(np.float64) if is_lazy(P) else np.asarray(P, dtype=np.float64)
-    Q64 = np.asarray(Q, dtype=np.float64)
+    P64, Q64 = as_float64(P), np.asarray(Q, dtype=np.float64)
     if P64.ndim != 2 or Q64.ndim != 2 or P64.shape[1] != Q64.shape[1]:
         raise InputError(f"metric vectors: P (n_users, k) and Q (n_items, k) disagree: {P64.shape} and {Q64.shape}")
     return P64, Q64

@@ -26,6 +26,11 @@ def is_lazy(M: Any) -> TypeGuard[da.Array]:
     return da is not None and isinstance(M, da.Array)
 
 
+def as_float64(M: Any) -> Any:
+    """M as float64: a dask array stays one (its rows where they are), anything else becomes an ndarray."""
+    return M.astype(np.float64) if is_lazy(M) else np.asarray(M, dtype=np.float64)
+
+
 def gram(M: Any) -> np.ndarray:
     """M^T M (k, k) float64 of M (m, k): for a dask array a sum over its row blocks, computed."""
     if is_lazy(M):

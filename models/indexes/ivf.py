@@ -153,14 +153,19 @@ def lower_bound(recalls: np.ndarray) -> float:
     return float(recalls.mean() - 2.0 * recalls.std(ddof=1) / np.sqrt(recalls.size))
 
 
+def exact_for_size(rows: int, params: IvfParams) -> str | None:
+    """The serving reason of an index of `rows` rows small enough to be searched exactly; None above exact_max_rows."""
+    return f"exact: {rows} rows <= exact_max_rows {params.exact_max_rows}" if rows <= params.exact_max_rows else None
+
+
 def choose(
     vectors: np.ndarray, query_sets: list[QuerySet], params: IvfParams, seed: int = 0, exact: faiss.Index | None = None
 ) -> IvfChoice:
     """Whether vectors (rows, dim) get an IVF twin, and with which nprobe (module docstring); exact: a flat
     inner-product index over the same vectors (built here when None)."""
     rows = int(vectors.shape[0])
-    if rows <= params.exact_max_rows:
-        return IvfChoice(None, f"exact: {rows} rows <= exact_max_rows {params.exact_max_rows}")
+    if (small := exact_for_size(rows, params)) is not None:
+        return IvfChoice(None, small)
     t0 = time.perf_counter()
     index, augmented = ivf_index(vectors, params, seed)
     if exact is None:
